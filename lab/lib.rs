@@ -1,0 +1,12 @@
+//! faultlab: scenario file → namespaces → traffic → kernel counters → verdict table.
+
+pub mod build;
+pub mod judge;
+pub mod netns;
+pub mod observe;
+pub mod plan;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod traffic;
+pub mod verdict;
