@@ -1,6 +1,7 @@
 //! faultlab: scenario file → namespaces → traffic → kernel counters → verdict table.
 
 pub mod build;
+pub mod evidence;
 pub mod judge;
 pub mod netns;
 pub mod observe;

@@ -1,1 +1,426 @@
-//! (in progress)
+//! Builds a [`LabPlan`] into live namespaces and tears it down again.
+//!
+//! [`Lab`] is RAII: dropping it stops the helper processes, deletes the namespaces and
+//! restores host sysctls. Everything created is listed in a state file first
+//! ([`state`]), so a run that dies without tearing down can be swept later.
+
+pub mod node;
+pub mod process;
+pub mod signals;
+pub mod state;
+
+pub use process::LabProcess;
+
+use crate::plan::{LabPlan, VethPlan};
+use anyhow::{anyhow, bail, Context, Result};
+use state::{SavedSysctl, StateFile};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A fresh run id: `fl` + 5 hex digits from pid, time and a counter.
+pub fn new_run_id() -> String {
+    use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+        .hash(&mut h);
+    COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
+    format!("fl{:05x}", h.finish() & 0xf_ffff)
+}
+
+/// The namespace of node `node` in `plan`.
+pub fn netns_for<'a>(plan: &'a LabPlan, node: &str) -> Result<&'a str> {
+    plan.nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.netns.as_str())
+        .ok_or_else(|| anyhow!("unknown node `{node}`"))
+}
+
+/// Checks a plan for mistakes that would otherwise surface half-way through a build.
+pub fn validate(plan: &LabPlan) -> Result<()> {
+    if plan.run_id.is_empty() || plan.run_id.contains('/') {
+        bail!("invalid run id {:?}", plan.run_id);
+    }
+    let mut names = HashSet::new();
+    let mut nss = HashSet::new();
+    for n in &plan.nodes {
+        if !names.insert(n.name.as_str()) {
+            bail!("node `{}` appears twice", n.name);
+        }
+        crate::netns::path_of(&n.netns).with_context(|| format!("node `{}`", n.name))?;
+        if !n.netns.starts_with(&format!("{}-", plan.run_id)) {
+            bail!(
+                "node `{}`: netns `{}` does not start with `{}-`",
+                n.name,
+                n.netns,
+                plan.run_id
+            );
+        }
+        if !nss.insert(n.netns.as_str()) {
+            bail!("netns `{}` used by two nodes", n.netns);
+        }
+        for p in &n.processes {
+            if p.argv.is_empty() {
+                bail!("node `{}`: process `{}` has an empty argv", n.name, p.name);
+            }
+        }
+    }
+    let mut ends = HashSet::new();
+    for v in &plan.veths {
+        for e in [&v.a, &v.b] {
+            if !names.contains(e.node.as_str()) {
+                bail!(
+                    "link {}:{} <-> {}:{}: unknown node `{}`",
+                    v.a.node,
+                    v.a.dev,
+                    v.b.node,
+                    v.b.dev,
+                    e.node
+                );
+            }
+            if e.dev.is_empty() || e.dev.len() > 15 {
+                bail!("link end {}:{}: device names are 1 to 15 bytes", e.node, e.dev);
+            }
+            if !ends.insert((e.node.as_str(), e.dev.as_str())) {
+                bail!("device {}:{} is used by two links", e.node, e.dev);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A built lab. Dropping it tears everything down.
+pub struct Lab {
+    plan: LabPlan,
+    state: Mutex<Option<StateFile>>,
+    /// Namespaces this lab created, in creation order.
+    namespaces: Vec<String>,
+    procs: Vec<LabProcess>,
+    /// Host sysctls written, with their values before.
+    saved_host: Vec<SavedSysctl>,
+    log_dir: PathBuf,
+    torn_down: bool,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("run_id", &self.plan.run_id)
+            .field("namespaces", &self.namespaces)
+            .field("pids", &self.pids())
+            .finish()
+    }
+}
+
+impl Lab {
+    /// Builds `plan`. On failure everything created so far is removed again and the
+    /// error names the node, device and step that failed.
+    pub fn build(plan: &LabPlan) -> Result<Lab> {
+        validate(plan)?;
+        let state = StateFile::create(&plan.run_id)?;
+        let log_dir = std::env::temp_dir().join(format!("faultlab-{}", plan.run_id));
+        let mut lab = Lab {
+            plan: plan.clone(),
+            state: Mutex::new(Some(state)),
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            saved_host: Vec::new(),
+            log_dir,
+            torn_down: false,
+        };
+        match lab.build_steps() {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                let errs = lab.teardown_all();
+                if errs.is_empty() {
+                    Err(e)
+                } else {
+                    let left = errs
+                        .iter()
+                        .map(|e| format!("{e:#}"))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    Err(e.context(format!(
+                        "build of {} failed, and the cleanup after it left things behind \
+                         (run `faultlab clean`): {left}",
+                        plan.run_id
+                    )))
+                }
+            }
+        }
+    }
+
+    fn update_state(&self, f: impl FnOnce(&mut state::RunState)) -> Result<()> {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(sf) => sf.update(f),
+            None => Ok(()),
+        }
+    }
+
+    fn build_steps(&mut self) -> Result<()> {
+        // Host-global sysctls: save (state file first), then write.
+        for s in self.plan.host_sysctls.clone() {
+            let original = crate::netns::sysctl::read_here(&s.key)
+                .with_context(|| format!("host sysctl {}", s.key))?;
+            let saved = SavedSysctl {
+                key: s.key.clone(),
+                original,
+            };
+            self.update_state(|st| st.host_sysctls.push(saved.clone()))?;
+            self.saved_host.push(saved);
+            state::write_host_sysctl(&s.key, &s.value)?;
+        }
+
+        for n in self.plan.nodes.clone() {
+            self.update_state(|st| st.namespaces.push(n.netns.clone()))?;
+            if let Err(e) = crate::netns::create(&n.netns) {
+                // Not ours (e.g. it already existed): it must not be deleted on cleanup.
+                self.update_state(|st| st.namespaces.retain(|x| x != &n.netns))?;
+                return Err(e.context(format!("node `{}`", n.name)));
+            }
+            self.namespaces.push(n.netns.clone());
+        }
+
+        let plan = &self.plan;
+        let mut by_node: BTreeMap<&str, Vec<&VethPlan>> = BTreeMap::new();
+        for v in &plan.veths {
+            by_node.entry(v.a.node.as_str()).or_default().push(v);
+        }
+        parallel(by_node.into_iter().map(|(node, veths)| {
+            move || -> Result<()> {
+                let ns = netns_for(plan, node)?;
+                crate::netns::with_netlink(ns, |nl| node::create_veths(nl, plan, &veths))
+                    .with_context(|| format!("node `{node}`"))
+            }
+        }))?;
+
+        parallel(plan.nodes.iter().map(|n| {
+            move || -> Result<()> {
+                crate::netns::with_netlink(&n.netns, |nl| node::configure(nl, n))
+                    .with_context(|| format!("node `{}`", n.name))
+            }
+        }))?;
+
+        if plan.nodes.iter().any(|n| !n.processes.is_empty()) {
+            std::fs::create_dir_all(&self.log_dir)
+                .with_context(|| format!("create log dir {}", self.log_dir.display()))?;
+        }
+        for n in self.plan.nodes.clone() {
+            for p in &n.processes {
+                let what = format!("node `{}`: process `{}`", n.name, p.name);
+                let mut lp =
+                    process::start(&n.name, &n.netns, p, &self.log_dir).context(what.clone())?;
+                let helper = state::Helper {
+                    pid: lp.pid,
+                    start: state::process_start_time(lp.pid),
+                    what: format!("{}/{}", n.name, p.name),
+                };
+                let recorded = self.update_state(|st| st.helpers.push(helper));
+                let ready = match p.ready_port {
+                    Some(port) if recorded.is_ok() => {
+                        process::wait_ready(&mut lp, port, process::READY_TIMEOUT)
+                    }
+                    _ => Ok(()),
+                };
+                self.procs.push(lp);
+                recorded.context(what.clone())?;
+                ready.context(what)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn plan(&self) -> &LabPlan {
+        &self.plan
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.plan.run_id
+    }
+
+    /// Namespace of `node`, if the plan has that node.
+    pub fn netns_of(&self, node: &str) -> Option<&str> {
+        netns_for(&self.plan, node).ok()
+    }
+
+    /// Pids of the helper processes, in start order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.pid).collect()
+    }
+
+    /// The helper processes (node, name, pid, log file).
+    pub fn processes(&self) -> &[LabProcess] {
+        &self.procs
+    }
+
+    /// Directory of the helper processes' logs (removed at teardown unless
+    /// `FAULTLAB_KEEP_LOGS` is set).
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// Records a tracefs instance (under /sys/kernel/tracing/instances) in the state
+    /// file, so it is removed if the run dies; teardown removes it if still there.
+    pub fn register_tracefs_instance(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.update_state(|st| {
+            if !st.tracefs_instances.contains(&name) {
+                st.tracefs_instances.push(name)
+            }
+        })
+    }
+
+    /// Forgets a tracefs instance its owner has removed itself.
+    pub fn unregister_tracefs_instance(&self, name: &str) -> Result<()> {
+        self.update_state(|st| st.tracefs_instances.retain(|n| n != name))
+    }
+
+    /// Tears down and returns every error met (an empty vector means all is gone).
+    pub fn teardown(mut self) -> Vec<anyhow::Error> {
+        self.teardown_all()
+    }
+
+    fn teardown_all(&mut self) -> Vec<anyhow::Error> {
+        if self.torn_down {
+            return Vec::new();
+        }
+        self.torn_down = true;
+        let mut errors = Vec::new();
+        for p in self.procs.iter_mut().rev() {
+            if let Err(e) = process::stop(p, Duration::from_secs(1)) {
+                errors.push(e.context(format!("stop {}/{} (pid {})", p.node, p.name, p.pid)));
+            }
+        }
+        self.procs.clear();
+        let tracefs = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.state().tracefs_instances.clone())
+            .unwrap_or_default();
+        for t in &tracefs {
+            if let Err(e) = state::remove_tracefs_instance(t) {
+                errors.push(e);
+            }
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            if let Err(e) = crate::netns::delete(&ns) {
+                errors.push(e);
+            }
+        }
+        for s in self.saved_host.drain(..).rev() {
+            if let Err(e) = state::write_host_sysctl(&s.key, &s.original) {
+                errors.push(e.context(format!("restore host sysctl {} = {}", s.key, s.original)));
+            }
+        }
+        if std::env::var_os("FAULTLAB_KEEP_LOGS").is_none() && self.log_dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&self.log_dir) {
+                errors.push(anyhow!(e).context(format!("remove {}", self.log_dir.display())));
+            }
+        }
+        let sf = self.state.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(sf) = sf {
+            if errors.is_empty() {
+                if let Err(e) = sf.remove() {
+                    errors.push(e);
+                }
+            }
+            // Otherwise the state file stays, for `faultlab clean` once this process is gone.
+        }
+        errors
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for e in self.teardown_all() {
+            eprintln!("faultlab: teardown of {}: {e:#}", self.plan.run_id);
+        }
+    }
+}
+
+/// Runs the jobs on one thread each and returns the first error (all jobs finish).
+fn parallel<'a, F>(jobs: impl Iterator<Item = F>) -> Result<()>
+where
+    F: FnOnce() -> Result<()> + Send + 'a,
+{
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs.map(|j| s.spawn(j)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Endpoint, NodePlan};
+
+    fn node(name: &str, ns: &str) -> NodePlan {
+        NodePlan {
+            name: name.into(),
+            netns: ns.into(),
+            devices: vec![],
+            sysctls: vec![],
+            addresses: vec![],
+            up: vec![],
+            routes: vec![],
+            neighbours: vec![],
+            rulesets: vec![],
+            processes: vec![],
+        }
+    }
+
+    #[test]
+    fn run_ids_are_short_and_distinct() {
+        let a = new_run_id();
+        let b = new_run_id();
+        assert_eq!(a.len(), 7);
+        assert!(a.starts_with("fl"));
+        assert!(a[2..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn validation_catches_plan_mistakes() {
+        let mut plan = LabPlan {
+            run_id: "fl00000".into(),
+            nodes: vec![node("a", "fl00000-a"), node("b", "fl00000-b")],
+            veths: vec![VethPlan {
+                a: Endpoint {
+                    node: "a".into(),
+                    dev: "eth0".into(),
+                },
+                b: Endpoint {
+                    node: "b".into(),
+                    dev: "eth0".into(),
+                },
+                mtu: None,
+            }],
+            host_sysctls: vec![],
+        };
+        validate(&plan).unwrap();
+        plan.veths[0].b.node = "c".into();
+        let e = validate(&plan).unwrap_err().to_string();
+        assert!(e.contains("unknown node `c`"), "{e}");
+        plan.veths[0].b.node = "b".into();
+        plan.nodes[1].netns = "other-b".into();
+        assert!(validate(&plan).is_err());
+        plan.nodes[1].netns = "fl00000-b".into();
+        plan.veths.push(plan.veths[0].clone());
+        assert!(validate(&plan).unwrap_err().to_string().contains("two links"));
+    }
+}

@@ -1,1 +1,125 @@
-//! (in progress)
+//! Runs scenarios cell by cell and collects verdicts.
+
+pub mod cell;
+pub mod kernel;
+pub mod prereq;
+pub mod results;
+
+use crate::scenario::Scenario;
+use crate::verdict::{CellResult, Outcome, ScenarioResult};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub struct RunOptions {
+    /// Only cells with this name (any scenario).
+    pub cell: Option<String>,
+    /// Multiplies each cell's own `repeat`.
+    pub repeat: u32,
+    /// Where pcaps and other files go (`results/<kernel>/artifacts/<scenario>`).
+    pub artifacts: PathBuf,
+    /// Timing multiplier for emulated kernels.
+    pub slow: f64,
+    /// Print one progress line per cell on stderr.
+    pub progress: bool,
+}
+
+pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioResult {
+    let started = Instant::now();
+    let kernel = kernel::release();
+    let artifacts = opts.artifacts.join(&scn.name);
+    let cells: Vec<_> = scn
+        .cells
+        .iter()
+        .filter(|c| opts.cell.as_ref().is_none_or(|n| n == &c.name))
+        .collect();
+    let mut results = Vec::new();
+    for (i, cell) in cells.iter().enumerate() {
+        if crate::build::signals::interrupted() {
+            break;
+        }
+        let t0 = Instant::now();
+        let reps = cell.repeat.max(1) * opts.repeat.max(1);
+        let result = if let Some(reason) = prereq::missing(&cell.requires) {
+            CellResult {
+                name: cell.name.clone(),
+                about: cell.about.clone(),
+                outcome: Outcome::Skip,
+                reason: Some(reason),
+                trigger: None,
+                checks: vec![],
+                observations: Default::default(),
+                drops: vec![],
+                captures: vec![],
+                repetitions: vec![],
+                duration_ms: 0,
+            }
+        } else {
+            let _ = std::fs::create_dir_all(&artifacts);
+            let env = cell::CellEnv {
+                run_id,
+                kernel: &kernel,
+                artifacts: &artifacts,
+                slow: opts.slow,
+            };
+            let mut outcomes = Vec::new();
+            let mut worst: Option<cell::RepetitionResult> = None;
+            for rep in 0..reps {
+                if crate::build::signals::interrupted() {
+                    break;
+                }
+                if opts.progress && reps > 1 {
+                    eprint!("\r  {}::{} repetition {}/{}   ", scn.name, cell.name, rep + 1, reps);
+                }
+                let r = cell::run_once(cell, &env);
+                outcomes.push(r.outcome);
+                if worst.as_ref().is_none_or(|w| r.outcome > w.outcome) {
+                    worst = Some(r);
+                }
+            }
+            if opts.progress && reps > 1 {
+                eprint!("\r");
+            }
+            let worst = worst.unwrap_or_else(|| {
+                cell::RepetitionResult::error(Outcome::Inconclusive, "interrupted before it ran".into())
+            });
+            CellResult {
+                name: cell.name.clone(),
+                about: cell.about.clone(),
+                outcome: worst.outcome,
+                reason: worst.reason,
+                trigger: worst.trigger,
+                checks: worst.checks,
+                observations: worst.observations,
+                drops: worst.drops,
+                captures: worst.captures,
+                repetitions: if reps > 1 { outcomes } else { vec![] },
+                duration_ms: t0.elapsed().as_millis() as u64,
+            }
+        };
+        if opts.progress {
+            eprintln!(
+                "[{}/{}] {}::{} {} ({:.1}s){}",
+                i + 1,
+                cells.len(),
+                scn.name,
+                result.name,
+                result.outcome.as_str().to_uppercase(),
+                t0.elapsed().as_secs_f64(),
+                result.reason.as_ref().map(|r| format!(" — {r}")).unwrap_or_default()
+            );
+        }
+        results.push(result);
+    }
+    ScenarioResult {
+        scenario: scn.name.clone(),
+        about: scn.about.clone(),
+        file: scn.file.clone(),
+        kernel_release: kernel,
+        started_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        duration_ms: started.elapsed().as_millis() as u64,
+        cells: results,
+    }
+}

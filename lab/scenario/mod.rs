@@ -1,1 +1,110 @@
-//! (in progress)
+//! Scenario files: discovery, parsing and validation into runnable cells.
+
+pub mod error;
+pub mod schema;
+pub mod syntax;
+
+use crate::plan::CellPlan;
+pub use error::{ScenarioError, SourceMap};
+use std::path::{Path, PathBuf};
+
+/// A validated scenario: every cell is ready to run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub file: String,
+    pub name: String,
+    pub about: String,
+    pub seed: Option<String>,
+    pub cells: Vec<CellPlan>,
+}
+
+/// Parse and validate a scenario from its text. `file` is used in error messages.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let src = SourceMap::new(file, text);
+    let raw: schema::ScenarioFile = toml::from_str(text).map_err(|e| toml_error(&src, &e))?;
+    let cells = crate::plan::expand_cells(&raw, &src)?;
+    Ok(Scenario {
+        file: file.to_string(),
+        name: raw.name.into_inner(),
+        about: raw.about,
+        seed: raw.seed,
+        cells,
+    })
+}
+
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        field: "-".into(),
+        message: format!("cannot read the file: {e}"),
+        fix: "check the path".into(),
+    })?;
+    parse(&file, &text)
+}
+
+/// Turn toml's error (which carries a span) into ours: file:line:col, field, fix.
+fn toml_error(src: &SourceMap, e: &toml::de::Error) -> ScenarioError {
+    let span = e.span().unwrap_or(0..0);
+    let message = e.message().trim().to_string();
+    let fix = if message.starts_with("unknown field") {
+        "check the spelling; the message lists the fields allowed here"
+    } else if message.starts_with("missing field") {
+        "add the field"
+    } else {
+        "see the scenario reference in README.md"
+    };
+    let (line, column) = src.line_col(span.start);
+    ScenarioError {
+        file: src.file.clone(),
+        line,
+        column,
+        field: field_at(src, span.start),
+        message,
+        fix: fix.into(),
+    }
+}
+
+/// Best-effort name of the key at a byte offset, for errors toml reports by span only.
+fn field_at(_src: &SourceMap, _offset: usize) -> String {
+    "-".into()
+}
+
+/// Expand command-line arguments (files, directories, or scenario names) into
+/// scenario files. Directories are searched for `*.toml` (not recursing into
+/// `topologies/`); names are looked up as `scenarios/NAME.toml`.
+pub fn discover(args: &[String], scenarios_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    let args: Vec<String> = if args.is_empty() {
+        vec![scenarios_dir.display().to_string()]
+    } else {
+        args.to_vec()
+    };
+    for a in &args {
+        let p = Path::new(a);
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{a}: {e}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else if p.is_file() {
+            out.push(p.to_path_buf());
+        } else {
+            let named = scenarios_dir.join(format!("{a}.toml"));
+            if named.is_file() {
+                out.push(named);
+            } else {
+                return Err(format!(
+                    "`{a}` is neither a file, a directory nor a scenario name in {}",
+                    scenarios_dir.display()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,75 @@
+//! The namespace-local part of a build: one node, on a thread inside its namespace.
+
+use crate::netns::{netlink::describe_route, Netlink};
+use crate::plan::{DeviceKind, LabPlan, NodePlan, VethPlan};
+use anyhow::{Context, Result};
+
+/// Creates the veths whose `a` end lives in `netns`, each peer directly in its node.
+pub fn create_veths(nl: &Netlink, plan: &LabPlan, veths: &[&VethPlan]) -> Result<()> {
+    for v in veths {
+        let peer_ns = super::netns_for(plan, &v.b.node)?;
+        nl.add_veth(&v.a.dev, &v.b.dev, peer_ns, v.mtu)
+            .with_context(|| {
+                format!(
+                    "link {}:{} <-> {}:{}",
+                    v.a.node, v.a.dev, v.b.node, v.b.dev
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// Devices, bridge ports, sysctls, addresses, up, routes, neighbours, rulesets.
+pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
+    for d in &node.devices {
+        let res = match &d.kind {
+            DeviceKind::Bridge { .. } => nl.add_bridge(&d.name, d.mtu),
+            DeviceKind::Dummy => nl.add_dummy(&d.name, d.mtu),
+            DeviceKind::Vxlan {
+                vni,
+                local,
+                remote,
+                dev,
+                port,
+            } => nl.add_vxlan(&d.name, *vni, *local, *remote, dev.as_deref(), *port, d.mtu),
+        };
+        res.with_context(|| format!("device `{}`", d.name))?;
+    }
+    for d in &node.devices {
+        if let DeviceKind::Bridge { ports } = &d.kind {
+            for p in ports {
+                nl.set_master(p, &d.name).with_context(|| {
+                    format!(
+                        "bridge `{}`: port `{p}` (ports must be devices of node `{}`)",
+                        d.name, node.name
+                    )
+                })?;
+            }
+        }
+    }
+    for s in &node.sysctls {
+        crate::netns::sysctl::write_here(&s.key, &s.value)?;
+    }
+    for a in &node.addresses {
+        nl.add_address(&a.dev, a.addr)?;
+    }
+    for dev in &node.up {
+        nl.set_up(dev)?;
+    }
+    for r in &node.routes {
+        nl.add_route(r)
+            .with_context(|| format!("route `{}`", describe_route(r)))?;
+    }
+    for n in &node.neighbours {
+        nl.add_neighbour(&n.dev, n.ip, &n.mac)?;
+    }
+    for (i, rs) in node.rulesets.iter().enumerate() {
+        let (prog, args) = rs.kind.loader();
+        let mut argv = vec![prog];
+        argv.extend_from_slice(args);
+        crate::netns::output_in(&node.netns, &argv, Some(&rs.text)).with_context(|| {
+format!("ruleset #{} ({})", i + 1, rs.kind.key())
+        })?;
+    }
+    Ok(())
+}

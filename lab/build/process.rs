@@ -1,0 +1,186 @@
+//! Helper processes of a lab: started inside a node's namespace, logged to a file,
+//! waited for until their port is bound, stopped by their own pid.
+
+use crate::plan::ProcessPlan;
+use anyhow::{anyhow, bail, Context, Result};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a process gets to bind its `ready_port`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running helper process of the lab.
+#[derive(Debug)]
+pub struct LabProcess {
+    pub node: String,
+    pub name: String,
+    pub pid: u32,
+    /// stdout and stderr of the process.
+    pub log: PathBuf,
+    pub(crate) child: Child,
+}
+
+/// argv with a first word of `faultlab` replaced by this executable.
+pub fn resolve_argv(argv: &[String]) -> Result<Vec<String>> {
+    let Some(first) = argv.first() else {
+        bail!("empty argv");
+    };
+    let mut out = argv.to_vec();
+    if first == "faultlab" {
+        out[0] = std::env::current_exe()
+            .context("locate the faultlab executable")?
+            .to_string_lossy()
+            .into_owned();
+    }
+    Ok(out)
+}
+
+/// Starts `p` in `netns`, output to `log_dir/<node>-<name>.log`.
+pub fn start(node: &str, netns: &str, p: &ProcessPlan, log_dir: &Path) -> Result<LabProcess> {
+    let argv = resolve_argv(&p.argv)?;
+    let log = log_dir.join(format!("{node}-{}.log", p.name));
+    let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = crate::netns::command(netns, &argv);
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Own process group: a terminal's Ctrl-C reaches the runner only, which then
+        // stops helpers in order.
+        .process_group(0);
+    let child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!(
+                "`{}` not found: install {} (scripts/install-deps.sh)",
+                argv[0],
+                crate::netns::exec::package_of(&argv[0])
+            )
+        } else {
+            anyhow!(e).context(format!("spawn `{}`", argv.join(" ")))
+        }
+    })?;
+    Ok(LabProcess {
+        node: node.to_string(),
+        name: p.name.clone(),
+        pid: child.id(),
+        log,
+        child,
+    })
+}
+
+/// Local ports (TCP in LISTEN, any UDP) in a /proc/net/{tcp,udp}[6] table.
+pub fn bound_ports(table: &str, tcp: bool) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local = f.get(1)?;
+            let state = f.get(3)?;
+            if tcp && *state != "0A" {
+                return None;
+            }
+            u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+        })
+        .collect()
+}
+
+/// True when `port` is bound in the namespace of `pid` (its /proc/PID/net view).
+pub fn port_bound(pid: u32, port: u16) -> bool {
+    [("tcp", true), ("tcp6", true), ("udp", false), ("udp6", false)]
+        .iter()
+        .any(|(t, tcp)| {
+            std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+                .map(|s| bound_ports(&s, *tcp).contains(&port))
+                .unwrap_or(false)
+        })
+}
+
+/// Last `n` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+    if tail.trim().is_empty() {
+        "(no output)".into()
+    } else {
+        tail
+    }
+}
+
+/// Waits until the process has bound `port`, or fails if it exits or times out.
+pub fn wait_ready(p: &mut LabProcess, port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if port_bound(p.pid, port) {
+            return Ok(());
+        }
+        if let Some(status) = p.child.try_wait()? {
+            bail!(
+                "exited ({status}) before binding port {port}; log {}:\n{}",
+                p.log.display(),
+                log_tail(&p.log, 20)
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "port {port} not bound after {:?}: does the program listen on it? log {}:\n{}",
+                timeout,
+                p.log.display(),
+                log_tail(&p.log, 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGTERM, up to `grace` to exit, SIGKILL, reap.
+pub fn stop(p: &mut LabProcess, grace: Duration) -> Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if p.child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    let pid = Pid::from_raw(p.pid as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if p.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match kill(pid, Signal::SIGKILL) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => bail!("SIGKILL {}/{} (pid {}): {e}", p.node, p.name, p.pid),
+    }
+    p.child
+        .wait()
+        .with_context(|| format!("reap {}/{} (pid {})", p.node, p.name, p.pid))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tables() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+   1: 0100007F:0050 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
+        assert_eq!(bound_ports(tcp, true), vec![8080]);
+        assert_eq!(bound_ports(tcp, false), vec![8080, 80]);
+    }
+
+    #[test]
+    fn faultlab_argv_is_this_executable() {
+        let a = resolve_argv(&["faultlab".into(), "serve".into()]).unwrap();
+        assert_eq!(a[0], std::env::current_exe().unwrap().to_string_lossy());
+        assert_eq!(a[1], "serve");
+        assert_eq!(resolve_argv(&["sleep".into()]).unwrap(), vec!["sleep"]);
+        assert!(resolve_argv(&[]).is_err());
+    }
+}

@@ -1,0 +1,343 @@
+//! The run state file, `/run/faultlab/<run_id>.json`: everything a run has put on the
+//! machine, written before each thing is created, so that a crashed run can be swept.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const STATE_DIR: &str = "/run/faultlab";
+pub const TRACEFS_INSTANCES: &str = "/sys/kernel/tracing/instances";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub run_id: String,
+    pub runner_pid: u32,
+    /// Start time of the runner (field 22 of /proc/PID/stat), so a recycled pid is
+    /// not mistaken for a live runner.
+    #[serde(default)]
+    pub runner_start: Option<u64>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub helpers: Vec<Helper>,
+    /// Host-global sysctls with the values to put back, in the order they were saved.
+    #[serde(default)]
+    pub host_sysctls: Vec<SavedSysctl>,
+    /// Names under /sys/kernel/tracing/instances.
+    #[serde(default)]
+    pub tracefs_instances: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Helper {
+    pub pid: u32,
+    #[serde(default)]
+    pub start: Option<u64>,
+    /// `node/process`, for reports.
+    pub what: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSysctl {
+    pub key: String,
+    pub original: String,
+}
+
+/// A state file owned by a live run.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    state: RunState,
+}
+
+pub fn state_path(run_id: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{run_id}.json"))
+}
+
+impl StateFile {
+    /// Writes the initial state of run `run_id` (owned by this process).
+    pub fn create(run_id: &str) -> Result<Self> {
+        if run_id.is_empty() || run_id.contains('/') {
+            bail!("invalid run id {run_id:?}");
+        }
+        std::fs::create_dir_all(STATE_DIR).with_context(|| format!("create {STATE_DIR}"))?;
+        let path = state_path(run_id);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| {
+                format!(
+                    "create state file {} (is run id `{run_id}` in use?)",
+                    path.display()
+                )
+            })?;
+        let pid = std::process::id();
+        let sf = StateFile {
+            path,
+            state: RunState {
+                run_id: run_id.to_string(),
+                runner_pid: pid,
+                runner_start: process_start_time(pid),
+                ..Default::default()
+            },
+        };
+        sf.write()?;
+        Ok(sf)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    /// Applies `f` and rewrites the file (atomically: temp file + rename).
+    pub fn update(&mut self, f: impl FnOnce(&mut RunState)) -> Result<()> {
+        f(&mut self.state);
+        self.write()
+    }
+
+    fn write(&self) -> Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(&self.state)?;
+        std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("rename {} into place", tmp.display()))
+    }
+
+    /// Deletes the file (after a clean teardown).
+    pub fn remove(self) -> Result<()> {
+        std::fs::remove_file(&self.path)
+            .with_context(|| format!("remove state file {}", self.path.display()))
+    }
+}
+
+/// Start time of `pid` in clock ticks since boot, if it exists.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, start)| start)
+}
+
+/// (state char, starttime) from a /proc/PID/stat line; comm may contain spaces and ')'.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); starttime is field 22.
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// True when `pid` runs (not a zombie) and, if `start` is known, is the same process.
+pub fn is_alive(pid: u32, start: Option<u64>) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    match parse_stat(&stat) {
+        Some(('Z', _)) | Some(('X', _)) | None => false,
+        Some((_, s)) => start.is_none_or(|want| want == s),
+    }
+}
+
+/// SIGTERM, up to `grace` to exit, then SIGKILL. For processes that are not our
+/// children (reaping is their parent's job); a zombie counts as gone.
+pub fn terminate(pid: u32, start: Option<u64>, grace: Duration) -> Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if !is_alive(pid, start) {
+        return Ok(());
+    }
+    let p = Pid::from_raw(pid as i32);
+    match kill(p, Signal::SIGTERM) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::ESRCH) => return Ok(()),
+        Err(e) => return Err(anyhow!("SIGTERM pid {pid}: {e}")),
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !is_alive(pid, start) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match kill(p, Signal::SIGKILL) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(anyhow!("SIGKILL pid {pid}: {e}")),
+    }
+}
+
+/// Removes a tracefs instance; a missing one is not an error.
+pub fn remove_tracefs_instance(name: &str) -> Result<bool> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        bail!("invalid tracefs instance name {name:?}");
+    }
+    let dir = Path::new(TRACEFS_INSTANCES).join(name);
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(anyhow!(e).context(format!("rmdir {}", dir.display()))),
+    }
+}
+
+/// Writes a host-global (root namespace) sysctl.
+pub fn write_host_sysctl(key: &str, value: &str) -> Result<()> {
+    crate::netns::sysctl::write_here(key, value).context("host sysctl")
+}
+
+/// Undoes everything `state` lists. Returns what was done and what failed; never
+/// stops at the first error.
+pub fn clean(state: &RunState) -> (Vec<String>, Vec<anyhow::Error>) {
+    let id = &state.run_id;
+    let mut done = Vec::new();
+    let mut errors = Vec::new();
+    for h in &state.helpers {
+        if is_alive(h.pid, h.start) {
+            match terminate(h.pid, h.start, Duration::from_secs(1)) {
+                Ok(()) => done.push(format!("{id}: stopped {} (pid {})", h.what, h.pid)),
+                Err(e) => errors.push(e.context(format!("{id}: stop {}", h.what))),
+            }
+        }
+    }
+    let prefix = format!("{id}-");
+    for ns in state.namespaces.iter().rev() {
+        if !ns.starts_with(&prefix) {
+            errors.push(anyhow!(
+                "{id}: refusing to delete netns `{ns}`: not named after the run"
+            ));
+            continue;
+        }
+        if crate::netns::exists(ns) {
+            match crate::netns::delete(ns) {
+                Ok(()) => done.push(format!("{id}: deleted netns {ns}")),
+                Err(e) => errors.push(e.context(format!("{id}: delete netns"))),
+            }
+        }
+    }
+    for t in &state.tracefs_instances {
+        match remove_tracefs_instance(t) {
+            Ok(true) => done.push(format!("{id}: removed tracefs instance {t}")),
+            Ok(false) => {}
+            Err(e) => errors.push(e.context(format!("{id}: remove tracefs instance"))),
+        }
+    }
+    for s in state.host_sysctls.iter().rev() {
+        match write_host_sysctl(&s.key, &s.original) {
+            Ok(()) => done.push(format!("{id}: restored {} = {}", s.key, s.original)),
+            Err(e) => errors.push(e.context(format!("{id}: restore {}", s.key))),
+        }
+    }
+    (done, errors)
+}
+
+fn read_states() -> Result<Vec<(PathBuf, Result<RunState>)>> {
+    let rd = match std::fs::read_dir(STATE_DIR) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow!(e).context(format!("read {STATE_DIR}"))),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let parsed = std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| serde_json::from_slice::<RunState>(&b).map_err(anyhow::Error::from))
+            .with_context(|| format!("parse state file {}", path.display()));
+        out.push((path, parsed));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Cleans every run whose runner is dead. Returns a report line per action.
+pub fn sweep_dead() -> Result<Vec<String>> {
+    sweep_all(false)
+}
+
+/// `faultlab clean`: cleans dead runs, and with `force` live ones too (the caller's
+/// own run excepted).
+pub fn sweep_all(force: bool) -> Result<Vec<String>> {
+    let me = std::process::id();
+    let mut report = Vec::new();
+    let mut errors = Vec::new();
+    for (path, st) in read_states()? {
+        let st = match st {
+            Ok(st) => st,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let alive = is_alive(st.runner_pid, st.runner_start);
+        if alive && (!force || st.runner_pid == me) {
+            continue;
+        }
+        if alive {
+            if let Err(e) = terminate(st.runner_pid, st.runner_start, Duration::from_secs(2)) {
+                errors.push(e.context(format!("{}: stop runner", st.run_id)));
+            }
+        }
+        let (done, errs) = clean(&st);
+        report.extend(done);
+        if errs.is_empty() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("remove {}", path.display()))?;
+            report.push(format!("{}: removed {}", st.run_id, path.display()));
+        } else {
+            errors.extend(errs);
+        }
+    }
+    if !errors.is_empty() {
+        let msg = errors
+            .iter()
+            .map(|e| format!("{e:#}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        bail!(
+            "sweep left things behind ({msg}); cleaned so far: {}",
+            if report.is_empty() {
+                "nothing".to_string()
+            } else {
+                report.join(", ")
+            }
+        );
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_odd_comm() {
+        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(line), Some(('S', 987654)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        let me = std::process::id();
+        let start = process_start_time(me);
+        assert!(start.is_some());
+        assert!(is_alive(me, start));
+        assert!(!is_alive(me, start.map(|s| s + 1)));
+    }
+
+    #[test]
+    fn state_roundtrips_and_tolerates_missing_fields() {
+        let st: RunState =
+            serde_json::from_str(r#"{"run_id":"fl00001","runner_pid":1}"#).unwrap();
+        assert_eq!(st.run_id, "fl00001");
+        assert!(st.namespaces.is_empty());
+        let back: RunState = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        assert_eq!(back, st);
+    }
+}

@@ -1,0 +1,530 @@
+//! Packet capture on one device of one namespace: AF_PACKET socket in a thread that has
+//! entered the namespace, a pcap file, and named counters over the packets seen.
+
+use super::filter::Filter;
+use super::packet::{Framing, PacketInfo};
+use super::pcap::{LinkType, PcapWriter};
+use crate::verdict::Observations;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Observation names a count may not take.
+const RESERVED: [&str; 3] = ["packets", "seen", "lost"];
+const DEFAULT_SNAPLEN: u32 = 262_144;
+const RCVBUF: libc::c_int = 8 << 20;
+/// Parsed packets kept in memory for tests; the pcap file has them all.
+const MAX_KEPT: usize = 100_000;
+
+/// One `[[captures]]` entry of a scenario.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// Observation prefix: `capture.<name>.<counter>`.
+    pub name: String,
+    pub node: String,
+    /// Device name inside the node, or `any`.
+    pub dev: String,
+    /// What is written to the pcap file; every packet when absent.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Named counters, each a filter evaluated on every packet seen on the device
+    /// (whether or not `filter` keeps it).
+    #[serde(default)]
+    pub count: BTreeMap<String, String>,
+    #[serde(default)]
+    pub snaplen: Option<u32>,
+}
+
+impl CaptureSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        self.compile().map(|_| ())
+    }
+
+    fn compile(&self) -> Result<(Option<Filter>, Vec<(String, Filter)>), String> {
+        let ctx = format!("capture `{}`", self.name);
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !ident(&self.name) {
+            return Err(format!(
+                "{ctx}: field `name` must be non-empty letters, digits, `_` or `-` \
+                 (it prefixes observations capture.<name>.*)"
+            ));
+        }
+        if self.node.is_empty() {
+            return Err(format!("{ctx}: field `node` is empty; name the node to capture in"));
+        }
+        if self.dev.is_empty() || self.dev.len() > 15 || self.dev.contains('/') {
+            return Err(format!(
+                "{ctx}: field `dev` = {:?} is not a device name (1-15 characters, no `/`); \
+                 use a device of node `{}` or \"any\"",
+                self.dev, self.node
+            ));
+        }
+        if self.snaplen == Some(0) {
+            return Err(format!("{ctx}: field `snaplen` must be > 0 (or omitted: {DEFAULT_SNAPLEN})"));
+        }
+        let keep = match &self.filter {
+            Some(f) => Some(
+                Filter::parse(f).map_err(|e| format!("{ctx}: field `filter`, {e} (in {f:?})"))?,
+            ),
+            None => None,
+        };
+        let mut counts = Vec::new();
+        for (name, f) in &self.count {
+            if !ident(name) || RESERVED.contains(&name.as_str()) {
+                return Err(format!(
+                    "{ctx}: count name `{name}` must be letters, digits, `_` or `-` and not one \
+                     of {RESERVED:?} (observations already use those names); rename it"
+                ));
+            }
+            let filter = Filter::parse(f)
+                .map_err(|e| format!("{ctx}: field `count.{name}`, {e} (in {f:?})"))?;
+            counts.push((name.clone(), filter));
+        }
+        Ok((keep, counts))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapturedPacket {
+    /// Time since the Unix epoch at which userspace read the packet.
+    pub ts: Duration,
+    /// Sent by this namespace (PACKET_OUTGOING) rather than received.
+    pub outgoing: bool,
+    pub ifindex: i32,
+    /// Frame length on the wire (including the link-layer or cooked header).
+    pub orig_len: u32,
+    pub info: PacketInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureSummary {
+    pub name: String,
+    pub pcap: PathBuf,
+    /// Packets kept by `filter` (written to the pcap file).
+    pub packets: u64,
+    /// Every packet read from the device.
+    pub seen: u64,
+    /// Packets the kernel dropped because the socket buffer was full (PACKET_STATISTICS).
+    pub lost: u64,
+    pub counts: BTreeMap<String, u64>,
+    /// Key fields of the kept packets (the first 100 000).
+    pub kept: Vec<CapturedPacket>,
+}
+
+impl CaptureSummary {
+    /// `capture.<name>.packets`, `.seen`, `.lost` and `.<count-name>`.
+    pub fn observations(&self, name: &str) -> Observations {
+        let mut obs = Observations::new();
+        let mut put = |k: &str, v: u64| obs.insert(format!("capture.{name}.{k}"), v as f64);
+        put("packets", self.packets);
+        put("seen", self.seen);
+        put("lost", self.lost);
+        for (k, v) in &self.counts {
+            put(k, *v);
+        }
+        obs
+    }
+}
+
+/// A running capture; `stop` returns what it saw. Dropping it stops the thread too.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<CaptureSummary>>>,
+}
+
+impl Capture {
+    /// Returns once the socket is bound: every packet from then on is captured.
+    pub fn start(netns: &str, spec: &CaptureSpec, pcap_path: &Path) -> Result<Capture> {
+        let (keep, counts) = spec.compile().map_err(|e| anyhow!(e))?;
+        let file = File::create(pcap_path)
+            .with_context(|| format!("create pcap file {}", pcap_path.display()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let job = Job {
+            netns: netns.to_string(),
+            dev: spec.dev.clone(),
+            snaplen: spec.snaplen.unwrap_or(DEFAULT_SNAPLEN),
+            keep,
+            counts,
+            summary: CaptureSummary {
+                name: spec.name.clone(),
+                pcap: pcap_path.to_path_buf(),
+                packets: 0,
+                seen: 0,
+                lost: 0,
+                counts: spec.count.keys().map(|k| (k.clone(), 0)).collect(),
+                kept: Vec::new(),
+            },
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("capture-{}", spec.name))
+            .spawn({
+                let stop = stop.clone();
+                move || job.run(file, &stop, ready_tx)
+            })?;
+        match ready_rx.recv() {
+            Ok(()) => Ok(Capture {
+                stop,
+                thread: Some(thread),
+            }),
+            // The thread failed before binding: its error says why.
+            Err(_) => Err(join(thread)
+                .err()
+                .unwrap_or_else(|| anyhow!("capture thread ended before it was ready"))
+                .context(format!("capture `{}` on {netns}:{}", spec.name, spec.dev))),
+        }
+    }
+
+    pub fn stop(mut self) -> Result<CaptureSummary> {
+        self.stop.store(true, Ordering::SeqCst);
+        join(self.thread.take().expect("thread present until stop"))
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = join(t);
+        }
+    }
+}
+
+fn join(t: JoinHandle<Result<CaptureSummary>>) -> Result<CaptureSummary> {
+    t.join().map_err(|_| anyhow!("capture thread panicked"))?
+}
+
+struct Job {
+    netns: String,
+    dev: String,
+    snaplen: u32,
+    keep: Option<Filter>,
+    counts: Vec<(String, Filter)>,
+    summary: CaptureSummary,
+}
+
+impl Job {
+    fn run(mut self, file: File, stop: &AtomicBool, ready: mpsc::Sender<()>) -> Result<CaptureSummary> {
+        crate::netns::enter(&self.netns)?;
+        let sock = Socket::open(&self.dev)?;
+        let linktype = if sock.cooked {
+            LinkType::LinuxSll
+        } else {
+            LinkType::Ethernet
+        };
+        let framing = if sock.cooked {
+            Framing::LinuxSll
+        } else {
+            Framing::Ethernet
+        };
+        let mut pcap = PcapWriter::new(BufWriter::new(file), linktype, self.snaplen)?;
+        let _ = ready.send(());
+
+        let header = if sock.cooked { 16 } else { 0 };
+        let mut buf = vec![0u8; header + 65536 + 4096];
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            let (len, sll) = match sock.recv(&mut buf[header..], stopping) {
+                Ok(r) => r,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if stopping {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("recvfrom on the packet socket"),
+            };
+            let outgoing = sll.sll_pkttype == libc::PACKET_OUTGOING as u8;
+            // The loopback device shows each packet twice (out, then in); libpcap keeps one.
+            if outgoing && sll.sll_ifindex == sock.lo_ifindex {
+                continue;
+            }
+            if sock.cooked {
+                buf[..16].copy_from_slice(&sll_header(&sll));
+            }
+            let caplen = header + len.min(buf.len() - header);
+            let frame = &buf[..caplen];
+            let orig_len = (header + len) as u32;
+            let info = PacketInfo::parse(framing, frame);
+            self.summary.seen += 1;
+            for (name, f) in &self.counts {
+                if f.matches(&info) {
+                    *self.summary.counts.entry(name.clone()).or_default() += 1;
+                }
+            }
+            if self.keep.as_ref().is_none_or(|f| f.matches(&info)) {
+                let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                pcap.write_packet(ts, frame, orig_len)?;
+                self.summary.packets += 1;
+                if self.summary.kept.len() < MAX_KEPT {
+                    self.summary.kept.push(CapturedPacket {
+                        ts,
+                        outgoing,
+                        ifindex: sll.sll_ifindex,
+                        orig_len,
+                        info,
+                    });
+                }
+            }
+        }
+        self.summary.lost = sock.drops();
+        pcap.finish()?;
+        Ok(self.summary)
+    }
+}
+
+/// The Linux cooked (SLL) header libpcap writes for `any` and non-Ethernet devices.
+fn sll_header(sll: &libc::sockaddr_ll) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0..2].copy_from_slice(&u16::from(sll.sll_pkttype).to_be_bytes());
+    h[2..4].copy_from_slice(&sll.sll_hatype.to_be_bytes());
+    h[4..6].copy_from_slice(&u16::from(sll.sll_halen).to_be_bytes());
+    let n = usize::from(sll.sll_halen).min(8);
+    h[6..6 + n].copy_from_slice(&sll.sll_addr[..n]);
+    // sll_protocol is already in network byte order.
+    h[14..16].copy_from_slice(&sll.sll_protocol.to_ne_bytes());
+    h
+}
+
+struct Socket {
+    fd: OwnedFd,
+    /// SOCK_DGRAM + cooked header: `any`, and devices without an Ethernet header.
+    cooked: bool,
+    lo_ifindex: i32,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `v` points to a live T of the given size.
+    cvt(unsafe {
+        libc::setsockopt(fd, level, name, (v as *const T).cast(), size_of::<T>() as libc::socklen_t)
+    })
+    .map(|_| ())
+}
+
+impl Socket {
+    /// In the calling thread's namespace.
+    fn open(dev: &str) -> Result<Socket> {
+        let lo_ifindex = nix::net::if_::if_nametoindex("lo").map_or(0, |i| i as i32);
+        let (ifindex, cooked) = if dev == "any" {
+            (0, true)
+        } else {
+            let idx = nix::net::if_::if_nametoindex(dev)
+                .with_context(|| format!("no device `{dev}` in this namespace"))?;
+            let hatype = hardware_type(dev)?;
+            let ethernet_like = hatype == libc::ARPHRD_ETHER || hatype == libc::ARPHRD_LOOPBACK;
+            (idx as i32, !ethernet_like)
+        };
+        let kind = if cooked {
+            libc::SOCK_DGRAM
+        } else {
+            libc::SOCK_RAW
+        };
+        // Protocol 0: the socket receives nothing until bound, so no other device leaks in.
+        // SAFETY: plain socket(2); the returned fd is owned right away.
+        let fd = unsafe {
+            OwnedFd::from_raw_fd(cvt(libc::socket(libc::AF_PACKET, kind | libc::SOCK_CLOEXEC, 0))
+                .context("socket(AF_PACKET)")?)
+        };
+        let raw = fd.as_raw_fd();
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &0 as &libc::c_int)
+            .context("PACKET_IGNORE_OUTGOING")?;
+        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF).is_err() {
+            setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF).context("SO_RCVBUF")?;
+        }
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
+        setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv).context("SO_RCVTIMEO")?;
+        // SAFETY: sockaddr_ll is plain old data.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex;
+        // SAFETY: binding with a fully initialised sockaddr_ll of its own size.
+        cvt(unsafe {
+            libc::bind(
+                raw,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })
+        .with_context(|| format!("bind packet socket to `{dev}`"))?;
+        let s = Socket {
+            fd,
+            cooked,
+            lo_ifindex,
+        };
+        s.drops(); // PACKET_STATISTICS resets on read
+        Ok(s)
+    }
+
+    /// Returns the real packet length (MSG_TRUNC) and the packet's address.
+    fn recv(&self, buf: &mut [u8], nonblocking: bool) -> io::Result<(usize, libc::sockaddr_ll)> {
+        // SAFETY: sockaddr_ll is plain old data.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        let mut alen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        let flags = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        // SAFETY: buf and sll are valid for writes of the lengths passed.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+                (&mut sll as *mut libc::sockaddr_ll).cast(),
+                &mut alen,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((n as usize, sll))
+    }
+
+    /// Packets dropped by the kernel since the last call.
+    fn drops(&self) -> u64 {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: st is valid for writes of len bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            0
+        } else {
+            u64::from(st.tp_drops)
+        }
+    }
+}
+
+/// ARPHRD_* of a device, via SIOCGIFHWADDR in the current namespace.
+fn hardware_type(dev: &str) -> Result<u16> {
+    // SAFETY: a throwaway datagram socket for the ioctl, owned right away.
+    let sock = unsafe {
+        OwnedFd::from_raw_fd(cvt(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?)
+    };
+    // SAFETY: ifreq is plain old data; the name is NUL-terminated (dev ≤ 15 bytes checked).
+    unsafe {
+        let mut ifr: libc::ifreq = zeroed();
+        if dev.len() >= ifr.ifr_name.len() {
+            bail!("device name `{dev}` too long");
+        }
+        for (i, b) in dev.bytes().enumerate() {
+            ifr.ifr_name[i] = b as libc::c_char;
+        }
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr))
+            .with_context(|| format!("SIOCGIFHWADDR {dev}"))?;
+        Ok(ifr.ifr_ifru.ifru_hwaddr.sa_family)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(toml_text: &str) -> CaptureSpec {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn deserializes_scenario_syntax() {
+        let s = spec(
+            r#"
+            name = "ext"
+            node = "host"
+            dev = "eth1"
+            filter = "tcp or icmp"
+            [count]
+            rst_to_remote = "tcp and rst and dst 203.0.113.2"
+            redirects = "icmp and icmp-type 5"
+            "#,
+        );
+        assert_eq!(s.count.len(), 2);
+        assert_eq!(s.snaplen, None);
+        s.validate().unwrap();
+        assert!(toml::from_str::<CaptureSpec>("name='a'\nnode='n'\ndev='d'\nfliter='tcp'").is_err());
+    }
+
+    #[test]
+    fn validate_names_field_and_column() {
+        let mut s = spec("name='ext'\nnode='h'\ndev='eth1'\n[count]\nbad='tcp and rts'");
+        let e = s.validate().unwrap_err();
+        assert!(e.contains("capture `ext`: field `count.bad`, column 9: unknown primitive `rts`"), "{e}");
+        s.count.clear();
+        s.filter = Some("port".into());
+        let e = s.validate().unwrap_err();
+        assert!(e.contains("field `filter`, column 5: `port` needs a value, e.g. `port 80`"), "{e}");
+        s.filter = None;
+        s.count.insert("packets".into(), "tcp".into());
+        assert!(s.validate().unwrap_err().contains("rename it"));
+        s.count.clear();
+        s.dev = "a-very-long-device-name".into();
+        assert!(s.validate().unwrap_err().contains("field `dev`"));
+    }
+
+    #[test]
+    fn observation_names() {
+        let sum = CaptureSummary {
+            name: "ext".into(),
+            pcap: "x.pcap".into(),
+            packets: 3,
+            seen: 5,
+            lost: 0,
+            counts: BTreeMap::from([("rst_to_remote".into(), 2)]),
+            kept: vec![],
+        };
+        let obs = sum.observations("ext");
+        assert_eq!(obs["capture.ext.packets"], 3.0);
+        assert_eq!(obs["capture.ext.seen"], 5.0);
+        assert_eq!(obs["capture.ext.lost"], 0.0);
+        assert_eq!(obs["capture.ext.rst_to_remote"], 2.0);
+    }
+
+    #[test]
+    fn cooked_header_layout() {
+        // SAFETY: sockaddr_ll is plain old data.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_pkttype = libc::PACKET_OUTGOING as u8;
+        sll.sll_hatype = libc::ARPHRD_ETHER;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        sll.sll_protocol = 0x0800u16.to_be();
+        assert_eq!(
+            sll_header(&sll),
+            [0, 4, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00]
+        );
+    }
+}

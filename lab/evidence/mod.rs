@@ -1,0 +1,15 @@
+//! Evidence beyond counters: packet captures (pcap + named counts) and drop reasons
+//! (`skb:kfree_skb` in a private tracefs instance).
+
+pub mod capture;
+pub mod drops;
+pub mod filter;
+pub mod packet;
+pub mod pcap;
+pub mod tracefs;
+
+pub use capture::{Capture, CaptureSpec, CaptureSummary, CapturedPacket};
+pub use drops::{drops_observations, DropReport, DropTrace};
+pub use filter::{Filter, FilterError};
+pub use packet::PacketInfo;
+pub use tracefs::{list_instances, remove_instance};

@@ -1,0 +1,55 @@
+//! A cell ready to run: its lab (without the run prefix), traffic, evidence and
+//! expectations, all validated.
+
+use super::LabPlan;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellPlan {
+    pub name: String,
+    pub about: String,
+    pub repeat: u32,
+    pub requires: Requirements,
+    /// `run_id` is empty and every `netns` is the bare node name until
+    /// [`LabPlan::for_run`] gives them the run prefix.
+    pub lab: LabPlan,
+    pub traffic: Vec<crate::traffic::TrafficSpec>,
+    pub captures: Vec<crate::evidence::CaptureSpec>,
+    /// Trace drop reasons while the traffic runs.
+    pub drops: bool,
+    pub trigger: Option<String>,
+    pub expect: Vec<String>,
+    /// Replacements of trigger/expect on matching kernels; first match wins.
+    pub by_kernel: Vec<KernelExpect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KernelExpect {
+    pub kernel: String,
+    pub trigger: Option<String>,
+    pub expect: Vec<String>,
+}
+
+/// What must be present for the cell to run; missing → skip with the reason.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Requirements {
+    pub programs: Vec<String>,
+    pub paths: Vec<String>,
+    pub cpus: u32,
+}
+
+impl LabPlan {
+    /// The same lab with every namespace named `<run_id>-<node>`.
+    pub fn for_run(&self, run_id: &str) -> LabPlan {
+        let mut plan = self.clone();
+        plan.run_id = run_id.to_string();
+        for node in &mut plan.nodes {
+            node.netns = format!("{run_id}-{}", node.name);
+        }
+        plan
+    }
+
+    pub fn node(&self, name: &str) -> Option<&super::NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}

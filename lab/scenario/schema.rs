@@ -1,0 +1,208 @@
+//! The scenario file as written (TOML), before validation. Every field that is
+//! checked beyond its type keeps its span so errors can point at it.
+//! Unknown fields are errors everywhere (`deny_unknown_fields`).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+pub type SpannedStr = Spanned<String>;
+/// `{ "net.ipv4.ip_forward" = 1 }`: values are integers or strings.
+pub type SysctlMap = BTreeMap<SpannedStr, Spanned<toml::Value>>;
+/// `{ nft = "...", iptables = "..." }`
+pub type RulesetMap = BTreeMap<SpannedStr, String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// Short identifier; used in results file names and test names.
+    pub name: SpannedStr,
+    /// One paragraph: the phenomenon and the field report it comes from.
+    pub about: String,
+    /// The field report (file in shared/seeds/) this scenario reproduces.
+    #[serde(default)]
+    pub seed: Option<String>,
+    /// Repetitions of every cell (default 1); `--repeat` multiplies it.
+    #[serde(default)]
+    pub repeat: Option<Spanned<u32>>,
+    /// Expression that proves the trigger fired; false makes a cell inconclusive.
+    #[serde(default)]
+    pub trigger: Option<SpannedStr>,
+    #[serde(default)]
+    pub requires: RequiresSpec,
+    /// Instantiate a topology template from scenarios/topologies/.
+    #[serde(default)]
+    pub template: Option<TemplateUse>,
+    /// Host-global sysctls written in the root namespace, restored afterwards.
+    #[serde(default)]
+    pub host_sysctls: SysctlMap,
+    #[serde(default)]
+    pub nodes: BTreeMap<SpannedStr, NodeSpec>,
+    #[serde(default)]
+    pub links: Vec<LinkSpec>,
+    /// Traffic steps, run in order; each table has a `kind` (see `faultlab kinds`).
+    #[serde(default)]
+    pub traffic: Vec<Spanned<toml::Table>>,
+    /// Packet captures, with named counters over what they saw.
+    #[serde(default)]
+    pub captures: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub evidence: EvidenceSpec,
+    pub cells: Vec<CellSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateUse {
+    /// File stem under scenarios/topologies/ (e.g. `docker`).
+    pub name: SpannedStr,
+    /// Values for the template's `{param}` placeholders.
+    #[serde(default)]
+    pub params: BTreeMap<SpannedStr, Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RequiresSpec {
+    /// Programs that must be on PATH (ruleset loaders are added automatically).
+    #[serde(default)]
+    pub programs: Vec<String>,
+    /// Paths that must exist, e.g. `/proc/sys/net/bridge` for br_netfilter.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Minimum number of CPUs (races need two).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceSpec {
+    /// Trace skb:kfree_skb drop reasons during traffic (default true).
+    #[serde(default)]
+    pub drops: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Free text shown in `faultlab list --verbose` and plans.
+    #[serde(default)]
+    pub about: Option<String>,
+    #[serde(default)]
+    pub sysctls: SysctlMap,
+    #[serde(default)]
+    pub devices: BTreeMap<SpannedStr, DeviceSpec>,
+    /// Extra addresses per device: `{ lo = ["10.0.0.1/32"] }`.
+    #[serde(default)]
+    pub addresses: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// `ip route` syntax: `default via 192.0.2.254`, `blackhole 10.9.0.0/16`, ...
+    #[serde(default)]
+    pub routes: Vec<SpannedStr>,
+    /// `192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0`
+    #[serde(default)]
+    pub neighbours: Vec<SpannedStr>,
+    /// Ruleset text by kind: nft, iptables, ip6tables, iptables-legacy, ip6tables-legacy.
+    #[serde(default)]
+    pub rulesets: RulesetMap,
+    #[serde(default)]
+    pub processes: Vec<ProcessSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// bridge, vxlan or dummy.
+    pub kind: SpannedStr,
+    /// bridge: devices of this node to enslave.
+    #[serde(default)]
+    pub ports: Vec<SpannedStr>,
+    #[serde(default)]
+    pub addresses: Vec<SpannedStr>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// vxlan: VNI.
+    #[serde(default)]
+    pub vni: Option<Spanned<u32>>,
+    /// vxlan: local underlay address.
+    #[serde(default)]
+    pub local: Option<SpannedStr>,
+    /// vxlan: remote underlay address.
+    #[serde(default)]
+    pub remote: Option<SpannedStr>,
+    /// vxlan: underlay device.
+    #[serde(default)]
+    pub dev: Option<SpannedStr>,
+    /// vxlan: UDP port (default 4789).
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    pub name: SpannedStr,
+    /// argv; a first word `faultlab` runs this executable (e.g. `faultlab serve dns`).
+    pub run: Spanned<Vec<String>>,
+    /// Wait for this port to be bound before traffic starts.
+    #[serde(default)]
+    pub ready_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// `node:device [address/len ...]`
+    pub a: SpannedStr,
+    pub b: SpannedStr,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellSpec {
+    pub name: SpannedStr,
+    #[serde(default)]
+    pub about: String,
+    /// Per node sysctl overrides: `{ sw = { "net.bridge.bridge-nf-call-iptables" = 0 } }`.
+    #[serde(default)]
+    pub sysctls: BTreeMap<SpannedStr, SysctlMap>,
+    #[serde(default)]
+    pub host_sysctls: SysctlMap,
+    /// Per node ruleset replacements by kind (`""` removes that kind).
+    #[serde(default)]
+    pub rulesets: BTreeMap<SpannedStr, RulesetMap>,
+    /// Per node rulesets loaded after the node's own (add one rule).
+    #[serde(default)]
+    pub extra_rulesets: BTreeMap<SpannedStr, RulesetMap>,
+    /// Per node routes added after the node's own.
+    #[serde(default)]
+    pub extra_routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// Per traffic step (by name) parameter overrides.
+    #[serde(default)]
+    pub traffic: BTreeMap<SpannedStr, Spanned<toml::Table>>,
+    /// Overrides the scenario's trigger; `""` means this cell has none.
+    #[serde(default)]
+    pub trigger: Option<SpannedStr>,
+    #[serde(default)]
+    pub expect: Vec<SpannedStr>,
+    /// Expectations that replace `expect` on matching kernels (first match wins).
+    #[serde(default)]
+    pub expect_by_kernel: Vec<KernelExpectSpec>,
+    #[serde(default)]
+    pub repeat: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub requires: RequiresSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelExpectSpec {
+    /// Version range: `>=5.6`, `<4.19`, `>=4.19, <5.6`.
+    pub kernel: SpannedStr,
+    /// Replaces the cell's trigger on these kernels when given.
+    #[serde(default)]
+    pub trigger: Option<SpannedStr>,
+    pub expect: Vec<SpannedStr>,
+}

@@ -1,0 +1,285 @@
+//! The one-line forms users write in scenario files, modelled on `ip` syntax:
+//! link endpoints (`node:dev 192.0.2.1/24`), routes (`default via 192.0.2.254`),
+//! neighbours (`192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0`).
+
+use crate::plan::{Nexthop, RouteKind, RoutePlan};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// `node:dev [ADDR/LEN ...]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSpec {
+    pub node: String,
+    pub dev: String,
+    pub addresses: Vec<IpNet>,
+}
+
+pub fn parse_endpoint(s: &str) -> Result<EndpointSpec, (String, String)> {
+    let mut words = s.split_whitespace();
+    let head = words.next().ok_or_else(|| {
+        (
+            "empty link endpoint".to_string(),
+            "write `node:device [address/len ...]`, e.g. `a:eth0 192.0.2.1/24`".to_string(),
+        )
+    })?;
+    let (node, dev) = head.split_once(':').ok_or_else(|| {
+        (
+            format!("`{head}` has no `node:device` form"),
+            format!("write `NODE:{head}` with the node that owns the device"),
+        )
+    })?;
+    check_ifname(dev)?;
+    if node.is_empty() {
+        return Err((
+            format!("`{head}` names no node"),
+            "write `node:device`".into(),
+        ));
+    }
+    let addresses = words.map(parse_prefix).collect::<Result<Vec<_>, _>>()?;
+    Ok(EndpointSpec {
+        node: node.to_string(),
+        dev: dev.to_string(),
+        addresses,
+    })
+}
+
+/// Linux interface names: 1..=15 bytes, no `/`, `:` or whitespace.
+pub fn check_ifname(dev: &str) -> Result<(), (String, String)> {
+    if dev.is_empty() || dev.len() > 15 || dev.contains(['/', ':']) || dev.contains(char::is_whitespace)
+    {
+        return Err((
+            format!("`{dev}` is not a valid interface name"),
+            "use 1 to 15 characters without `/`, `:` or spaces (IFNAMSIZ is 16)".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse_prefix(s: &str) -> Result<IpNet, (String, String)> {
+    s.parse::<IpNet>().map_err(|_| {
+        (
+            format!("`{s}` is not an address with a prefix length"),
+            "write it as ADDRESS/LEN, e.g. 192.0.2.1/24 or 2001:db8::1/64".into(),
+        )
+    })
+}
+
+pub fn parse_addr(s: &str) -> Result<IpAddr, (String, String)> {
+    s.parse::<IpAddr>().map_err(|_| {
+        (
+            format!("`{s}` is not an IPv4 or IPv6 address"),
+            "write a plain address such as 192.0.2.1 or 2001:db8::1".into(),
+        )
+    })
+}
+
+fn route_fix() -> String {
+    "write e.g. `default via 192.0.2.254`, `10.0.0.0/8 dev eth0`, `blackhole 10.9.0.0/16`, \
+     or `198.51.100.0/24 nexthop via 10.0.1.2 nexthop via 10.0.2.2`"
+        .into()
+}
+
+/// Routes in `ip route` syntax (the subset a lab needs).
+pub fn parse_route(s: &str) -> Result<RoutePlan, (String, String)> {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let Some(&first) = words.first() else {
+        return Err(("empty route".into(), route_fix()));
+    };
+    let special = match first {
+        "blackhole" => Some(RouteKind::Blackhole),
+        "unreachable" => Some(RouteKind::Unreachable),
+        "prohibit" => Some(RouteKind::Prohibit),
+        _ => None,
+    };
+    if let Some(kind) = special {
+        if words.len() != 2 {
+            return Err((format!("`{s}`: {first} takes exactly one prefix"), route_fix()));
+        }
+        return Ok(RoutePlan {
+            dst: parse_dst(words[1], None)?,
+            kind,
+        });
+    }
+    let mut via = None;
+    let mut dev = None;
+    let mut onlink = false;
+    let mut nexthops: Vec<Nexthop> = Vec::new();
+    let mut i = 1;
+    while i < words.len() {
+        let w = words[i];
+        let arg = words.get(i + 1).copied();
+        let need = |name: &str| {
+            arg.ok_or_else(|| (format!("`{s}`: `{name}` needs a value"), route_fix()))
+        };
+        match w {
+            "via" => {
+                let a = parse_addr(need("via")?)?;
+                match nexthops.last_mut() {
+                    Some(nh) => nh.via = Some(a),
+                    None => via = Some(a),
+                }
+                i += 2;
+            }
+            "dev" => {
+                let d = need("dev")?;
+                check_ifname(d)?;
+                match nexthops.last_mut() {
+                    Some(nh) => nh.dev = Some(d.to_string()),
+                    None => dev = Some(d.to_string()),
+                }
+                i += 2;
+            }
+            "weight" => {
+                let nh = nexthops.last_mut().ok_or_else(|| {
+                    (format!("`{s}`: `weight` only follows `nexthop`"), route_fix())
+                })?;
+                let v = need("weight")?;
+                nh.weight = v
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|w| *w >= 1)
+                    .ok_or_else(|| (format!("`{s}`: weight `{v}` is not 1..=255"), route_fix()))?;
+                i += 2;
+            }
+            "nexthop" => {
+                nexthops.push(Nexthop {
+                    via: None,
+                    dev: None,
+                    weight: 1,
+                });
+                i += 1;
+            }
+            "onlink" => {
+                onlink = true;
+                i += 1;
+            }
+            other => {
+                return Err((format!("`{s}`: unknown word `{other}`"), route_fix()));
+            }
+        }
+    }
+    let family_hint = via.or_else(|| nexthops.iter().find_map(|n| n.via));
+    let dst = parse_dst(first, family_hint)?;
+    if !nexthops.is_empty() {
+        if via.is_some() || dev.is_some() {
+            return Err((
+                format!("`{s}`: put `via`/`dev` after each `nexthop`, not before"),
+                route_fix(),
+            ));
+        }
+        if let Some(nh) = nexthops.iter().find(|n| n.via.is_none() && n.dev.is_none()) {
+            let _ = nh;
+            return Err((
+                format!("`{s}`: every `nexthop` needs `via` or `dev`"),
+                route_fix(),
+            ));
+        }
+        return Ok(RoutePlan {
+            dst,
+            kind: RouteKind::Multipath { nexthops },
+        });
+    }
+    if via.is_none() && dev.is_none() {
+        return Err((format!("`{s}`: a route needs `via` or `dev`"), route_fix()));
+    }
+    Ok(RoutePlan {
+        dst,
+        kind: RouteKind::Unicast { via, dev, onlink },
+    })
+}
+
+fn parse_dst(s: &str, family_hint: Option<IpAddr>) -> Result<IpNet, (String, String)> {
+    match s {
+        "default" => Ok(match family_hint {
+            Some(IpAddr::V6(_)) => "::/0".parse().unwrap(),
+            _ => "0.0.0.0/0".parse().unwrap(),
+        }),
+        "default6" => Ok("::/0".parse().unwrap()),
+        _ => {
+            if let Ok(net) = s.parse::<IpNet>() {
+                return Ok(net.trunc());
+            }
+            parse_addr(s)
+                .map(IpNet::from)
+                .map_err(|_| (format!("`{s}` is not a destination prefix"), route_fix()))
+        }
+    }
+}
+
+/// `IP lladdr MAC dev DEV`
+pub fn parse_neighbour(s: &str) -> Result<(IpAddr, String, String), (String, String)> {
+    let fix = || "write `IP lladdr aa:bb:cc:dd:ee:ff dev DEVICE`".to_string();
+    let w: Vec<&str> = s.split_whitespace().collect();
+    if w.len() != 5 {
+        return Err((format!("`{s}` is not a neighbour entry"), fix()));
+    }
+    let ip = parse_addr(w[0])?;
+    let (mut mac, mut dev) = (None, None);
+    for pair in w[1..].chunks(2) {
+        match pair[0] {
+            "lladdr" => mac = Some(pair[1]),
+            "dev" => dev = Some(pair[1]),
+            other => return Err((format!("`{s}`: unknown word `{other}`"), fix())),
+        }
+    }
+    let (Some(mac), Some(dev)) = (mac, dev) else {
+        return Err((format!("`{s}` needs both `lladdr` and `dev`"), fix()));
+    };
+    let ok_mac = mac.split(':').count() == 6
+        && mac
+            .split(':')
+            .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
+    if !ok_mac {
+        return Err((format!("`{mac}` is not a MAC address"), fix()));
+    }
+    check_ifname(dev)?;
+    Ok((ip, mac.to_lowercase(), dev.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_with_addresses() {
+        let e = parse_endpoint("a:eth0 192.0.2.1/24 2001:db8::1/64").unwrap();
+        assert_eq!(e.node, "a");
+        assert_eq!(e.dev, "eth0");
+        assert_eq!(e.addresses.len(), 2);
+        assert!(parse_endpoint("eth0").is_err());
+        assert!(parse_endpoint("a:averyveryverylongname").is_err());
+        assert!(parse_endpoint("a:eth0 192.0.2.300/24").is_err());
+    }
+
+    #[test]
+    fn routes() {
+        let r = parse_route("default via 192.0.2.254").unwrap();
+        assert_eq!(r.dst.to_string(), "0.0.0.0/0");
+        let r = parse_route("default via 2001:db8::fe").unwrap();
+        assert_eq!(r.dst.to_string(), "::/0");
+        let r = parse_route("198.51.100.0/24 nexthop via 10.0.1.2 weight 2 nexthop via 10.0.2.2")
+            .unwrap();
+        match r.kind {
+            RouteKind::Multipath { nexthops } => {
+                assert_eq!(nexthops.len(), 2);
+                assert_eq!(nexthops[0].weight, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_route("blackhole 10.9.0.0/16").unwrap().kind, RouteKind::Blackhole);
+        let r = parse_route("default via 169.254.1.1 dev eth0 onlink").unwrap();
+        assert!(matches!(r.kind, RouteKind::Unicast { onlink: true, .. }));
+        assert!(parse_route("10.0.0.0/8").is_err());
+        assert!(parse_route("10.0.0.0/8 vai 1.2.3.4").is_err());
+        assert!(parse_route("10.0.0.0/8 nexthop weight 3").is_err());
+    }
+
+    #[test]
+    fn neighbours() {
+        let (ip, mac, dev) = parse_neighbour("192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0").unwrap();
+        assert_eq!(ip.to_string(), "192.0.2.9");
+        assert_eq!(mac, "02:00:00:00:00:09");
+        assert_eq!(dev, "eth0");
+        assert!(parse_neighbour("192.0.2.9 lladdr 02:00:00:00:00 dev eth0").is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! Small helpers shared by the generators: node lookup, timing, payload tags, socket setup.
+
+use super::TrafficContext;
+use anyhow::{anyhow, Context, Result};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// The netns name of `node`, or an error naming the node.
+pub fn ns_of<'a>(ctx: &'a TrafficContext, node: &str) -> Result<&'a str> {
+    ctx.netns
+        .get(node)
+        .map(String::as_str)
+        .ok_or_else(|| anyhow!("traffic references node '{node}', which the lab does not have"))
+}
+
+/// `ms` scaled by the context's slowness factor.
+pub fn scaled(ctx: &TrafficContext, ms: u64) -> Duration {
+    Duration::from_secs_f64(ms as f64 / 1000.0 * ctx.slow.max(0.01))
+}
+
+/// Sleeps until `until`, waking early when the run is interrupted. Returns false if interrupted.
+pub fn sleep_until(ctx: &TrafficContext, until: Instant) -> bool {
+    loop {
+        if (ctx.interrupted)() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(20)));
+    }
+}
+
+/// A per-run identifier carried in payload tags, so stray packets are never counted.
+pub fn run_id() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16) ^ COUNTER.fetch_add(0x9e37, Ordering::Relaxed)
+}
+use std::sync::atomic::{AtomicU32, Ordering};
+static COUNTER: AtomicU32 = AtomicU32::new(1);
+
+pub const TAG_MAGIC: u32 = 0x464c_5442; // "FLTB"
+pub const TAG_LEN: usize = 16;
+
+/// Payload of `size` bytes (at least [`TAG_LEN`]) starting with magic, run, flow, seq.
+pub fn tagged_payload(run: u32, flow: u32, seq: u32, size: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(size.max(TAG_LEN));
+    for w in [TAG_MAGIC, run, flow, seq] {
+        p.extend_from_slice(&w.to_be_bytes());
+    }
+    p.resize(size.max(TAG_LEN), b'x');
+    p
+}
+
+/// `(flow, seq)` of a payload written by [`tagged_payload`] for `run`.
+pub fn parse_tag(p: &[u8], run: u32) -> Option<(u32, u32)> {
+    let w = |i: usize| u32::from_be_bytes(p[i * 4..i * 4 + 4].try_into().unwrap());
+    (p.len() >= TAG_LEN && w(0) == TAG_MAGIC && w(1) == run).then(|| (w(2), w(3)))
+}
+
+/// The wildcard address of `ip`'s family.
+pub fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+pub fn domain(ip: IpAddr) -> Domain {
+    if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    }
+}
+
+/// A UDP socket bound to `addr` (SO_REUSEADDR, big receive buffer), in the calling thread's netns.
+pub fn udp_bound(addr: SocketAddr) -> Result<Socket> {
+    let s = Socket::new(domain(addr.ip()), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into()).with_context(|| format!("bind udp {addr}"))?;
+    Ok(s)
+}
+
+/// A listening TCP socket on `addr`, in the calling thread's netns.
+pub fn tcp_listener(addr: SocketAddr) -> Result<Socket> {
+    let s = Socket::new(domain(addr.ip()), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into()).with_context(|| format!("bind tcp {addr}"))?;
+    s.listen(1024)?;
+    Ok(s)
+}
+
+/// Receives one datagram, waiting at most the socket's read timeout. `None` on timeout.
+pub fn recv_from(s: &Socket, buf: &mut [u8]) -> std::io::Result<Option<(usize, SockAddr)>> {
+    // SAFETY: MaybeUninit<u8> has the same layout as u8; recv only writes initialized bytes.
+    let ubuf = unsafe {
+        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(), buf.len())
+    };
+    match s.recv_from(ubuf) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Ok(None)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The source address the kernel would pick toward `to`, as seen from the current netns.
+pub fn route_source(to: IpAddr) -> Result<IpAddr> {
+    let s = std::net::UdpSocket::bind(SocketAddr::new(unspecified(to), 0))?;
+    s.connect(SocketAddr::new(to, 9)).with_context(|| format!("no route to {to}"))?;
+    Ok(s.local_addr()?.ip())
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Milliseconds as f64.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_round_trip_and_foreign_run_rejected() {
+        let p = tagged_payload(7, 3, 9, 4);
+        assert_eq!(p.len(), TAG_LEN);
+        assert_eq!(parse_tag(&p, 7), Some((3, 9)));
+        assert_eq!(parse_tag(&p, 8), None);
+        assert_eq!(parse_tag(&p[..10], 7), None);
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&[3.0], 99.0), Some(3.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}

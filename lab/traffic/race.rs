@@ -1,0 +1,427 @@
+//! `kind = "race"`: the same-5-tuple race of SCENARIOS.md §1. Every iteration sends K
+//! packets with one identical 5-tuple at the same instant; the source port moves on by one
+//! per iteration so each iteration races for a fresh conntrack entry.
+
+use super::capture::Capture;
+use super::common::{ms, ns_of, route_source, run_id, scaled, tagged_payload, udp_bound, unspecified};
+use super::packet::{self, TcpFields};
+use super::servers::UdpCounter;
+use super::{check, Metrics, TrafficContext};
+use anyhow::{anyhow, Context, Result};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+/// Packet type raced.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RaceProto {
+    /// UDP datagrams (conntrack resolves UDP clashes).
+    #[default]
+    Udp,
+    /// TCP SYNs (no clash resolution for TCP).
+    TcpSyn,
+}
+
+/// How the K packets are sent.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RaceMode {
+    /// K threads pinned to distinct CPUs, one IPPROTO_RAW socket each, released by a barrier.
+    #[default]
+    Raw,
+    /// glibc form: one connected UDP socket, K sends back to back.
+    Socket,
+    /// One sendmmsg() of K datagrams on one connected UDP socket.
+    Sendmmsg,
+}
+
+/// Same-tuple race. Metrics: `iterations` (completed), `sent`, `send_errors`, `pps` (send
+/// rate while sending), `received` (distinct packets at `receiver`; only with a receiver),
+/// `received_iterations_complete` (iterations whose K packets all arrived).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RaceParams {
+    /// Observation prefix (default "race").
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Node that sends.
+    pub from: String,
+    /// Destination address (IPv4 or IPv6).
+    pub to: IpAddr,
+    /// Destination port (default 53).
+    #[serde(default = "d_dport")]
+    pub dport: u16,
+    /// Source port of iteration 0; iteration i uses sport + i (default 20000).
+    #[serde(default = "d_sport")]
+    pub sport: u16,
+    /// Source address for raw packets (default: the kernel's route source toward `to`).
+    #[serde(default)]
+    pub src: Option<IpAddr>,
+    /// "udp" (default) or "tcp-syn" (raw mode only).
+    #[serde(default)]
+    pub proto: RaceProto,
+    /// "raw" (default), "socket" or "sendmmsg".
+    #[serde(default)]
+    pub mode: RaceMode,
+    /// K: packets per iteration; in raw mode one pinned thread each (default: number of CPUs).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Number of iterations (default 200).
+    #[serde(default = "d_iterations")]
+    pub iterations: u32,
+    /// UDP payload bytes, at least 16 for the tag (default 32).
+    #[serde(default = "d_payload")]
+    pub payload: usize,
+    /// Pause between iterations in milliseconds (default 1).
+    #[serde(default = "d_gap")]
+    pub gap_ms: u64,
+    /// Node where the packets are counted (default: none).
+    #[serde(default)]
+    pub receiver: Option<String>,
+    /// Port the packets arrive on at the receiver, if NAT changes it (default: dport).
+    #[serde(default)]
+    pub receiver_port: Option<u16>,
+    /// How long the receiver waits for stragglers after the last send, ms (default 500).
+    #[serde(default = "d_timeout")]
+    pub timeout_ms: u64,
+}
+fn d_dport() -> u16 {
+    53
+}
+fn d_sport() -> u16 {
+    20000
+}
+fn d_iterations() -> u32 {
+    200
+}
+fn d_payload() -> usize {
+    32
+}
+fn d_gap() -> u64 {
+    1
+}
+fn d_timeout() -> u64 {
+    500
+}
+
+impl RaceParams {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        check::node("from", &self.from)?;
+        if let Some(r) = &self.receiver {
+            check::node("receiver", r)?;
+        }
+        check::unicast("to", self.to)?;
+        if let Some(s) = self.src {
+            check::same_family("src", s, "to", self.to)?;
+        }
+        check::range("dport", self.dport, 1, 65535)?;
+        check::range("sport", self.sport, 1, 65535)?;
+        check::range("iterations", self.iterations, 1, 60_000)?;
+        let last = u32::from(self.sport) + self.iterations - 1;
+        if last > 65535 {
+            return Err(format!(
+                "sport = {} with iterations = {} needs source ports up to {last}: lower sport or iterations so sport + iterations - 1 <= 65535",
+                self.sport, self.iterations
+            ));
+        }
+        if let Some(k) = self.threads {
+            check::range("threads", k, 1, 256)?;
+        }
+        check::range("payload", self.payload, 16, 1400)?;
+        check::range("gap_ms", self.gap_ms, 0, 10_000)?;
+        check::range("timeout_ms", self.timeout_ms, 1, 600_000)?;
+        if self.proto == RaceProto::TcpSyn && self.mode != RaceMode::Raw {
+            return Err("proto = \"tcp-syn\" needs mode = \"raw\": set mode = \"raw\" or use proto = \"udp\"".into());
+        }
+        Ok(())
+    }
+}
+
+/// Seq of the SYN sent by `thread` in `iteration`: unique per packet (the tuple stays the
+/// same), so a capture can tell copies of one packet from distinct packets.
+fn syn_seq(run: u32, k: usize, iteration: u32, thread: usize) -> u32 {
+    run.wrapping_mul(0x9e37_79b1) ^ (iteration * k as u32 + thread as u32)
+}
+
+struct Sent {
+    sent: u64,
+    errors: u64,
+    iterations: u32,
+    elapsed: Duration,
+}
+
+pub(crate) fn run(p: &RaceParams, ctx: &TrafficContext) -> Result<Metrics> {
+    let ns = ns_of(ctx, &p.from)?;
+    let k = p.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let run = run_id();
+    let rport = p.receiver_port.unwrap_or(p.dport);
+    enum Rx {
+        Udp(UdpCounter),
+        Syn(Box<SynCounter>),
+    }
+    let rx = match &p.receiver {
+        None => None,
+        Some(r) => {
+            let rns = ns_of(ctx, r)?;
+            Some(match p.proto {
+                RaceProto::Udp => Rx::Udp(UdpCounter::start(rns, SocketAddr::new(unspecified(p.to), rport), run, false)?),
+                RaceProto::TcpSyn => Rx::Syn(Box::new(SynCounter::start(rns, rport, run, k, p.iterations)?)),
+            })
+        }
+    };
+    let s = match p.mode {
+        RaceMode::Raw => send_raw(p, ctx, ns, k, run)?,
+        RaceMode::Socket | RaceMode::Sendmmsg => send_socket(p, ctx, ns, k, run)?,
+    };
+    let mut m = Metrics::new();
+    m.insert("iterations".into(), f64::from(s.iterations));
+    m.insert("sent".into(), s.sent as f64);
+    m.insert("send_errors".into(), s.errors as f64);
+    m.insert("threads".into(), k as f64);
+    if s.elapsed > Duration::ZERO {
+        m.insert("pps".into(), s.sent as f64 / s.elapsed.as_secs_f64());
+    }
+    let grace = scaled(ctx, p.timeout_ms);
+    let per_iter = match rx {
+        None => None,
+        Some(Rx::Udp(c)) => {
+            let got = c.finish(s.sent, grace);
+            Some((got.unique, got.per_flow.values().filter(|&&n| n as usize >= k).count()))
+        }
+        Some(Rx::Syn(c)) => Some(c.finish(s.sent, grace)),
+    };
+    if let Some((received, complete)) = per_iter {
+        m.insert("received".into(), received as f64);
+        m.insert("received_iterations_complete".into(), complete as f64);
+    }
+    m.insert("send_ms".into(), ms(s.elapsed));
+    Ok(m)
+}
+
+/// Mode "raw": K pinned threads, each with its own IPPROTO_RAW socket in the node.
+fn send_raw(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) -> Result<Sent> {
+    let src = match p.src {
+        Some(s) => s,
+        None => crate::netns::run_in(ns, || route_source(p.to))?,
+    };
+    let cpus = allowed_cpus();
+    let barrier = Barrier::new(k);
+    let (stop, failed) = (AtomicBool::new(false), AtomicBool::new(false));
+    let (sent, errors) = (AtomicU64::new(0), AtomicU64::new(0));
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let iterations = AtomicU64::new(0);
+    let gap = scaled(ctx, p.gap_ms);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..k {
+            let (barrier, stop, failed, sent, errors, first_error, iterations, cpus) =
+                (&barrier, &stop, &failed, &sent, &errors, &first_error, &iterations, &cpus);
+            scope.spawn(move || {
+                let setup = (|| -> Result<Socket> {
+                    crate::netns::enter(ns)?;
+                    pin_to(cpus[t % cpus.len()])?;
+                    let d = if src.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+                    // IPPROTO_RAW implies IP_HDRINCL, for AF_INET6 too (inet6_create).
+                    Socket::new(d, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW))).context("raw socket")
+                })();
+                let sock = match setup {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error.lock().unwrap().get_or_insert(e);
+                        None
+                    }
+                };
+                barrier.wait();
+                let Some(sock) = sock.filter(|_| !failed.load(Ordering::SeqCst)) else { return };
+                let dst = SockAddr::from(SocketAddr::new(p.to, 0));
+                for i in 0..p.iterations {
+                    // Two barriers: the leader decides whether to go on, then all send at once.
+                    if barrier.wait().is_leader() {
+                        stop.store((ctx.interrupted)(), Ordering::SeqCst);
+                    }
+                    let pkt = build(p, src, run, k, i, t);
+                    barrier.wait();
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    match sock.send_to(&pkt, &dst) {
+                        Ok(_) => sent.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                    if t == 0 {
+                        iterations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !gap.is_zero() {
+                        std::thread::sleep(gap);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(e.context(format!("race: thread setup in node '{}'", p.from)));
+    }
+    Ok(Sent {
+        sent: sent.into_inner(),
+        errors: errors.into_inner(),
+        iterations: iterations.into_inner() as u32,
+        elapsed,
+    })
+}
+
+/// The packet thread `t` sends in iteration `i`: same tuple for all t, distinct payload/seq.
+fn build(p: &RaceParams, src: IpAddr, run: u32, k: usize, i: u32, t: usize) -> Vec<u8> {
+    let sport = p.sport + i as u16;
+    match p.proto {
+        RaceProto::Udp => packet::udp_packet(src, p.to, sport, p.dport, &tagged_payload(run, i, t as u32, p.payload)),
+        RaceProto::TcpSyn => {
+            let f = TcpFields { sport, dport: p.dport, seq: syn_seq(run, k, i, t), ack: 0, flags: packet::TCP_SYN, window: 64240 };
+            packet::tcp_packet(src, p.to, &f, &[])
+        }
+    }
+}
+
+/// Modes "socket" and "sendmmsg": one connected UDP socket per iteration, K datagrams.
+fn send_socket(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) -> Result<Sent> {
+    let gap = scaled(ctx, p.gap_ms);
+    let mmsg = p.mode == RaceMode::Sendmmsg;
+    crate::netns::run_in(ns, || {
+        let (mut sent, mut errors, mut iterations) = (0u64, 0u64, 0u32);
+        let start = Instant::now();
+        for i in 0..p.iterations {
+            if (ctx.interrupted)() {
+                break;
+            }
+            let s = udp_bound(SocketAddr::new(unspecified(p.to), p.sport + i as u16))?;
+            s.connect(&SocketAddr::new(p.to, p.dport).into())?;
+            let payloads: Vec<Vec<u8>> = (0..k).map(|t| tagged_payload(run, i, t as u32, p.payload)).collect();
+            if mmsg {
+                let n = sendmmsg(&s, &payloads);
+                sent += n as u64;
+                errors += (k - n) as u64;
+            } else {
+                for pl in &payloads {
+                    match s.send(pl) {
+                        Ok(_) => sent += 1,
+                        Err(_) => errors += 1,
+                    }
+                }
+            }
+            iterations += 1;
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
+        }
+        Ok(Sent { sent, errors, iterations, elapsed: start.elapsed() })
+    })
+}
+
+/// One sendmmsg() call on a connected socket; returns how many datagrams the kernel took.
+fn sendmmsg(s: &Socket, payloads: &[Vec<u8>]) -> usize {
+    let mut iovs: Vec<libc::iovec> =
+        payloads.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut _, iov_len: p.len() }).collect();
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: zeroed msghdr is valid (no name, no control); iov outlives the call.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: msgs and the buffers they point to are valid for the duration of the call.
+    let n = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+    n.max(0) as usize
+}
+
+/// CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+    let v: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.as_ref().is_some_and(|s| s.is_set(c).unwrap_or(false)))
+        .collect();
+    if v.is_empty() {
+        vec![0]
+    } else {
+        v
+    }
+}
+
+fn pin_to(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).map_err(|e| anyhow!("cpu {cpu}: {e}"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).with_context(|| format!("pin to cpu {cpu}"))
+}
+
+/// Counts raced SYNs arriving in a node with an AF_PACKET capture (by their unique seq,
+/// which NAT leaves alone), so no listener has to answer them.
+struct SynCounter {
+    stop: std::sync::Arc<AtomicBool>,
+    seen: std::sync::Arc<AtomicU64>,
+    handle: std::thread::JoinHandle<(u64, usize)>,
+}
+
+impl SynCounter {
+    fn start(ns: &str, port: u16, run: u32, k: usize, iterations: u32) -> Result<Self> {
+        let cap = Capture::open_in(ns)?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let seen = std::sync::Arc::new(AtomicU64::new(0));
+        let (st, se) = (stop.clone(), seen.clone());
+        let base = syn_seq(run, k, 0, 0);
+        let handle = std::thread::spawn(move || {
+            let mut got = HashSet::new();
+            let mut per_iter = vec![0usize; iterations as usize];
+            let deadline = Instant::now() + Duration::from_secs(3600);
+            while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Some(pkt) = cap.next(Duration::from_millis(20)) else { continue };
+                let Some(t) = packet::parse_tcp(&pkt.data) else { continue };
+                if pkt.outgoing || t.dport != port || t.flags & (packet::TCP_SYN | packet::TCP_ACK) != packet::TCP_SYN {
+                    continue;
+                }
+                let idx = (t.seq ^ base) as usize;
+                if idx < k * iterations as usize && got.insert(idx) {
+                    per_iter[idx / k] += 1;
+                    se.store(got.len() as u64, Ordering::Relaxed);
+                }
+            }
+            (got.len() as u64, per_iter.iter().filter(|&&n| n >= k).count())
+        });
+        Ok(SynCounter { stop, seen, handle })
+    }
+
+    fn finish(self, expected: u64, grace: Duration) -> (u64, usize) {
+        let end = Instant::now() + grace;
+        while self.seen.load(Ordering::Relaxed) < expected && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or((0, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syn_seqs_unique_and_decodable() {
+        let k = 3;
+        let base = syn_seq(42, k, 0, 0);
+        let mut seen = HashSet::new();
+        for i in 0..100 {
+            for t in 0..k {
+                let s = syn_seq(42, k, i, t);
+                assert!(seen.insert(s));
+                assert_eq!((s ^ base) as usize, i as usize * k + t);
+            }
+        }
+    }
+}

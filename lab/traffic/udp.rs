@@ -1,0 +1,141 @@
+//! `kind = "udp"`: tagged UDP datagrams, counted at a receiver node and/or echoed back.
+
+use super::common::{ns_of, recv_from, run_id, scaled, sleep_until, tagged_payload, udp_bound, unspecified};
+use super::servers::UdpCounter;
+use super::{check, Metrics, TrafficContext};
+use anyhow::Result;
+use socket2::SockAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// UDP datagrams from a node. Metrics: `sent`, `send_errors`, `received` (distinct
+/// datagrams counted at `receiver`; only with a receiver), `replies` (distinct datagrams
+/// echoed back to the sender, by the receiver with `echo` or by a `faultlab serve udp-echo`).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UdpParams {
+    /// Observation prefix (default "udp").
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Node that sends.
+    pub from: String,
+    /// Destination address (IPv4 or IPv6).
+    pub to: IpAddr,
+    /// Destination port (default 9000).
+    #[serde(default = "d_port")]
+    pub port: u16,
+    /// Number of datagrams (default 100).
+    #[serde(default = "d_count")]
+    pub count: u32,
+    /// Payload bytes per datagram, at least 16 for the tag (default 64).
+    #[serde(default = "d_size")]
+    pub size: usize,
+    /// Fixed source port (default: an ephemeral port).
+    #[serde(default)]
+    pub src_port: Option<u16>,
+    /// Node where a receiver bound to `port` counts the datagrams (default: none).
+    #[serde(default)]
+    pub receiver: Option<String>,
+    /// The receiver echoes each datagram back (default true).
+    #[serde(default = "d_true")]
+    pub echo: bool,
+    /// Gap between datagrams in milliseconds (default 0: back to back).
+    #[serde(default)]
+    pub interval_ms: u64,
+    /// How long to wait for stragglers after the last send, ms (default 1000).
+    #[serde(default = "d_timeout")]
+    pub timeout_ms: u64,
+}
+fn d_port() -> u16 {
+    9000
+}
+fn d_count() -> u32 {
+    100
+}
+fn d_size() -> usize {
+    64
+}
+fn d_true() -> bool {
+    true
+}
+fn d_timeout() -> u64 {
+    1000
+}
+
+impl UdpParams {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        check::node("from", &self.from)?;
+        if let Some(r) = &self.receiver {
+            check::node("receiver", r)?;
+        }
+        check::unicast("to", self.to)?;
+        check::range("port", self.port, 1, 65535)?;
+        check::range("count", self.count, 1, 10_000_000)?;
+        check::range("size", self.size, 16, 65000)?;
+        check::range("interval_ms", self.interval_ms, 0, 60_000)?;
+        check::range("timeout_ms", self.timeout_ms, 1, 600_000)
+    }
+}
+
+pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
+    let ns = ns_of(ctx, &p.from)?;
+    let run = run_id();
+    let counter = match &p.receiver {
+        Some(r) => Some(UdpCounter::start(ns_of(ctx, r)?, SocketAddr::new(unspecified(p.to), p.port), run, p.echo)?),
+        None => None,
+    };
+    let sock = crate::netns::run_in(ns, || {
+        let s = udp_bound(SocketAddr::new(unspecified(p.to), p.src_port.unwrap_or(0)))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })?;
+    let dst = SockAddr::from(SocketAddr::new(p.to, p.port));
+    let (mut sent, mut errors) = (0u64, 0u64);
+    let mut replies = HashSet::new();
+    let mut buf = vec![0u8; 65536];
+    let mut drain = |replies: &mut HashSet<u32>| {
+        while let Ok(Some((n, _))) = recv_from(&sock, &mut buf) {
+            if let Some((_, seq)) = super::common::parse_tag(&buf[..n], run) {
+                replies.insert(seq);
+            }
+        }
+    };
+    let interval = scaled(ctx, p.interval_ms);
+    let start = Instant::now();
+    for i in 0..p.count {
+        if (ctx.interrupted)() {
+            break;
+        }
+        match sock.send_to(&tagged_payload(run, 0, i, p.size), &dst) {
+            Ok(_) => sent += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Socket buffer full: wait a moment and count it as a failed send.
+                std::thread::sleep(Duration::from_micros(200));
+                errors += 1;
+            }
+            Err(_) => errors += 1,
+        }
+        drain(&mut replies);
+        if !interval.is_zero() && !sleep_until(ctx, start + interval * (i + 1)) {
+            break;
+        }
+    }
+    let grace = scaled(ctx, p.timeout_ms);
+    let end = Instant::now() + grace;
+    let want_replies = p.receiver.is_none() || p.echo;
+    while want_replies && (replies.len() as u64) < sent && Instant::now() < end && !(ctx.interrupted)() {
+        drain(&mut replies);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut m = Metrics::new();
+    m.insert("sent".into(), sent as f64);
+    m.insert("send_errors".into(), errors as f64);
+    m.insert("replies".into(), replies.len() as f64);
+    if let Some(c) = counter {
+        let got = c.finish(sent, if want_replies { Duration::ZERO } else { grace });
+        m.insert("received".into(), got.unique as f64);
+        m.insert("duplicates".into(), (got.datagrams - got.unique) as f64);
+    }
+    Ok(m)
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what faultlab needs on Debian/Ubuntu, as root. Idempotent: a second
+# run installs nothing and takes well under a second.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have nft || need+=(nftables)
+{ have iptables-nft-restore && have iptables-legacy-restore; } || need+=(iptables)
+have ip || need+=(iproute2)
+have tcpdump || need+=(tcpdump)
+have cc || need+=(gcc libc6-dev)
+have pkg-config || need+=(pkg-config)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing ${need[*]}; run as root (sudo $0)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! have cargo; then
+  # Prefer rustup's stable toolchain; Debian's packaged rustc may be too old (need >= 1.85).
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    :
+  elif have curl && curl -fsS --max-time 20 https://sh.rustup.rs -o /tmp/rustup-init.sh; then
+    sh /tmp/rustup-init.sh -y --profile minimal >/dev/null
+  else
+    apt-get install -y -qq --no-install-recommends cargo rustc >/dev/null
+  fi
+fi
