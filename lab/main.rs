@@ -225,7 +225,7 @@ fn print_results(all: &[ScenarioResult], format: Format) {
         Format::Table => print!("{}", report::table(all, std::io::stdout().is_terminal())),
         Format::Json => {
             for r in all {
-                println!("{}", report::json(r));
+                println!("{}", report::json(r).expect("results serialize"));
             }
         }
         Format::Ktap => print!("{}", report::ktap(all)),

@@ -1,6 +1,6 @@
 //! The namespace-local part of a build: one node, on a thread inside its namespace.
 
-use crate::netns::{netlink::describe_route, Netlink};
+use crate::netns::netlink::{describe_route, Netlink, VxlanSpec};
 use crate::plan::{DeviceKind, LabPlan, NodePlan, VethPlan};
 use anyhow::{Context, Result};
 
@@ -31,7 +31,17 @@ pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
                 remote,
                 dev,
                 port,
-            } => nl.add_vxlan(&d.name, *vni, *local, *remote, dev.as_deref(), *port, d.mtu),
+            } => nl.add_vxlan(
+                &d.name,
+                &VxlanSpec {
+                    vni: *vni,
+                    local: *local,
+                    remote: *remote,
+                    dev: dev.as_deref(),
+                    port: *port,
+                },
+                d.mtu,
+            ),
         };
         res.with_context(|| format!("device `{}`", d.name))?;
     }

@@ -3,15 +3,14 @@
 
 use super::filter::Filter;
 use super::packet::{Framing, PacketInfo};
+use super::packet_socket::{sll_header, PacketSocket};
 use super::pcap::{LinkType, PcapWriter};
 use crate::verdict::Observations;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter};
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -21,7 +20,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Observation names a count may not take.
 const RESERVED: [&str; 3] = ["packets", "seen", "lost"];
 const DEFAULT_SNAPLEN: u32 = 262_144;
-const RCVBUF: libc::c_int = 8 << 20;
 /// Parsed packets kept in memory for tests; the pcap file has them all.
 const MAX_KEPT: usize = 100_000;
 
@@ -50,7 +48,7 @@ impl CaptureSpec {
         self.compile().map(|_| ())
     }
 
-    fn compile(&self) -> Result<(Option<Filter>, Vec<(String, Filter)>), String> {
+    fn compile(&self) -> Result<Compiled, String> {
         let ctx = format!("capture `{}`", self.name);
         let ident = |s: &str| {
             !s.is_empty()
@@ -64,7 +62,9 @@ impl CaptureSpec {
             ));
         }
         if self.node.is_empty() {
-            return Err(format!("{ctx}: field `node` is empty; name the node to capture in"));
+            return Err(format!(
+                "{ctx}: field `node` is empty; name the node to capture in"
+            ));
         }
         if self.dev.is_empty() || self.dev.len() > 15 || self.dev.contains('/') {
             return Err(format!(
@@ -74,7 +74,9 @@ impl CaptureSpec {
             ));
         }
         if self.snaplen == Some(0) {
-            return Err(format!("{ctx}: field `snaplen` must be > 0 (or omitted: {DEFAULT_SNAPLEN})"));
+            return Err(format!(
+                "{ctx}: field `snaplen` must be > 0 (or omitted: {DEFAULT_SNAPLEN})"
+            ));
         }
         let keep = match &self.filter {
             Some(f) => Some(
@@ -94,8 +96,13 @@ impl CaptureSpec {
                 .map_err(|e| format!("{ctx}: field `count.{name}`, {e} (in {f:?})"))?;
             counts.push((name.clone(), filter));
         }
-        Ok((keep, counts))
+        Ok(Compiled { keep, counts })
     }
+}
+
+struct Compiled {
+    keep: Option<Filter>,
+    counts: Vec<(String, Filter)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,7 +156,7 @@ pub struct Capture {
 impl Capture {
     /// Returns once the socket is bound: every packet from then on is captured.
     pub fn start(netns: &str, spec: &CaptureSpec, pcap_path: &Path) -> Result<Capture> {
-        let (keep, counts) = spec.compile().map_err(|e| anyhow!(e))?;
+        let Compiled { keep, counts } = spec.compile().map_err(|e| anyhow!(e))?;
         let file = File::create(pcap_path)
             .with_context(|| format!("create pcap file {}", pcap_path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -182,10 +189,13 @@ impl Capture {
                 thread: Some(thread),
             }),
             // The thread failed before binding: its error says why.
-            Err(_) => Err(join(thread)
-                .err()
-                .unwrap_or_else(|| anyhow!("capture thread ended before it was ready"))
-                .context(format!("capture `{}` on {netns}:{}", spec.name, spec.dev))),
+            Err(_) => {
+                let _ = std::fs::remove_file(pcap_path);
+                Err(join(thread)
+                    .err()
+                    .unwrap_or_else(|| anyhow!("capture thread ended before it was ready"))
+                    .context(format!("capture `{}` on {netns}:{}", spec.name, spec.dev)))
+            }
         }
     }
 
@@ -218,9 +228,14 @@ struct Job {
 }
 
 impl Job {
-    fn run(mut self, file: File, stop: &AtomicBool, ready: mpsc::Sender<()>) -> Result<CaptureSummary> {
+    fn run(
+        mut self,
+        file: File,
+        stop: &AtomicBool,
+        ready: mpsc::Sender<()>,
+    ) -> Result<CaptureSummary> {
         crate::netns::enter(&self.netns)?;
-        let sock = Socket::open(&self.dev)?;
+        let sock = PacketSocket::open(&self.dev)?;
         let linktype = if sock.cooked {
             LinkType::LinuxSll
         } else {
@@ -240,7 +255,12 @@ impl Job {
             let stopping = stop.load(Ordering::SeqCst);
             let (len, sll) = match sock.recv(&mut buf[header..], stopping) {
                 Ok(r) => r,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if stopping {
                         break;
                     }
@@ -249,7 +269,7 @@ impl Job {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("recvfrom on the packet socket"),
             };
-            let outgoing = sll.sll_pkttype == libc::PACKET_OUTGOING as u8;
+            let outgoing = sll.sll_pkttype == libc::PACKET_OUTGOING;
             // The loopback device shows each packet twice (out, then in); libpcap keeps one.
             if outgoing && sll.sll_ifindex == sock.lo_ifindex {
                 continue;
@@ -268,7 +288,9 @@ impl Job {
                 }
             }
             if self.keep.as_ref().is_none_or(|f| f.matches(&info)) {
-                let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let ts = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
                 pcap.write_packet(ts, frame, orig_len)?;
                 self.summary.packets += 1;
                 if self.summary.kept.len() < MAX_KEPT {
@@ -285,169 +307,6 @@ impl Job {
         self.summary.lost = sock.drops();
         pcap.finish()?;
         Ok(self.summary)
-    }
-}
-
-/// The Linux cooked (SLL) header libpcap writes for `any` and non-Ethernet devices.
-fn sll_header(sll: &libc::sockaddr_ll) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[0..2].copy_from_slice(&u16::from(sll.sll_pkttype).to_be_bytes());
-    h[2..4].copy_from_slice(&sll.sll_hatype.to_be_bytes());
-    h[4..6].copy_from_slice(&u16::from(sll.sll_halen).to_be_bytes());
-    let n = usize::from(sll.sll_halen).min(8);
-    h[6..6 + n].copy_from_slice(&sll.sll_addr[..n]);
-    // sll_protocol is already in network byte order.
-    h[14..16].copy_from_slice(&sll.sll_protocol.to_ne_bytes());
-    h
-}
-
-struct Socket {
-    fd: OwnedFd,
-    /// SOCK_DGRAM + cooked header: `any`, and devices without an Ethernet header.
-    cooked: bool,
-    lo_ifindex: i32,
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: `v` points to a live T of the given size.
-    cvt(unsafe {
-        libc::setsockopt(fd, level, name, (v as *const T).cast(), size_of::<T>() as libc::socklen_t)
-    })
-    .map(|_| ())
-}
-
-impl Socket {
-    /// In the calling thread's namespace.
-    fn open(dev: &str) -> Result<Socket> {
-        let lo_ifindex = nix::net::if_::if_nametoindex("lo").map_or(0, |i| i as i32);
-        let (ifindex, cooked) = if dev == "any" {
-            (0, true)
-        } else {
-            let idx = nix::net::if_::if_nametoindex(dev)
-                .with_context(|| format!("no device `{dev}` in this namespace"))?;
-            let hatype = hardware_type(dev)?;
-            let ethernet_like = hatype == libc::ARPHRD_ETHER || hatype == libc::ARPHRD_LOOPBACK;
-            (idx as i32, !ethernet_like)
-        };
-        let kind = if cooked {
-            libc::SOCK_DGRAM
-        } else {
-            libc::SOCK_RAW
-        };
-        // Protocol 0: the socket receives nothing until bound, so no other device leaks in.
-        // SAFETY: plain socket(2); the returned fd is owned right away.
-        let fd = unsafe {
-            OwnedFd::from_raw_fd(cvt(libc::socket(libc::AF_PACKET, kind | libc::SOCK_CLOEXEC, 0))
-                .context("socket(AF_PACKET)")?)
-        };
-        let raw = fd.as_raw_fd();
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &0 as &libc::c_int)
-            .context("PACKET_IGNORE_OUTGOING")?;
-        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF).is_err() {
-            setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF).context("SO_RCVBUF")?;
-        }
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 50_000,
-        };
-        setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv).context("SO_RCVTIMEO")?;
-        // SAFETY: sockaddr_ll is plain old data.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex;
-        // SAFETY: binding with a fully initialised sockaddr_ll of its own size.
-        cvt(unsafe {
-            libc::bind(
-                raw,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })
-        .with_context(|| format!("bind packet socket to `{dev}`"))?;
-        let s = Socket {
-            fd,
-            cooked,
-            lo_ifindex,
-        };
-        s.drops(); // PACKET_STATISTICS resets on read
-        Ok(s)
-    }
-
-    /// Returns the real packet length (MSG_TRUNC) and the packet's address.
-    fn recv(&self, buf: &mut [u8], nonblocking: bool) -> io::Result<(usize, libc::sockaddr_ll)> {
-        // SAFETY: sockaddr_ll is plain old data.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        let mut alen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        let flags = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
-        // SAFETY: buf and sll are valid for writes of the lengths passed.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                flags,
-                (&mut sll as *mut libc::sockaddr_ll).cast(),
-                &mut alen,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((n as usize, sll))
-    }
-
-    /// Packets dropped by the kernel since the last call.
-    fn drops(&self) -> u64 {
-        let mut st = libc::tpacket_stats {
-            tp_packets: 0,
-            tp_drops: 0,
-        };
-        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: st is valid for writes of len bytes.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats).cast(),
-                &mut len,
-            )
-        };
-        if r < 0 {
-            0
-        } else {
-            u64::from(st.tp_drops)
-        }
-    }
-}
-
-/// ARPHRD_* of a device, via SIOCGIFHWADDR in the current namespace.
-fn hardware_type(dev: &str) -> Result<u16> {
-    // SAFETY: a throwaway datagram socket for the ioctl, owned right away.
-    let sock = unsafe {
-        OwnedFd::from_raw_fd(cvt(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?)
-    };
-    // SAFETY: ifreq is plain old data; the name is NUL-terminated (dev ≤ 15 bytes checked).
-    unsafe {
-        let mut ifr: libc::ifreq = zeroed();
-        if dev.len() >= ifr.ifr_name.len() {
-            bail!("device name `{dev}` too long");
-        }
-        for (i, b) in dev.bytes().enumerate() {
-            ifr.ifr_name[i] = b as libc::c_char;
-        }
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr))
-            .with_context(|| format!("SIOCGIFHWADDR {dev}"))?;
-        Ok(ifr.ifr_ifru.ifru_hwaddr.sa_family)
     }
 }
 
@@ -475,18 +334,26 @@ mod tests {
         assert_eq!(s.count.len(), 2);
         assert_eq!(s.snaplen, None);
         s.validate().unwrap();
-        assert!(toml::from_str::<CaptureSpec>("name='a'\nnode='n'\ndev='d'\nfliter='tcp'").is_err());
+        assert!(
+            toml::from_str::<CaptureSpec>("name='a'\nnode='n'\ndev='d'\nfliter='tcp'").is_err()
+        );
     }
 
     #[test]
     fn validate_names_field_and_column() {
         let mut s = spec("name='ext'\nnode='h'\ndev='eth1'\n[count]\nbad='tcp and rts'");
         let e = s.validate().unwrap_err();
-        assert!(e.contains("capture `ext`: field `count.bad`, column 9: unknown primitive `rts`"), "{e}");
+        assert!(
+            e.contains("capture `ext`: field `count.bad`, column 9: unknown primitive `rts`"),
+            "{e}"
+        );
         s.count.clear();
         s.filter = Some("port".into());
         let e = s.validate().unwrap_err();
-        assert!(e.contains("field `filter`, column 5: `port` needs a value, e.g. `port 80`"), "{e}");
+        assert!(
+            e.contains("field `filter`, column 5: `port` needs a value, e.g. `port 80`"),
+            "{e}"
+        );
         s.filter = None;
         s.count.insert("packets".into(), "tcp".into());
         assert!(s.validate().unwrap_err().contains("rename it"));
@@ -511,20 +378,5 @@ mod tests {
         assert_eq!(obs["capture.ext.seen"], 5.0);
         assert_eq!(obs["capture.ext.lost"], 0.0);
         assert_eq!(obs["capture.ext.rst_to_remote"], 2.0);
-    }
-
-    #[test]
-    fn cooked_header_layout() {
-        // SAFETY: sockaddr_ll is plain old data.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_pkttype = libc::PACKET_OUTGOING as u8;
-        sll.sll_hatype = libc::ARPHRD_ETHER;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        sll.sll_protocol = 0x0800u16.to_be();
-        assert_eq!(
-            sll_header(&sll),
-            [0, 4, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00]
-        );
     }
 }

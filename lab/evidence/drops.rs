@@ -332,9 +332,15 @@ mod tests {
         let devices = BTreeMap::from([("veth-a".to_string(), "a".to_string())]);
         let mut agg = DropAggregator::new(devices);
         let l = |s: &str| format!("          <idle>-0       [001] ..s2.   100.000001: {s}");
-        agg.feed_line(&l("netif_receive_skb: dev=veth-a skbaddr=00000000aaaa len=84"));
-        agg.feed_line(&l("consume_skb: skbaddr=00000000aaaa location=icmp_rcv+0x1/0x2"));
-        agg.feed_line(&l("netif_receive_skb: dev=eth0 skbaddr=00000000bbbb len=84"));
+        agg.feed_line(&l(
+            "netif_receive_skb: dev=veth-a skbaddr=00000000aaaa len=84",
+        ));
+        agg.feed_line(&l(
+            "consume_skb: skbaddr=00000000aaaa location=icmp_rcv+0x1/0x2",
+        ));
+        agg.feed_line(&l(
+            "netif_receive_skb: dev=eth0 skbaddr=00000000bbbb len=84",
+        ));
         let drop = |a: &str| {
             l(&format!(
                 "kfree_skb: skbaddr={a} rx_sk=0000000000000000 protocol=2048 \

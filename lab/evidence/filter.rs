@@ -214,7 +214,8 @@ impl Parser {
     }
 
     fn peek_is(&self, words: &[&str]) -> bool {
-        self.peek().is_some_and(|t| words.contains(&t.text.as_str()))
+        self.peek()
+            .is_some_and(|t| words.contains(&t.text.as_str()))
     }
 
     fn or(&mut self) -> Result<Expr, FilterError> {
@@ -251,7 +252,10 @@ impl Parser {
                     Some(c) if c.text == ")" => Ok(e),
                     Some(c) => Err(self.err_at(
                         c.col,
-                        format!("expected `)` to close `(` at column {}, found `{}`", t.col, c.text),
+                        format!(
+                            "expected `)` to close `(` at column {}, found `{}`",
+                            t.col, c.text
+                        ),
                     )),
                     None => Err(self.err_at(
                         self.end_col,
@@ -288,28 +292,33 @@ impl Parser {
             "icmp-code" => Ok(Expr::IcmpCode(self.number(&t, "1")?)),
             "len" => {
                 let op = self.next();
-                let cmp = match op.as_ref().map(|o| o.text.as_str()) {
-                    Some(">") => Cmp::Gt,
-                    Some("<") => Cmp::Lt,
-                    Some(">=") => Cmp::Ge,
-                    Some("<=") => Cmp::Le,
-                    Some("==") => Cmp::Eq,
-                    Some("!=") => Cmp::Ne,
-                    _ => {
-                        return Err(self.err_at(
+                let cmp =
+                    match op.as_ref().map(|o| o.text.as_str()) {
+                        Some(">") => Cmp::Gt,
+                        Some("<") => Cmp::Lt,
+                        Some(">=") => Cmp::Ge,
+                        Some("<=") => Cmp::Le,
+                        Some("==") => Cmp::Eq,
+                        Some("!=") => Cmp::Ne,
+                        _ => return Err(self.err_at(
                             op.map_or(self.end_col, |o| o.col),
                             "`len` needs a comparison, e.g. `len > 1000` (one of > < >= <= == !=)"
                                 .into(),
-                        ))
-                    }
-                };
+                        )),
+                    };
                 Ok(Expr::Len(cmp, self.number(&t, "1000")?))
             }
             "and" | "or" | "&&" | "||" => Err(self.err_at(
                 t.col,
-                format!("`{}` needs an expression on its left, e.g. `tcp {} udp`", t.text, t.text),
+                format!(
+                    "`{}` needs an expression on its left, e.g. `tcp {} udp`",
+                    t.text, t.text
+                ),
             )),
-            ")" => Err(self.err_at(t.col, "`)` where a primitive was expected; remove it".into())),
+            ")" => Err(self.err_at(
+                t.col,
+                "`)` where a primitive was expected; remove it".into(),
+            )),
             other => Err(self.err_at(
                 t.col,
                 format!("unknown primitive `{other}`; expected one of: {PRIMITIVES}"),
@@ -319,7 +328,9 @@ impl Parser {
 
     fn operand(&mut self, kw: &Token, example: &str) -> Result<Token, FilterError> {
         match self.next() {
-            Some(v) if !["and", "or", "not", "(", ")", "&&", "||", "!"].contains(&v.text.as_str()) => {
+            Some(v)
+                if !["and", "or", "not", "(", ")", "&&", "||", "!"].contains(&v.text.as_str()) =>
+            {
                 Ok(v)
             }
             v => Err(self.err_at(
@@ -329,7 +340,11 @@ impl Parser {
         }
     }
 
-    fn number<N: std::str::FromStr>(&mut self, kw: &Token, example: &str) -> Result<N, FilterError> {
+    fn number<N: std::str::FromStr>(
+        &mut self,
+        kw: &Token,
+        example: &str,
+    ) -> Result<N, FilterError> {
         let v = self.operand(kw, example)?;
         v.text.parse().map_err(|_| {
             self.err_at(
@@ -365,11 +380,16 @@ mod tests {
     use crate::evidence::packet::Framing;
 
     fn rst() -> PacketInfo {
-        PacketInfo::parse(Framing::Ethernet, &crate::evidence::packet::tests::tcp_rst_frame())
+        PacketInfo::parse(
+            Framing::Ethernet,
+            &crate::evidence::packet::tests::tcp_rst_frame(),
+        )
     }
 
     fn m(f: &str, p: &PacketInfo) -> bool {
-        Filter::parse(f).unwrap_or_else(|e| panic!("{f}: {e}")).matches(p)
+        Filter::parse(f)
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .matches(p)
     }
 
     #[test]
@@ -420,7 +440,9 @@ mod tests {
 
     #[test]
     fn icmp_type() {
-        let mut icmp = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut icmp = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
         icmp.extend_from_slice(&[5, 1, 0, 0, 0, 0, 0, 0]);
         let p = PacketInfo::parse(Framing::Raw(packet::ETH_P_IP), &icmp);
         assert!(m("icmp and icmp-type 5 and icmp-code 1", &p));

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod drops;
 pub mod filter;
 pub mod packet;
+mod packet_socket;
 pub mod pcap;
 pub mod tracefs;
 

@@ -61,7 +61,8 @@ impl PacketInfo {
                 }
                 let mut ethertype = be16(frame, 12);
                 let mut off = 14;
-                while (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) && frame.len() >= off + 4
+                while (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD)
+                    && frame.len() >= off + 4
                 {
                     ethertype = be16(frame, off + 2);
                     off += 4;

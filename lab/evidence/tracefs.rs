@@ -66,10 +66,16 @@ fn detached_mount() -> io::Result<OwnedFd> {
     };
     // SAFETY: plain syscalls with a NUL-terminated string and null optional arguments.
     unsafe {
-        let fsfd = check(libc::syscall(libc::SYS_fsopen, c"tracefs".as_ptr(), FSOPEN_CLOEXEC))?;
+        let fsfd = check(libc::syscall(
+            libc::SYS_fsopen,
+            c"tracefs".as_ptr(),
+            FSOPEN_CLOEXEC,
+        ))?;
         let fs = raw(&fsfd);
         let nul = std::ptr::null::<libc::c_char>();
-        check(libc::syscall(libc::SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, nul, nul, 0))?;
+        if libc::syscall(libc::SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, nul, nul, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
         check(libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0))
     }
 }

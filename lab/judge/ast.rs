@@ -144,8 +144,12 @@ impl fmt::Display for Expr {
             Expr::Neg(e) => write!(f, "-{}", Child(e, p)),
             Expr::Not(e) => write!(f, "not {}", Child(e, p)),
             // Left-associative: a right operand of equal strength needs parentheses.
-            Expr::Arith(op, a, b) => write!(f, "{} {} {}", Child(a, p), op.symbol(), Child(b, p + 1)),
-            Expr::Cmp(op, a, b) => write!(f, "{} {} {}", Child(a, p + 1), op.symbol(), Child(b, p + 1)),
+            Expr::Arith(op, a, b) => {
+                write!(f, "{} {} {}", Child(a, p), op.symbol(), Child(b, p + 1))
+            }
+            Expr::Cmp(op, a, b) => {
+                write!(f, "{} {} {}", Child(a, p + 1), op.symbol(), Child(b, p + 1))
+            }
             Expr::And(a, b) => write!(f, "{} and {}", Child(a, p), Child(b, p + 1)),
             Expr::Or(a, b) => write!(f, "{} or {}", Child(a, p), Child(b, p + 1)),
             Expr::Abs(e) => write!(f, "abs({e})"),

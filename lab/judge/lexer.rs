@@ -65,6 +65,8 @@ pub struct Token {
     pub tok: Tok,
     /// 1-based column (in characters) of the token's first character.
     pub col: usize,
+    /// Length in characters.
+    pub len: usize,
 }
 
 pub fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
@@ -94,14 +96,30 @@ pub fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
             '<' => (Tok::Lt, 1),
             '>' => (Tok::Gt, 1),
             '=' => return Err(ExprError::new(col, "single '='", "compare with '=='")),
-            '&' => return Err(ExprError::new(col, "unexpected '&'", "join conditions with 'and'")),
-            '|' => return Err(ExprError::new(col, "unexpected '|'", "join conditions with 'or'")),
+            '&' => {
+                return Err(ExprError::new(
+                    col,
+                    "unexpected '&'",
+                    "join conditions with 'and'",
+                ))
+            }
+            '|' => {
+                return Err(ExprError::new(
+                    col,
+                    "unexpected '|'",
+                    "join conditions with 'or'",
+                ))
+            }
             '!' => return Err(ExprError::new(col, "unexpected '!'", "negate with 'not'")),
             c if c.is_ascii_digit() || (c == '.' && next.is_some_and(|n| n.is_ascii_digit())) => {
                 let len = number_len(&chars[i..]);
                 let text: String = chars[i..i + len].iter().collect();
                 let value = text.parse::<f64>().map_err(|_| {
-                    ExprError::new(col, format!("bad number '{text}'"), "write e.g. 20, 0.7 or 1e6")
+                    ExprError::new(
+                        col,
+                        format!("bad number '{text}'"),
+                        "write e.g. 20, 0.7 or 1e6",
+                    )
                 })?;
                 if chars.get(i + len).is_some_and(|&c| is_ident_char(c)) {
                     return Err(ExprError::new(
@@ -131,12 +149,13 @@ pub fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
                 ))
             }
         };
-        out.push(Token { tok, col });
+        out.push(Token { tok, col, len });
         i += len;
     }
     out.push(Token {
         tok: Tok::Eof,
         col: chars.len() + 1,
+        len: 0,
     });
     Ok(out)
 }

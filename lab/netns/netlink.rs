@@ -27,6 +27,18 @@ pub struct Netlink {
     netns: String,
 }
 
+/// Parameters of a vxlan device (`ip link add ... type vxlan ...`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VxlanSpec<'a> {
+    pub vni: u32,
+    pub local: Option<IpAddr>,
+    pub remote: Option<IpAddr>,
+    /// Underlay device.
+    pub dev: Option<&'a str>,
+    /// UDP destination port.
+    pub port: u16,
+}
+
 /// Runs `f` with a [`Netlink`] on a fresh thread inside the namespace `netns`.
 pub fn with_netlink<T: Send>(
     netns: &str,
@@ -36,6 +48,14 @@ pub fn with_netlink<T: Send>(
         let nl = Netlink::open_here(netns)?;
         f(&nl)
     })
+}
+
+/// The errno of a netlink NACK.
+pub fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) if m.raw_code() != 0 => Some(m.raw_code().abs()),
+        _ => None,
+    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -120,8 +140,25 @@ impl Netlink {
         }
     }
 
-    fn add_link(&self, what: &str, msg: netlink_packet_route::link::LinkMessage) -> Result<()> {
-        self.run(self.handle.link().add(msg).execute())
+    /// Creates a link; `kconfig` names the kernel option behind its kind, for the
+    /// message when the kernel does not support it.
+    fn add_link(
+        &self,
+        what: &str,
+        kconfig: &str,
+        msg: netlink_packet_route::link::LinkMessage,
+    ) -> Result<()> {
+        self.rt
+            .block_on(self.handle.link().add(msg).execute())
+            .map_err(|e| {
+                let unsupported = errno_of(&e) == Some(libc::EOPNOTSUPP);
+                let err = anyhow!(e);
+                if unsupported {
+                    err.context(format!("this kernel lacks the device type ({kconfig} is not set)"))
+                } else {
+                    err
+                }
+            })
             .with_context(|| format!("create {what} in netns `{}`", self.netns))
     }
 
@@ -145,6 +182,7 @@ impl Netlink {
         }
         let res = self.add_link(
             &format!("veth `{name}` with peer `{peer}` in netns `{peer_netns}`"),
+            "CONFIG_VETH",
             b.build(),
         );
         drop(peer_ns);
@@ -156,7 +194,7 @@ impl Netlink {
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
-        self.add_link(&format!("bridge `{name}`"), b.build())
+        self.add_link(&format!("bridge `{name}`"), "CONFIG_BRIDGE", b.build())
     }
 
     pub fn add_dummy(&self, name: &str, mtu: Option<u32>) -> Result<()> {
@@ -164,20 +202,18 @@ impl Netlink {
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
-        self.add_link(&format!("dummy `{name}`"), b.build())
+        self.add_link(&format!("dummy `{name}`"), "CONFIG_DUMMY", b.build())
     }
 
     /// `ip link add NAME type vxlan id VNI [local L] [remote R] [dev D] dstport PORT`.
-    pub fn add_vxlan(
-        &self,
-        name: &str,
-        vni: u32,
-        local: Option<IpAddr>,
-        remote: Option<IpAddr>,
-        dev: Option<&str>,
-        port: u16,
-        mtu: Option<u32>,
-    ) -> Result<()> {
+    pub fn add_vxlan(&self, name: &str, spec: &VxlanSpec<'_>, mtu: Option<u32>) -> Result<()> {
+        let VxlanSpec {
+            vni,
+            local,
+            remote,
+            dev,
+            port,
+        } = *spec;
         let mut b = LinkVxlan::new(name, vni).port(port);
         if let Some(d) = dev {
             b = b.dev(self.link_index(d).with_context(|| format!("vxlan `{name}` underlay"))?);
@@ -195,7 +231,11 @@ impl Netlink {
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
-        self.add_link(&format!("vxlan `{name}` (vni {vni}, dstport {port})"), b.build())
+        self.add_link(
+            &format!("vxlan `{name}` (vni {vni}, dstport {port})"),
+            "CONFIG_VXLAN",
+            b.build(),
+        )
     }
 
     fn set_link(&self, what: String, b: LinkMessageBuilder<LinkUnspec>) -> Result<()> {

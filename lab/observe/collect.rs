@@ -21,7 +21,9 @@ pub fn snapshot_node(netns: &str, ruleset_kinds: &[RulesetKind]) -> Result<NodeC
     let mut dumps = Vec::new();
     for &kind in ruleset_kinds {
         let (program, args) = kind.dumper();
-        let argv: Vec<&str> = std::iter::once(program).chain(args.iter().copied()).collect();
+        let argv: Vec<&str> = std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect();
         let out = crate::netns::output_in(netns, &argv, None)
             .with_context(|| format!("dumping {} counters in `{netns}`", kind.key()))?;
         dumps.push((kind, String::from_utf8_lossy(&out.stdout).into_owned()));

@@ -18,7 +18,10 @@ const GAUGES: &[&str] = &["entries"];
 
 impl ConntrackStat {
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let (_, header) = lines
             .next()
             .ok_or_else(|| ParseError::new(FILE, 1, "empty file"))?;

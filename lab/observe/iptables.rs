@@ -5,13 +5,23 @@ use std::collections::{BTreeMap, HashMap};
 
 const FILE: &str = "iptables-save -c";
 
+struct Rule {
+    table: String,
+    chain: String,
+    /// 1-based position in the chain.
+    position: usize,
+    comment: Option<String>,
+    packets: u64,
+    bytes: u64,
+}
+
 /// Counter values keyed `<table>.<chain>.policy.packets|bytes` for built-in chains and
 /// `<table>.<chain>.<comment|N>.packets|bytes` for rules (N = 1-based position in
 /// the chain; also used when a comment repeats within the chain).
 pub fn parse(text: &str) -> Result<RuleCounters, ParseError> {
     let mut out = BTreeMap::new();
     let mut table: Option<String> = None;
-    let mut rules: Vec<(String, String, usize, Option<String>, (u64, u64))> = Vec::new();
+    let mut rules: Vec<Rule> = Vec::new();
     let mut position: HashMap<(String, String), usize> = HashMap::new();
 
     for (i, line) in text.lines().enumerate() {
@@ -35,7 +45,11 @@ pub fn parse(text: &str) -> Result<RuleCounters, ParseError> {
             // `:FORWARD DROP [12:1008]`; user chains have policy `-`.
             let mut words = decl.split_whitespace();
             let (Some(chain), Some(policy)) = (words.next(), words.next()) else {
-                return Err(ParseError::new(FILE, lineno, "expected `:CHAIN POLICY [p:b]`"));
+                return Err(ParseError::new(
+                    FILE,
+                    lineno,
+                    "expected `:CHAIN POLICY [p:b]`",
+                ));
             };
             if policy != "-" {
                 let (p, b) = match words.next() {
@@ -66,29 +80,42 @@ pub fn parse(text: &str) -> Result<RuleCounters, ParseError> {
             return Err(ParseError::new(FILE, lineno, "expected `-A CHAIN ...`"));
         }
         let chain = words[1].clone();
-        let n = position.entry((table.to_owned(), chain.clone())).or_default();
+        let n = position
+            .entry((table.to_owned(), chain.clone()))
+            .or_default();
         *n += 1;
         let comment = words
             .windows(2)
             .find(|w| w[0] == "--comment")
             .and_then(|w| comment_segment(&w[1]));
-        rules.push((table.to_owned(), chain, *n, comment, counts));
+        rules.push(Rule {
+            table: table.to_owned(),
+            chain,
+            position: *n,
+            comment,
+            packets: counts.0,
+            bytes: counts.1,
+        });
     }
 
     let mut comment_uses: HashMap<(&str, &str, &str), usize> = HashMap::new();
-    for (t, c, _, comment, _) in &rules {
-        if let Some(comment) = comment {
-            *comment_uses.entry((t, c, comment)).or_default() += 1;
+    for r in &rules {
+        if let Some(comment) = &r.comment {
+            *comment_uses
+                .entry((&r.table, &r.chain, comment))
+                .or_default() += 1;
         }
     }
-    for (t, c, n, comment, (p, b)) in &rules {
-        let leaf = match comment {
-            Some(cm) if comment_uses[&(t.as_str(), c.as_str(), cm.as_str())] == 1 => cm.clone(),
-            _ => n.to_string(),
+    for r in &rules {
+        let leaf = match &r.comment {
+            Some(cm) if comment_uses[&(r.table.as_str(), r.chain.as_str(), cm.as_str())] == 1 => {
+                cm.clone()
+            }
+            _ => r.position.to_string(),
         };
-        let base = format!("{}.{}.{leaf}", segment(t), segment(c));
-        out.insert(format!("{base}.packets"), *p);
-        out.insert(format!("{base}.bytes"), *b);
+        let base = format!("{}.{}.{leaf}", segment(&r.table), segment(&r.chain));
+        out.insert(format!("{base}.packets"), r.packets);
+        out.insert(format!("{base}.bytes"), r.bytes);
     }
     Ok(out)
 }
@@ -182,7 +209,10 @@ COMMIT
     #[test]
     fn errors_name_the_line() {
         let err = parse("*filter\n:FORWARD DROP [x:1]\n").unwrap_err();
-        assert_eq!(err.to_string(), "iptables-save -c line 2: bad `[packets:bytes]`");
+        assert_eq!(
+            err.to_string(),
+            "iptables-save -c line 2: bad `[packets:bytes]`"
+        );
         assert!(parse("-A FORWARD -j ACCEPT\n").is_err());
     }
 

@@ -127,7 +127,10 @@ pub fn observations_delta(node: &str, before: &NodeCounters, after: &NodeCounter
             } else {
                 a as f64 - before.snmp.get(group, field).unwrap_or(0) as f64
             };
-            obs.insert(format!("snmp.{node}.{}.{}", segment(group), segment(field)), v);
+            obs.insert(
+                format!("snmp.{node}.{}.{}", segment(group), segment(field)),
+                v,
+            );
         }
     }
     for (dev, stats) in &after.dev {
@@ -165,7 +168,10 @@ mod tests {
         NodeCounters::parse(
             &texts(ct, dev),
             &[
-                (RulesetKind::Nft, include_str!("fixtures/nft-ruleset.json").to_owned()),
+                (
+                    RulesetKind::Nft,
+                    include_str!("fixtures/nft-ruleset.json").to_owned(),
+                ),
                 (RulesetKind::Iptables, ipt.to_owned()),
             ],
         )
@@ -184,8 +190,18 @@ mod tests {
             include_str!("fixtures/dev-sw-after.txt"),
             "*filter\n:FORWARD DROP [22:1848]\n[1:84] -A FORWARD -m comment --comment keep -j ACCEPT\nCOMMIT\n",
         );
-        after.snmp.groups.get_mut("Ip").unwrap().insert("InReceives".into(), 2659);
-        after.snmp.groups.get_mut("Tcp").unwrap().insert("CurrEstab".into(), 3);
+        after
+            .snmp
+            .groups
+            .get_mut("Ip")
+            .unwrap()
+            .insert("InReceives".into(), 2659);
+        after
+            .snmp
+            .groups
+            .get_mut("Tcp")
+            .unwrap()
+            .insert("CurrEstab".into(), 3);
 
         let obs = observations_delta("sw", &before, &after);
         assert_eq!(obs["conntrack.sw.clashres"], 28.0);

@@ -15,9 +15,8 @@ pub fn parse(text: &str) -> Result<DevStats, ParseError> {
     let (_, header) = lines
         .next()
         .ok_or_else(|| ParseError::new(FILE, 2, "missing column header"))?;
-    let names = column_names(header).ok_or_else(|| {
-        ParseError::new(FILE, 2, "expected ` face |rx columns|tx columns`")
-    })?;
+    let names = column_names(header)
+        .ok_or_else(|| ParseError::new(FILE, 2, "expected ` face |rx columns|tx columns`"))?;
     let mut out = DevStats::new();
     for (i, line) in lines {
         if line.trim().is_empty() {
@@ -64,10 +63,7 @@ mod tests {
     #[test]
     fn parses_host_fixture() {
         let d = parse(include_str!("fixtures/dev.txt")).unwrap();
-        assert_eq!(
-            d.keys().collect::<Vec<_>>(),
-            ["eth0", "ifb0", "ifb1", "lo"]
-        );
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["eth0", "ifb0", "ifb1", "lo"]);
         assert_eq!(d["eth0"]["rx_bytes"], 53005304);
         assert_eq!(d["eth0"]["tx_packets"], 1554);
         assert_eq!(d["lo"].len(), 16);

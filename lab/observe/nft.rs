@@ -36,7 +36,11 @@ pub fn parse(json: &str) -> Result<RuleCounters, ParseError> {
     let mut rules = Vec::new();
     for item in items {
         if let Some(rule) = item.get("rule") {
-            let key = (str_of(rule, "family"), str_of(rule, "table"), str_of(rule, "chain"));
+            let key = (
+                str_of(rule, "family"),
+                str_of(rule, "table"),
+                str_of(rule, "chain"),
+            );
             let n = position.entry(key).or_default();
             *n += 1;
             rules.push((*n, rule));
@@ -53,7 +57,11 @@ pub fn parse(json: &str) -> Result<RuleCounters, ParseError> {
 
     let mut comments: HashMap<(String, String, String, String), usize> = HashMap::new();
     for (_, rule) in &rules {
-        if let Some(c) = rule.get("comment").and_then(Value::as_str).and_then(comment_segment) {
+        if let Some(c) = rule
+            .get("comment")
+            .and_then(Value::as_str)
+            .and_then(comment_segment)
+        {
             let key = (
                 str_of(rule, "family"),
                 str_of(rule, "table"),
@@ -67,8 +75,16 @@ pub fn parse(json: &str) -> Result<RuleCounters, ParseError> {
         let Some((packets, bytes)) = rule_counter(rule) else {
             continue;
         };
-        let (family, table, chain) = (str_of(rule, "family"), str_of(rule, "table"), str_of(rule, "chain"));
-        let leaf = match rule.get("comment").and_then(Value::as_str).and_then(comment_segment) {
+        let (family, table, chain) = (
+            str_of(rule, "family"),
+            str_of(rule, "table"),
+            str_of(rule, "chain"),
+        );
+        let leaf = match rule
+            .get("comment")
+            .and_then(Value::as_str)
+            .and_then(comment_segment)
+        {
             Some(c)
                 if comments[&(family.clone(), table.clone(), chain.clone(), c.clone())] == 1 =>
             {
@@ -87,7 +103,9 @@ pub fn parse(json: &str) -> Result<RuleCounters, ParseError> {
 
     let mut plain: HashMap<(String, String), usize> = HashMap::new();
     for e in &entries {
-        *plain.entry((segment(&e.table), e.rest.clone())).or_default() += 1;
+        *plain
+            .entry((segment(&e.table), e.rest.clone()))
+            .or_default() += 1;
     }
     let mut out = BTreeMap::new();
     for e in entries {

@@ -131,10 +131,7 @@ mod tests {
     fn parses_snmp_groups() {
         let s = SnmpCounters::parse_pairs("snmp", SNMP).unwrap();
         let groups: Vec<&str> = s.groups.keys().map(String::as_str).collect();
-        assert_eq!(
-            groups,
-            ["Icmp", "IcmpMsg", "Ip", "Tcp", "Udp", "UdpLite"]
-        );
+        assert_eq!(groups, ["Icmp", "IcmpMsg", "Ip", "Tcp", "Udp", "UdpLite"]);
         assert_eq!(s.get("Ip", "InReceives"), Some(2639));
         assert_eq!(s.get("Tcp", "MaxConn"), Some(-1));
         assert_eq!(s.get("IcmpMsg", "InType3"), Some(1));

@@ -171,7 +171,7 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
 
     for (name, spec) in &file.nodes {
         let node_name = name.get_ref();
-        for (dev_name, dev) in &spec.devices {
+        for (dev_name, _) in &spec.devices {
             let field = format!("nodes.{node_name}.devices.{}", dev_name.get_ref());
             syntax::check_ifname(dev_name.get_ref())
                 .map_err(|e| cx.err(dev_name.span(), &field, e))?;
@@ -542,25 +542,29 @@ fn expand_cell(
     merge_host_sysctls(cx, &mut lab.host_sysctls, &file.host_sysctls, "host_sysctls")?;
     merge_host_sysctls(cx, &mut lab.host_sysctls, &cell.host_sysctls, &format!("{cf}.host_sysctls"))?;
 
-    // Rulesets: node's own by kind, replaced by the cell's, then the cell's extras.
+    // Rulesets: node's own by kind, replaced by the cell's, then extras
+    // (the node's, then the cell's).
     for (name, spec) in &file.nodes {
-        let mut by_kind: BTreeMap<RulesetKind, String> = BTreeMap::new();
+        let mut by_kind: BTreeMap<RulesetKind, Vec<String>> = BTreeMap::new();
         for (k, text) in &spec.rulesets {
             let kind = ruleset_kind(cx, k, &format!("nodes.{}.rulesets", name.get_ref()))?;
-            by_kind.insert(kind, text.clone());
+            by_kind.insert(kind, text.texts());
         }
         if let Some(over) = cell.rulesets.iter().find(|(n, _)| n.get_ref() == name.get_ref()) {
             for (k, text) in over.1 {
                 let kind = ruleset_kind(cx, k, &format!("{cf}.rulesets.{}", name.get_ref()))?;
-                by_kind.insert(kind, text.clone());
+                by_kind.insert(kind, text.texts());
             }
         }
-        let node = node_mut(&mut lab, name.get_ref());
-        node.rulesets = by_kind
+        let mut rulesets: Vec<RulesetPlan> = by_kind
             .into_iter()
-            .filter(|(_, t)| !t.trim().is_empty())
-            .map(|(kind, text)| RulesetPlan { kind, text })
+            .flat_map(|(kind, texts)| texts.into_iter().map(move |text| RulesetPlan { kind, text }))
             .collect();
+        for (k, text) in &spec.extra_rulesets {
+            let kind = ruleset_kind(cx, k, &format!("nodes.{}.extra_rulesets", name.get_ref()))?;
+            rulesets.extend(text.texts().into_iter().map(|text| RulesetPlan { kind, text }));
+        }
+        node_mut(&mut lab, name.get_ref()).rulesets = rulesets;
     }
     for node in cell.rulesets.keys() {
         cell_node(cx, &mut lab, node, &format!("{cf}.rulesets.{}", node.get_ref()))?;
@@ -569,10 +573,8 @@ fn expand_cell(
         let field = format!("{cf}.extra_rulesets.{}", node.get_ref());
         let mut extra = Vec::new();
         for (k, text) in map {
-            extra.push(RulesetPlan {
-                kind: ruleset_kind(cx, k, &field)?,
-                text: text.clone(),
-            });
+            let kind = ruleset_kind(cx, k, &field)?;
+            extra.extend(text.texts().into_iter().map(|text| RulesetPlan { kind, text }));
         }
         cell_node(cx, &mut lab, node, &field)?.rulesets.extend(extra);
     }

@@ -1,1 +1,17 @@
-//! (in progress)
+//! Output formats of a run: terminal table, JSON, markdown summary, KTAP and JUnit.
+
+mod evidence;
+#[cfg(test)]
+mod fixture;
+mod json;
+mod junit;
+mod ktap;
+mod markdown;
+mod table;
+
+pub use evidence::{evidence, Totals};
+pub use json::{json, read_json};
+pub use junit::junit;
+pub use ktap::ktap;
+pub use markdown::markdown_summary;
+pub use table::table;

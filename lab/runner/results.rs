@@ -13,7 +13,7 @@ pub fn write(results_root: &Path, result: &ScenarioResult) -> anyhow::Result<Pat
     let dir = kernel_dir(results_root, &result.kernel_release);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{}.json", result.scenario));
-    std::fs::write(&path, crate::report::json(result))
+    std::fs::write(&path, crate::report::json(result)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

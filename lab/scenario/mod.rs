@@ -3,6 +3,7 @@
 pub mod error;
 pub mod schema;
 pub mod syntax;
+pub mod template;
 
 use crate::plan::CellPlan;
 pub use error::{ScenarioError, SourceMap};
@@ -21,7 +22,10 @@ pub struct Scenario {
 /// Parse and validate a scenario from its text. `file` is used in error messages.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let src = SourceMap::new(file, text);
-    let raw: schema::ScenarioFile = toml::from_str(text).map_err(|e| toml_error(&src, &e))?;
+    let mut raw: schema::ScenarioFile =
+        toml::from_str(text).map_err(|e| toml_error(&src, &e))?;
+    let dir = Path::new(file).parent().unwrap_or(Path::new("."));
+    template::apply(&mut raw, &src, dir)?;
     let cells = crate::plan::expand_cells(&raw, &src)?;
     Ok(Scenario {
         file: file.to_string(),
@@ -108,3 +112,6 @@ pub fn discover(args: &[String], scenarios_dir: &Path) -> Result<Vec<PathBuf>, S
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,8 +9,26 @@ use toml::Spanned;
 pub type SpannedStr = Spanned<String>;
 /// `{ "net.ipv4.ip_forward" = 1 }`: values are integers or strings.
 pub type SysctlMap = BTreeMap<SpannedStr, Spanned<toml::Value>>;
-/// `{ nft = "...", iptables = "..." }`
-pub type RulesetMap = BTreeMap<SpannedStr, String>;
+/// `{ nft = "...", iptables = ["...", "..."] }`: one text or several, loaded in order.
+pub type RulesetMap = BTreeMap<SpannedStr, RulesetText>;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RulesetText {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RulesetText {
+    /// The non-empty texts, in order (an empty string removes a kind in a cell).
+    pub fn texts(&self) -> Vec<String> {
+        let all = match self {
+            RulesetText::One(s) => vec![s.clone()],
+            RulesetText::Many(v) => v.clone(),
+        };
+        all.into_iter().filter(|t| !t.trim().is_empty()).collect()
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +101,7 @@ pub struct EvidenceSpec {
     pub drops: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     /// Free text shown in `faultlab list --verbose` and plans.
@@ -105,11 +123,14 @@ pub struct NodeSpec {
     /// Ruleset text by kind: nft, iptables, ip6tables, iptables-legacy, ip6tables-legacy.
     #[serde(default)]
     pub rulesets: RulesetMap,
+    /// Rulesets loaded after `rulesets`: add rules to a template's node.
+    #[serde(default)]
+    pub extra_rulesets: RulesetMap,
     #[serde(default)]
     pub processes: Vec<ProcessSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
     /// bridge, vxlan or dummy.
@@ -138,7 +159,7 @@ pub struct DeviceSpec {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessSpec {
     pub name: SpannedStr,
@@ -149,7 +170,7 @@ pub struct ProcessSpec {
     pub ready_port: Option<u16>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSpec {
     /// `node:device [address/len ...]`

@@ -5,10 +5,8 @@
 
 use std::net::IpAddr;
 
-pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;

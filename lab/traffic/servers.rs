@@ -131,15 +131,13 @@ pub enum TcpMode {
     Echo,
     /// Churn: close at once (`first = true`), or wait for the client's close then close.
     Churn { first: bool },
-    /// Keep the connection and hand it to the caller (tcp-inject).
-    Hold,
 }
 
 /// A TCP server thread in a node.
 pub struct TcpServer {
     stop: Arc<AtomicBool>,
     accepted: Arc<AtomicU64>,
-    handle: JoinHandle<Option<Vec<std::net::TcpStream>>>,
+    handle: JoinHandle<Option<()>>,
 }
 
 impl TcpServer {
@@ -156,7 +154,6 @@ impl TcpServer {
                 Ok(std::net::TcpListener::from(l))
             },
             move |l: std::net::TcpListener| {
-                let mut held = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(3600);
                 while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
                     let c = match l.accept() {
@@ -184,10 +181,8 @@ impl TcpServer {
                             let mut b = [0u8; 512];
                             while matches!(c.read(&mut b), Ok(n) if n > 0) {}
                         }
-                        TcpMode::Hold => held.push(c),
                     }
                 }
-                held
             },
         )?;
         Ok(TcpServer { stop, accepted, handle })
@@ -198,10 +193,10 @@ impl TcpServer {
         self.accepted.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting; returns held connections (mode Hold).
-    pub fn stop(self) -> Vec<std::net::TcpStream> {
+    /// Stops accepting.
+    pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().ok().flatten().unwrap_or_default()
+        let _ = self.handle.join();
     }
 }
 

@@ -1,0 +1,126 @@
+use super::*;
+
+const BRIDGE: &str = include_str!("../../scenarios/bridge-netfilter.toml");
+
+fn err(text: &str) -> ScenarioError {
+    parse("t.toml", text).expect_err("must be rejected")
+}
+
+const MINI: &str = r#"
+name = "mini"
+about = "two nodes"
+[nodes.a]
+[nodes.b]
+[[links]]
+a = "a:eth0 192.0.2.1/24"
+b = "b:eth0 192.0.2.2/24"
+[[traffic]]
+kind = "ping"
+from = "a"
+to = "192.0.2.2"
+[[cells]]
+name = "one"
+expect = ["ping.received == ping.sent"]
+"#;
+
+#[test]
+fn bridge_scenario_plan_is_pinned() {
+    let s = parse("scenarios/bridge-netfilter.toml", BRIDGE).unwrap();
+    assert_eq!(s.cells.len(), 5);
+    let cell = &s.cells[2];
+    insta::assert_yaml_snapshot!("bridge_physdev_accept_plan", cell.lab.for_run("flTEST"));
+    let requires = &s.cells[4].requires;
+    assert!(requires.programs.contains(&"iptables-legacy-restore".to_string()));
+    assert!(requires.paths.contains(&"/proc/sys/net/bridge".to_string()));
+}
+
+#[test]
+fn mini_parses() {
+    let s = parse("t.toml", MINI).unwrap();
+    assert_eq!(s.cells[0].lab.nodes.len(), 2);
+    assert_eq!(s.cells[0].lab.veths.len(), 1);
+}
+
+#[test]
+fn misspelled_field_points_at_it() {
+    let e = err(&MINI.replace("[nodes.b]", "[nodes.b]\nroutse = []"));
+    assert_eq!((e.line, e.column), (6, 1), "{e}");
+    assert!(e.message.contains("unknown field `routse`"), "{e}");
+}
+
+#[test]
+fn undefined_node_in_link() {
+    let e = err(&MINI.replace("b = \"b:eth0", "b = \"c:eth0"));
+    assert_eq!(e.line, 8, "{e}");
+    assert_eq!(e.field, "links[0].b");
+    assert!(e.message.contains("undefined node `c`"));
+    assert!(e.fix.contains("a, b"));
+}
+
+#[test]
+fn bad_address() {
+    let e = err(&MINI.replace("192.0.2.1/24", "192.0.2.300/24"));
+    assert_eq!((e.line, e.field.as_str()), (7, "links[0].a"), "{e}");
+}
+
+#[test]
+fn undefined_node_in_cell_sysctls() {
+    let e = err(&MINI.replace(
+        "name = \"one\"",
+        "name = \"one\"\nsysctls = { zz = { \"net.ipv4.ip_forward\" = 1 } }",
+    ));
+    assert!(e.message.contains("undefined node `zz`"), "{e}");
+    assert_eq!(e.line, 16);
+}
+
+#[test]
+fn host_global_sysctl_in_node_is_refused() {
+    let e = err(&MINI.replace(
+        "[nodes.a]",
+        "[nodes.a]\nsysctls = { \"net.netfilter.nf_conntrack_max\" = 10 }",
+    ));
+    assert!(e.message.contains("host-global"), "{e}");
+    assert!(e.fix.contains("host_sysctls"));
+}
+
+#[test]
+fn bad_expectation_and_route() {
+    let e = err(&MINI.replace("ping.received == ping.sent", "ping.received =="));
+    assert_eq!(e.field, "cells[0].expect[0]");
+    let e = err(&MINI.replace("[nodes.b]", "[nodes.b]\nroutes = [\"default vai 1.2.3.4\"]"));
+    assert!(e.message.contains("unknown word `vai`"), "{e}");
+}
+
+#[test]
+fn cell_without_expectations_is_refused() {
+    let e = err(&MINI.replace("expect = [\"ping.received == ping.sent\"]", ""));
+    assert!(e.message.contains("expects nothing"), "{e}");
+}
+
+#[test]
+fn traffic_override_of_unknown_step() {
+    let e = err(&MINI.replace(
+        "name = \"one\"",
+        "name = \"one\"\ntraffic.nope = { count = 3 }",
+    ));
+    assert!(e.message.contains("no traffic step named `nope`"), "{e}");
+}
+
+#[test]
+fn traffic_override_applies() {
+    let s = parse(
+        "t.toml",
+        &MINI.replace("name = \"one\"", "name = \"one\"\ntraffic.ping = { count = 3 }"),
+    )
+    .unwrap();
+    let json = serde_json::to_value(&s.cells[0].traffic[0]).unwrap();
+    assert_eq!(json["count"], 3);
+}
+
+#[test]
+fn errors_render_with_location_and_fix() {
+    let e = err(&MINI.replace("b = \"b:eth0", "b = \"c:eth0"));
+    let text = e.to_string();
+    assert!(text.starts_with("t.toml:8:5: links[0].b: undefined node `c`"), "{text}");
+    assert!(text.contains("\n  fix: "));
+}

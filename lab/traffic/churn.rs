@@ -1,0 +1,156 @@
+//! `kind = "churn"`: many short TCP connections (SCENARIOS.md §2, conntrack table full).
+
+use super::common::{domain, ns_of, scaled, sleep_until, unspecified};
+use super::servers::{TcpMode, TcpServer};
+use super::{check, Metrics, TrafficContext};
+use anyhow::Result;
+use socket2::{Protocol, Socket, Type};
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How the client closes each connection.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseMode {
+    /// Orderly close (FIN); the closing side goes through TIME_WAIT.
+    #[default]
+    Fin,
+    /// Abortive close (SO_LINGER 0 → RST).
+    Rst,
+}
+
+/// Short connections. Metrics: `attempted`, `connected`, `failed` (all that did not connect:
+/// `timed_out` + `refused` + other errors), `timed_out`, `refused`, `server_accepted`
+/// (only when the generator runs the server).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnParams {
+    /// Observation prefix (default "churn").
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Node that connects.
+    pub from: String,
+    /// Server address (IPv4 or IPv6), as the client sees it.
+    pub to: IpAddr,
+    /// Server port (default 8080).
+    #[serde(default = "d_port")]
+    pub port: u16,
+    /// Node where the generator starts the server (default: none; something must listen).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Number of connections (default 1000).
+    #[serde(default = "d_connections")]
+    pub connections: u32,
+    /// Connection attempts per second; 0 = as fast as possible (default 0).
+    #[serde(default)]
+    pub rate: f64,
+    /// "fin" (default) or "rst" (SO_LINGER 0).
+    #[serde(default)]
+    pub close: CloseMode,
+    /// The server closes first (its side then holds TIME_WAIT) (default false).
+    #[serde(default)]
+    pub server_closes_first: bool,
+    /// Connect timeout in ms (default 1000). A SYN dropped for a full table is retried by
+    /// the kernel after 1 s, so shorter values count such drops as timeouts.
+    #[serde(default = "d_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+fn d_port() -> u16 {
+    8080
+}
+fn d_connections() -> u32 {
+    1000
+}
+fn d_connect_timeout() -> u64 {
+    1000
+}
+
+impl ChurnParams {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        check::node("from", &self.from)?;
+        if let Some(s) = &self.server {
+            check::node("server", s)?;
+        }
+        check::unicast("to", self.to)?;
+        check::range("port", self.port, 1, 65535)?;
+        check::range("connections", self.connections, 1, 1_000_000)?;
+        if !(self.rate >= 0.0 && self.rate <= 1e6) {
+            return Err(format!("rate = {} is out of range: set it between 0 (as fast as possible) and 1000000 per second", self.rate));
+        }
+        check::range("connect_timeout_ms", self.connect_timeout_ms, 1, 120_000)
+    }
+}
+
+pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
+    let ns = ns_of(ctx, &p.from)?;
+    let io = scaled(ctx, 2000);
+    let server = match &p.server {
+        Some(node) => Some(TcpServer::start(
+            Some(ns_of(ctx, node)?),
+            SocketAddr::new(unspecified(p.to), p.port),
+            TcpMode::Churn { first: p.server_closes_first },
+            io,
+        )?),
+        None => None,
+    };
+    let timeout = scaled(ctx, p.connect_timeout_ms);
+    let dst = SocketAddr::new(p.to, p.port).into();
+    let counts = crate::netns::run_in(ns, || {
+        let mut c = [0u32; 5]; // attempted, connected, timed_out, refused, other
+        let start = Instant::now();
+        for i in 0..p.connections {
+            if p.rate > 0.0 {
+                if !sleep_until(ctx, start + Duration::from_secs_f64(f64::from(i) / p.rate)) {
+                    break;
+                }
+            } else if (ctx.interrupted)() {
+                break;
+            }
+            c[0] += 1;
+            let s = Socket::new(domain(p.to), Type::STREAM, Some(Protocol::TCP))?;
+            match s.connect_timeout(&dst, timeout) {
+                Ok(()) => {
+                    c[1] += 1;
+                    close(s, p, io);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => c[2] += 1,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => c[3] += 1,
+                Err(_) => c[4] += 1,
+            }
+        }
+        Ok(c)
+    })?;
+    let accepted = server.map(|s| {
+        // Let the server see the last connections before counting.
+        let end = Instant::now() + scaled(ctx, 200);
+        while s.accepted() < u64::from(counts[1]) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let n = s.accepted();
+        s.stop();
+        n
+    });
+    let mut m = Metrics::new();
+    for (k, v) in ["attempted", "connected", "timed_out", "refused"].iter().zip(counts) {
+        m.insert((*k).into(), f64::from(v));
+    }
+    m.insert("failed".into(), f64::from(counts[0] - counts[1]));
+    if let Some(a) = accepted {
+        m.insert("server_accepted".into(), a as f64);
+    }
+    Ok(m)
+}
+
+fn close(s: Socket, p: &ChurnParams, io: Duration) {
+    if p.server_closes_first {
+        // Wait for the server's FIN so the server side holds TIME_WAIT.
+        let _ = s.set_read_timeout(Some(io));
+        let mut b = [0u8; 64];
+        while matches!((&s).read(&mut b), Ok(n) if n > 0) {}
+    }
+    if p.close == CloseMode::Rst {
+        let _ = s.set_linger(Some(Duration::ZERO));
+    }
+    drop(s);
+}

@@ -1,0 +1,158 @@
+//! `kind = "tcp"`: TCP connections that each send a number of bytes to a sink, which
+//! answers with the byte count it read (so "completed" means delivered end to end).
+
+use super::common::{domain, ns_of, scaled, unspecified};
+use super::servers::{TcpMode, TcpServer};
+use super::{check, Metrics, TrafficContext};
+use anyhow::Result;
+use socket2::{Protocol, Socket, Type};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::time::Duration;
+
+/// TCP transfers. Metrics: `connected`, `failed` (did not connect: refused, timed out or
+/// other), `refused`, `timed_out`, `reset` (connection reset during the transfer),
+/// `completed` (the sink confirmed every byte), `bytes_confirmed`.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpParams {
+    /// Observation prefix (default "tcp").
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Node that connects.
+    pub from: String,
+    /// Server address (IPv4 or IPv6), as the client sees it.
+    pub to: IpAddr,
+    /// Server port (default 8080).
+    #[serde(default = "d_port")]
+    pub port: u16,
+    /// Node where the generator starts the sink (default: none; expects `faultlab serve tcp-sink`).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Number of connections, one after the other (default 10).
+    #[serde(default = "d_connections")]
+    pub connections: u32,
+    /// Bytes sent per connection (default 65536).
+    #[serde(default = "d_bytes")]
+    pub bytes: u64,
+    /// Connect timeout in ms (default 3000).
+    #[serde(default = "d_connect")]
+    pub connect_timeout_ms: u64,
+    /// Timeout of each read/write in ms (default 5000).
+    #[serde(default = "d_io")]
+    pub io_timeout_ms: u64,
+}
+fn d_port() -> u16 {
+    8080
+}
+fn d_connections() -> u32 {
+    10
+}
+fn d_bytes() -> u64 {
+    65536
+}
+fn d_connect() -> u64 {
+    3000
+}
+fn d_io() -> u64 {
+    5000
+}
+
+impl TcpParams {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        check::node("from", &self.from)?;
+        if let Some(s) = &self.server {
+            check::node("server", s)?;
+        }
+        check::unicast("to", self.to)?;
+        check::range("port", self.port, 1, 65535)?;
+        check::range("connections", self.connections, 1, 100_000)?;
+        check::range("bytes", self.bytes, 0, 1 << 34)?;
+        check::range("connect_timeout_ms", self.connect_timeout_ms, 1, 120_000)?;
+        check::range("io_timeout_ms", self.io_timeout_ms, 1, 600_000)
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    connected: u32,
+    refused: u32,
+    timed_out: u32,
+    other: u32,
+    reset: u32,
+    completed: u32,
+    confirmed: u64,
+}
+
+pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
+    let ns = ns_of(ctx, &p.from)?;
+    let io = scaled(ctx, p.io_timeout_ms);
+    let server = match &p.server {
+        Some(node) => Some(TcpServer::start(Some(ns_of(ctx, node)?), SocketAddr::new(unspecified(p.to), p.port), TcpMode::Sink, io)?),
+        None => None,
+    };
+    let timeout = scaled(ctx, p.connect_timeout_ms);
+    let dst = SocketAddr::new(p.to, p.port).into();
+    let mut c = Counts::default();
+    let mut attempted = 0u32;
+    for _ in 0..p.connections {
+        if (ctx.interrupted)() {
+            break;
+        }
+        attempted += 1;
+        let s = crate::netns::run_in(ns, || Ok(Socket::new(domain(p.to), Type::STREAM, Some(Protocol::TCP))?))?;
+        match s.connect_timeout(&dst, timeout) {
+            Ok(()) => {
+                c.connected += 1;
+                transfer(s, p.bytes, io, &mut c);
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => c.timed_out += 1,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => c.refused += 1,
+            Err(_) => c.other += 1,
+        }
+    }
+    if let Some(s) = server {
+        s.stop();
+    }
+    let mut m = Metrics::new();
+    m.insert("attempted".into(), f64::from(attempted));
+    m.insert("connected".into(), f64::from(c.connected));
+    m.insert("failed".into(), f64::from(c.refused + c.timed_out + c.other));
+    m.insert("refused".into(), f64::from(c.refused));
+    m.insert("timed_out".into(), f64::from(c.timed_out));
+    m.insert("reset".into(), f64::from(c.reset));
+    m.insert("completed".into(), f64::from(c.completed));
+    m.insert("bytes_confirmed".into(), c.confirmed as f64);
+    Ok(m)
+}
+
+fn transfer(s: Socket, bytes: u64, io: Duration, c: &mut Counts) {
+    let mut st = std::net::TcpStream::from(s);
+    let _ = st.set_read_timeout(Some(io));
+    let _ = st.set_write_timeout(Some(io));
+    let chunk = vec![b'z'; 65536];
+    let mut left = bytes;
+    let res = (|| -> std::io::Result<u64> {
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            st.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        st.shutdown(Shutdown::Write)?;
+        let mut reply = [0u8; 8];
+        st.read_exact(&mut reply)?;
+        Ok(u64::from_be_bytes(reply))
+    })();
+    match res {
+        Ok(n) => {
+            c.confirmed += n;
+            if n == bytes {
+                c.completed += 1;
+            }
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted) => {
+            c.reset += 1
+        }
+        Err(_) => {}
+    }
+}

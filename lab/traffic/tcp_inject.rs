@@ -1,0 +1,287 @@
+//! `kind = "tcp-inject"` (SCENARIOS.md §3): segments injected from the server node into a
+//! live TCP connection, at seq/ack offsets relative to the server socket's live values.
+
+use super::capture::{Capture, Captured};
+use super::common::{ns_of, scaled, tcp_listener, unspecified};
+use super::packet::{self, TcpFields, TcpSeen};
+use super::{check, Metrics, TrafficContext};
+use anyhow::{anyhow, bail, Context, Result};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// One injected segment; seq/ack are offsets from the server's live snd_nxt / rcv_nxt.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Injection {
+    /// Added to the server's next sequence number (default 0).
+    #[serde(default)]
+    pub seq_offset: i64,
+    /// Added to the server's next expected sequence number from the client (default 0).
+    #[serde(default)]
+    pub ack_offset: i64,
+    /// Payload bytes (default 0).
+    #[serde(default)]
+    pub payload: usize,
+    /// TCP flags as letters S A R F P (default "A").
+    #[serde(default = "d_flags")]
+    pub flags: String,
+}
+fn d_flags() -> String {
+    "A".into()
+}
+
+/// Injection into a live connection. Metrics: `injected`, `reached_client` (injections
+/// seen arriving in the client node), `rst_to_server` (injections after which a RST
+/// arrived at the server node), `rst_seq_in_window` (injections whose RST carried
+/// seq == the server's rcv_nxt, the only RST seq `tcp_validate_incoming` accepts),
+/// `server_reset` / `client_reset` (1/0: that side's socket ended in CLOSE), and per
+/// injection N: `injN.reached_client`, `injN.rst_to_server`, `injN.rst_seq_in_window`.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpInjectParams {
+    /// Observation prefix (default "tcp-inject").
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Node that opens the connection.
+    pub client: String,
+    /// Node that runs the server and injects.
+    pub server: String,
+    /// Server address (IPv4 or IPv6), as the client sees it.
+    pub to: IpAddr,
+    /// Server port (default 8080).
+    #[serde(default = "d_port")]
+    pub port: u16,
+    /// Segments to inject, in order.
+    pub injections: Vec<Injection>,
+    /// Wait after each injection before looking at captures and sockets, ms (default 300).
+    #[serde(default = "d_settle")]
+    pub settle_ms: u64,
+    /// Connect timeout in ms (default 3000).
+    #[serde(default = "d_connect")]
+    pub connect_timeout_ms: u64,
+}
+fn d_port() -> u16 {
+    8080
+}
+fn d_settle() -> u64 {
+    300
+}
+fn d_connect() -> u64 {
+    3000
+}
+
+impl TcpInjectParams {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        check::node("client", &self.client)?;
+        check::node("server", &self.server)?;
+        check::unicast("to", self.to)?;
+        check::range("port", self.port, 1, 65535)?;
+        check::range("settle_ms", self.settle_ms, 1, 60_000)?;
+        check::range("connect_timeout_ms", self.connect_timeout_ms, 1, 120_000)?;
+        if self.injections.is_empty() {
+            return Err("injections is empty: add at least one { seq_offset, ack_offset, payload, flags }".into());
+        }
+        check::range("injections (count)", self.injections.len(), 1, 1000)?;
+        for (i, inj) in self.injections.iter().enumerate() {
+            packet::parse_tcp_flags(&inj.flags).map_err(|e| format!("injections[{i}].flags: {e}"))?;
+            check::range(&format!("injections[{i}].payload"), inj.payload, 0, 1400)?;
+            let lim = 1i64 << 32;
+            check::range(&format!("injections[{i}].seq_offset"), inj.seq_offset, -lim, lim)?;
+            check::range(&format!("injections[{i}].ack_offset"), inj.ack_offset, -lim, lim)?;
+        }
+        Ok(())
+    }
+}
+
+/// The connection under test and what each side sees.
+struct Conn {
+    client: TcpStream,
+    server: TcpStream,
+    client_local: SocketAddr,
+    server_local: SocketAddr,
+    server_peer: SocketAddr,
+}
+
+pub(crate) fn run(p: &TcpInjectParams, ctx: &TrafficContext) -> Result<Metrics> {
+    let (cns, sns) = (ns_of(ctx, &p.client)?, ns_of(ctx, &p.server)?);
+    let settle = scaled(ctx, p.settle_ms);
+    let client_cap = Capture::open_in(cns)?;
+    let server_cap = Capture::open_in(sns)?;
+    let conn = establish(p, ctx, cns, sns)?;
+    let raw = crate::netns::run_in(sns, || {
+        let d = if p.to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        Ok(Socket::new(d, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?)
+    })?;
+    let mut m = Metrics::new();
+    let (mut injected, mut reached, mut rsts, mut in_window) = (0u32, 0u32, 0u32, 0u32);
+    for (i, inj) in p.injections.iter().enumerate() {
+        if (ctx.interrupted)() {
+            break;
+        }
+        let (snd_nxt, rcv_nxt) = live_seqs(&conn.server)?;
+        let f = TcpFields {
+            sport: conn.server_local.port(),
+            dport: conn.server_peer.port(),
+            seq: offset(snd_nxt, inj.seq_offset),
+            ack: offset(rcv_nxt, inj.ack_offset),
+            flags: packet::parse_tcp_flags(&inj.flags).map_err(anyhow::Error::msg)?,
+            window: 502,
+        };
+        let pkt = packet::tcp_packet(conn.server_local.ip(), conn.server_peer.ip(), &f, &vec![b'i'; inj.payload]);
+        client_cap.drain(Duration::from_millis(1), Duration::from_millis(50));
+        server_cap.drain(Duration::from_millis(1), Duration::from_millis(50));
+        raw.send_to(&pkt, &SockAddr::from(SocketAddr::new(conn.server_peer.ip(), 0)))
+            .with_context(|| format!("inject segment {i}"))?;
+        injected += 1;
+        std::thread::sleep(settle);
+        let at_client = client_cap.drain(Duration::from_millis(5), settle);
+        let at_server = server_cap.drain(Duration::from_millis(5), settle);
+        let hit = at_client.iter().any(|c| is_injected(c, &f, conn.client_local.port(), p.port, inj.payload));
+        let rst: Vec<TcpSeen> = at_server.iter().filter_map(|c| rst_to(c, &conn)).collect();
+        let exact = rst.iter().any(|t| t.seq == rcv_nxt);
+        reached += u32::from(hit);
+        rsts += u32::from(!rst.is_empty());
+        in_window += u32::from(exact);
+        m.insert(format!("inj{i}.reached_client"), f64::from(u8::from(hit)));
+        m.insert(format!("inj{i}.rst_to_server"), f64::from(u8::from(!rst.is_empty())));
+        m.insert(format!("inj{i}.rst_seq_in_window"), f64::from(u8::from(exact)));
+        if let Some(t) = rst.first() {
+            m.insert(format!("inj{i}.rst_seq_offset"), f64::from(t.seq.wrapping_sub(rcv_nxt) as i32));
+        }
+    }
+    m.insert("injected".into(), f64::from(injected));
+    m.insert("reached_client".into(), f64::from(reached));
+    m.insert("rst_to_server".into(), f64::from(rsts));
+    m.insert("rst_seq_in_window".into(), f64::from(in_window));
+    m.insert("server_reset".into(), f64::from(u8::from(is_reset(&conn.server))));
+    m.insert("client_reset".into(), f64::from(u8::from(is_reset(&conn.client))));
+    Ok(m)
+}
+
+fn offset(base: u32, off: i64) -> u32 {
+    (i64::from(base) + off).rem_euclid(1 << 32) as u32
+}
+
+/// Opens the connection and exchanges a few bytes each way, so both sides have sent data.
+fn establish(p: &TcpInjectParams, ctx: &TrafficContext, cns: &str, sns: &str) -> Result<Conn> {
+    let listener = crate::netns::run_in(sns, || tcp_listener(SocketAddr::new(unspecified(p.to), p.port)))?;
+    let sock = crate::netns::run_in(cns, || {
+        Ok(Socket::new(super::common::domain(p.to), Type::STREAM, Some(Protocol::TCP))?)
+    })?;
+    sock.connect_timeout(&SocketAddr::new(p.to, p.port).into(), scaled(ctx, p.connect_timeout_ms))
+        .with_context(|| format!("tcp-inject: connect from '{}' to {}:{}", p.client, p.to, p.port))?;
+    listener.set_nonblocking(true)?;
+    let end = Instant::now() + scaled(ctx, p.connect_timeout_ms);
+    let server = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(anyhow!(e).context("tcp-inject: accept")),
+        }
+    };
+    server.set_nonblocking(false)?;
+    let mut server = TcpStream::from(server);
+    let mut client = TcpStream::from(sock);
+    let io = Some(scaled(ctx, 3000));
+    for s in [&server, &client] {
+        s.set_read_timeout(io)?;
+        s.set_nodelay(true)?;
+    }
+    let mut b = [0u8; 5];
+    client.write_all(b"hello")?;
+    server.read_exact(&mut b)?;
+    server.write_all(b"world")?;
+    client.read_exact(&mut b)?;
+    // Let the last ACKs cross so both sides (and conntrack) are quiescent.
+    std::thread::sleep(scaled(ctx, 50));
+    let (server_local, server_peer) = (server.local_addr()?, server.peer_addr()?);
+    Ok(Conn { client_local: client.local_addr()?, client, server, server_local, server_peer })
+}
+
+/// (snd_nxt, rcv_nxt) of a quiescent socket, read through TCP_REPAIR (CAP_NET_ADMIN):
+/// TCP_QUEUE_SEQ returns write_seq for the send queue and rcv_nxt for the receive queue
+/// (`do_tcp_getsockopt`). Leaving repair mode with TCP_REPAIR_OFF_NO_WP sends nothing.
+fn live_seqs(s: &TcpStream) -> Result<(u32, u32)> {
+    const TCP_REPAIR_ON: libc::c_int = 1;
+    const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
+    const TCP_RECV_QUEUE: libc::c_int = 1;
+    const TCP_SEND_QUEUE: libc::c_int = 2;
+    let fd = s.as_raw_fd();
+    let set = |opt, v: libc::c_int| -> Result<()> {
+        // SAFETY: setsockopt with an int value.
+        let r = unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, opt, (&v as *const libc::c_int).cast(), 4) };
+        if r < 0 {
+            bail!("setsockopt({opt}, {v}): {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let get = || -> Result<u32> {
+        let mut v: u32 = 0;
+        let mut len: libc::socklen_t = 4;
+        // SAFETY: getsockopt into a u32.
+        let r = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ, (&mut v as *mut u32).cast(), &mut len) };
+        if r < 0 {
+            bail!("getsockopt(TCP_QUEUE_SEQ): {}", std::io::Error::last_os_error());
+        }
+        Ok(v)
+    };
+    set(libc::TCP_REPAIR, TCP_REPAIR_ON).context("TCP_REPAIR on the server socket (needs CAP_NET_ADMIN)")?;
+    let r = (|| {
+        set(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+        let snd = get()?;
+        set(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+        Ok((snd, get()?))
+    })();
+    set(libc::TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)?;
+    r
+}
+
+/// Is this capture the injected segment arriving at the client's socket?
+fn is_injected(c: &Captured, f: &TcpFields, client_port: u16, server_port: u16, len: usize) -> bool {
+    !c.outgoing
+        && packet::parse_tcp(&c.data).is_some_and(|t| {
+            t.dport == client_port && t.sport == server_port && t.seq == f.seq && t.ack == f.ack && t.flags == f.flags && t.payload_len == len
+        })
+}
+
+/// A RST arriving at the server's socket address from its peer's address.
+fn rst_to(c: &Captured, conn: &Conn) -> Option<TcpSeen> {
+    let t = packet::parse_tcp(&c.data)?;
+    let hit = !c.outgoing
+        && t.flags & packet::TCP_RST != 0
+        && t.dport == conn.server_local.port()
+        && t.sport == conn.server_peer.port()
+        && t.dst == conn.server_local.ip()
+        && t.src == conn.server_peer.ip();
+    hit.then_some(t)
+}
+
+/// True when the socket went to CLOSE (reset) according to TCP_INFO.
+fn is_reset(s: &TcpStream) -> bool {
+    const TCP_CLOSE: u8 = 7;
+    // SAFETY: tcp_info is plain data; the kernel writes at most len bytes.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: valid pointers and length.
+    let r = unsafe {
+        libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+    };
+    r == 0 && info.tcpi_state == TCP_CLOSE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offset;
+
+    #[test]
+    fn offsets_wrap() {
+        assert_eq!(offset(10, -20), u32::MAX - 9);
+        assert_eq!(offset(u32::MAX, 1), 0);
+        assert_eq!(offset(1000, 0), 1000);
+    }
+}
