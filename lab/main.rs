@@ -168,7 +168,9 @@ fn run(
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    faultlab::build::signals::install();
+    if let Err(e) = faultlab::build::signals::install() {
+        eprintln!("warning: cannot install the SIGINT/SIGTERM handler: {e:#}");
+    }
     match faultlab::build::state::sweep_dead() {
         Ok(cleaned) => {
             for c in cleaned {

@@ -49,9 +49,15 @@ fn bridged_plan(run_id: &str) -> LabPlan {
     let mut a = node("a", run_id);
     let mut b = node("b", run_id);
     let mut sw = node("sw", run_id);
-    a.addresses = vec![addr("eth0", "10.0.1.1/24"), addr("eth0", "2001:db8:1::1/64")];
+    a.addresses = vec![
+        addr("eth0", "10.0.1.1/24"),
+        addr("eth0", "2001:db8:1::1/64"),
+    ];
     a.up.push("eth0".into());
-    b.addresses = vec![addr("eth0", "10.0.1.2/24"), addr("eth0", "2001:db8:1::2/64")];
+    b.addresses = vec![
+        addr("eth0", "10.0.1.2/24"),
+        addr("eth0", "2001:db8:1::2/64"),
+    ];
     b.up.push("eth0".into());
     sw.devices = vec![DevicePlan {
         name: "br0".into(),
@@ -205,10 +211,12 @@ fn builds_a_bridged_lab_and_removes_it() {
         lab.netns_of("sw").unwrap().to_string(),
     );
     assert_eq!(lab.netns_of("nope"), None);
-    assert_eq!(mine(&run_id), vec![ns_a.clone(), ns_b.clone(), ns_sw.clone()]);
+    assert_eq!(
+        mine(&run_id),
+        vec![ns_a.clone(), ns_b.clone(), ns_sw.clone()]
+    );
     let state_file = state::state_path(&run_id);
-    let st: state::RunState =
-        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let st: state::RunState = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
     assert_eq!(st.namespaces.len(), 3);
     assert_eq!(st.helpers.len(), 2);
     assert_eq!(st.host_sysctls[0].original, host_before);
@@ -237,7 +245,10 @@ fn builds_a_bridged_lab_and_removes_it() {
     let locals: Vec<&str> = infos.iter().map(|i| i["local"].as_str().unwrap()).collect();
     assert!(locals.contains(&"10.0.1.1"), "{locals:?}");
     assert!(locals.contains(&"2001:db8:1::1"), "{locals:?}");
-    assert!(infos.iter().all(|i| i.get("tentative").is_none()), "{infos:?}");
+    assert!(
+        infos.iter().all(|i| i.get("tentative").is_none()),
+        "{infos:?}"
+    );
 
     // Routes.
     let mp = ip_json(&ns_a, &["route", "show", "10.9.0.0/16"]);
@@ -277,7 +288,8 @@ fn builds_a_bridged_lab_and_removes_it() {
 
     // Rulesets.
     assert!(run(&ns_sw, &["nft", "list", "ruleset"]).contains("table inet fltest"));
-    assert!(run(&ns_b, &["iptables-nft-save"]).contains("-A INPUT -p tcp -m tcp --dport 8080 -j ACCEPT"));
+    assert!(run(&ns_b, &["iptables-nft-save"])
+        .contains("-A INPUT -p tcp -m tcp --dport 8080 -j ACCEPT"));
     assert!(!run(&ns_a, &["nft", "list", "ruleset"]).contains("fltest"));
 
     // Traffic through the bridge, IPv4 and IPv6, to the helper process in b.
@@ -292,7 +304,10 @@ fn builds_a_bridged_lab_and_removes_it() {
     assert!(matches!(e, netns::ExecError::NotInstalled { .. }), "{e}");
     let e = netns::output_in(&ns_a, &["ip", "link", "show", "nosuchdev"], None).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("ip link show nosuchdev") && msg.contains("does not exist"), "{msg}");
+    assert!(
+        msg.contains("ip link show nosuchdev") && msg.contains("does not exist"),
+        "{msg}"
+    );
 
     let pids = lab.pids();
     assert_eq!(pids.len(), 2);
@@ -306,7 +321,10 @@ fn builds_a_bridged_lab_and_removes_it() {
         assert!(!state::is_alive(p, None), "pid {p} survived teardown");
     }
     assert!(!state_file.exists());
-    assert_eq!(netns::sysctl::read_here(conntrack_max).unwrap(), host_before);
+    assert_eq!(
+        netns::sysctl::read_here(conntrack_max).unwrap(),
+        host_before
+    );
 }
 
 #[test]
@@ -341,20 +359,19 @@ fn vxlan_and_dummy_devices() {
         } else {
             ("10.0.1.2".parse().unwrap(), "10.0.1.1".parse().unwrap())
         };
-        n.devices = vec![
-            DevicePlan {
-                name: "vx0".into(),
-                kind: DeviceKind::Vxlan {
-                    vni: 42,
-                    local: Some(me),
-                    remote: Some(peer),
-                    dev: Some("eth0".into()),
-                    port: 4789,
-                },
-                mtu: Some(1450),
+        n.devices = vec![DevicePlan {
+            name: "vx0".into(),
+            kind: DeviceKind::Vxlan {
+                vni: 42,
+                local: Some(me),
+                remote: Some(peer),
+                dev: Some("eth0".into()),
+                port: 4789,
             },
-        ];
-        n.addresses.push(addr("vx0", &format!("192.168.42.{}/24", i + 1)));
+            mtu: Some(1450),
+        }];
+        n.addresses
+            .push(addr("vx0", &format!("192.168.42.{}/24", i + 1)));
         n.up.push("vx0".into());
     }
     plan.nodes[1].processes = vec![ProcessPlan {
@@ -397,7 +414,10 @@ fn dummy_device_or_a_clear_kernel_config_error() {
         }
         Err(e) => {
             let msg = format!("{e:#}");
-            assert!(msg.contains("node `a`") && msg.contains("CONFIG_DUMMY"), "{msg}");
+            assert!(
+                msg.contains("node `a`") && msg.contains("CONFIG_DUMMY"),
+                "{msg}"
+            );
         }
     }
     assert!(mine(&run_id).is_empty());
@@ -476,7 +496,10 @@ fn a_bad_ruleset_names_the_node_and_leaves_nothing() {
     eprintln!("bad ruleset error: {msg}");
     assert!(msg.contains("node `b`"), "{msg}");
     assert!(msg.contains("nft"), "{msg}");
-    assert!(msg.contains("syntax error") || msg.contains("Error"), "{msg}");
+    assert!(
+        msg.contains("syntax error") || msg.contains("Error"),
+        "{msg}"
+    );
     assert!(mine(&run_id).is_empty(), "{:?}", mine(&run_id));
     assert!(!state::state_path(&run_id).exists());
 }
@@ -490,7 +513,10 @@ fn a_missing_bridge_port_is_reported_with_node_and_device() {
     };
     let msg = format!("{:#}", Lab::build(&plan).unwrap_err());
     eprintln!("missing port error: {msg}");
-    assert!(msg.contains("node `sw`") && msg.contains("sw-typo") && msg.contains("br0"), "{msg}");
+    assert!(
+        msg.contains("node `sw`") && msg.contains("sw-typo") && msg.contains("br0"),
+        "{msg}"
+    );
     assert!(mine(&run_id).is_empty());
 }
 
@@ -500,12 +526,19 @@ fn process_that_never_binds_times_out_with_its_log() {
     let mut plan = bridged_plan(&run_id);
     plan.nodes[0].processes = vec![ProcessPlan {
         name: "quitter".into(),
-        argv: vec!["sh".into(), "-c".into(), "echo listening soon; exit 3".into()],
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo listening soon; exit 3".into(),
+        ],
         ready_port: Some(7777),
     }];
     let msg = format!("{:#}", Lab::build(&plan).unwrap_err());
     eprintln!("process error: {msg}");
-    assert!(msg.contains("process `quitter`") && msg.contains("listening soon"), "{msg}");
+    assert!(
+        msg.contains("process `quitter`") && msg.contains("listening soon"),
+        "{msg}"
+    );
     assert!(mine(&run_id).is_empty());
 }
 
@@ -540,9 +573,62 @@ fn run_in_and_enter_move_only_the_thread() {
     .unwrap();
     assert_eq!(entered, inside);
     let lo = ip_json(&ns, &["link", "show", "lo"]);
-    assert!(lo[0]["flags"].as_array().unwrap().contains(&Value::from("UP")));
-    assert!(netns::create(&ns).unwrap_err().to_string().contains("already exists"));
+    assert!(lo[0]["flags"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("UP")));
+    assert!(netns::create(&ns)
+        .unwrap_err()
+        .to_string()
+        .contains("already exists"));
     netns::delete(&ns).unwrap();
     assert!(!netns::list().contains(&ns));
     assert!(netns::run_in(&ns, || Ok(())).is_err());
+}
+
+#[test]
+fn a_helpers_children_die_with_it() {
+    let run_id = build::new_run_id();
+    let mut plan = bridged_plan(&run_id);
+    plan.nodes.truncate(1);
+    plan.veths.clear();
+    plan.nodes[0].up = vec!["lo".into()];
+    plan.nodes[0].addresses.clear();
+    plan.nodes[0].processes = vec![ProcessPlan {
+        name: "wrapper".into(),
+        argv: vec!["sh".into(), "-c".into(), "sleep 31 & sleep 32".into()],
+        ready_port: None,
+    }];
+    let lab = Lab::build(&plan).unwrap_or_else(|e| panic!("{e:#}"));
+    let leader = lab.pids()[0];
+    std::thread::sleep(Duration::from_millis(100));
+    let members: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(leader)
+        })
+        .collect();
+    assert!(members.len() >= 2, "{members:?}");
+    assert!(lab.teardown().is_empty());
+    std::thread::sleep(Duration::from_millis(50));
+    for m in members {
+        assert!(!state::is_alive(m, None), "group member {m} survived");
+    }
+    assert!(mine(&run_id).is_empty());
+}
+
+#[test]
+fn sigterm_sets_the_interrupted_flag() {
+    build::signals::install().unwrap();
+    assert!(!build::signals::interrupted());
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(build::signals::interrupted());
+    build::signals::reset();
 }

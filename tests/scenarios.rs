@@ -61,7 +61,7 @@ mod lab {
     }
 
     fn run_cell(scn: &Scenario, cell: &str) -> Result<(), Failed> {
-        faultlab::build::signals::install();
+        let _ = faultlab::build::signals::install();
         let tmp = std::env::temp_dir().join("faultlab-test-artifacts");
         let opts = RunOptions {
             cell: Some(cell.to_string()),

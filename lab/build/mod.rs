@@ -87,7 +87,11 @@ pub fn validate(plan: &LabPlan) -> Result<()> {
                 );
             }
             if e.dev.is_empty() || e.dev.len() > 15 {
-                bail!("link end {}:{}: device names are 1 to 15 bytes", e.node, e.dev);
+                bail!(
+                    "link end {}:{}: device names are 1 to 15 bytes",
+                    e.node,
+                    e.dev
+                );
             }
             if !ends.insert((e.node.as_str(), e.dev.as_str())) {
                 bail!("device {}:{} is used by two links", e.node, e.dev);
@@ -421,6 +425,9 @@ mod tests {
         assert!(validate(&plan).is_err());
         plan.nodes[1].netns = "fl00000-b".into();
         plan.veths.push(plan.veths[0].clone());
-        assert!(validate(&plan).unwrap_err().to_string().contains("two links"));
+        assert!(validate(&plan)
+            .unwrap_err()
+            .to_string()
+            .contains("two links"));
     }
 }

@@ -10,10 +10,7 @@ pub fn create_veths(nl: &Netlink, plan: &LabPlan, veths: &[&VethPlan]) -> Result
         let peer_ns = super::netns_for(plan, &v.b.node)?;
         nl.add_veth(&v.a.dev, &v.b.dev, peer_ns, v.mtu)
             .with_context(|| {
-                format!(
-                    "link {}:{} <-> {}:{}",
-                    v.a.node, v.a.dev, v.b.node, v.b.dev
-                )
+                format!("link {}:{} <-> {}:{}", v.a.node, v.a.dev, v.b.node, v.b.dev)
             })?;
     }
     Ok(())
@@ -77,9 +74,8 @@ pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
         let (prog, args) = rs.kind.loader();
         let mut argv = vec![prog];
         argv.extend_from_slice(args);
-        crate::netns::output_in(&node.netns, &argv, Some(&rs.text)).with_context(|| {
-format!("ruleset #{} ({})", i + 1, rs.kind.key())
-        })?;
+        crate::netns::output_in(&node.netns, &argv, Some(&rs.text))
+            .with_context(|| format!("ruleset #{} ({})", i + 1, rs.kind.key()))?;
     }
     Ok(())
 }

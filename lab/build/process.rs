@@ -89,13 +89,18 @@ pub fn bound_ports(table: &str, tcp: bool) -> Vec<u16> {
 
 /// True when `port` is bound in the namespace of `pid` (its /proc/PID/net view).
 pub fn port_bound(pid: u32, port: u16) -> bool {
-    [("tcp", true), ("tcp6", true), ("udp", false), ("udp6", false)]
-        .iter()
-        .any(|(t, tcp)| {
-            std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
-                .map(|s| bound_ports(&s, *tcp).contains(&port))
-                .unwrap_or(false)
-        })
+    [
+        ("tcp", true),
+        ("tcp6", true),
+        ("udp", false),
+        ("udp6", false),
+    ]
+    .iter()
+    .any(|(t, tcp)| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .map(|s| bound_ports(&s, *tcp).contains(&port))
+            .unwrap_or(false)
+    })
 }
 
 /// Last `n` lines of a log file, for error messages.
@@ -136,23 +141,26 @@ pub fn wait_ready(p: &mut LabProcess, port: u16, timeout: Duration) -> Result<()
     }
 }
 
-/// SIGTERM, up to `grace` to exit, SIGKILL, reap.
+/// SIGTERM, up to `grace` to exit, SIGKILL, reap. Signals go to the process group the
+/// helper leads (it was started as one), so children of a `sh -c` wrapper go too and
+/// do not keep the namespace alive.
 pub fn stop(p: &mut LabProcess, grace: Duration) -> Result<()> {
-    use nix::sys::signal::{kill, Signal};
+    use nix::sys::signal::{kill, killpg, Signal};
     use nix::unistd::Pid;
-    if p.child.try_wait()?.is_some() {
-        return Ok(());
-    }
     let pid = Pid::from_raw(p.pid as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if p.child.try_wait()?.is_some() {
-            return Ok(());
+    let signal = |sig: Signal| match killpg(pid, sig) {
+        Err(nix::errno::Errno::ESRCH) => kill(pid, sig),
+        r => r,
+    };
+    if p.child.try_wait()?.is_none() {
+        let _ = signal(Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && p.child.try_wait()?.is_none() {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    match kill(pid, Signal::SIGKILL) {
+    // The leader may be gone while others of its group still run.
+    match signal(Signal::SIGKILL) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => bail!("SIGKILL {}/{} (pid {}): {e}", p.node, p.name, p.pid),
     }

@@ -152,6 +152,9 @@ pub fn terminate(pid: u32, start: Option<u64>, grace: Duration) -> Result<()> {
         return Ok(());
     }
     let p = Pid::from_raw(pid as i32);
+    // Helpers lead their own process group; take the whole group while the leader is
+    // verified to be the process we started.
+    let _ = nix::sys::signal::killpg(p, Signal::SIGTERM);
     match kill(p, Signal::SIGTERM) {
         Ok(()) => {}
         Err(nix::errno::Errno::ESRCH) => return Ok(()),
@@ -164,6 +167,10 @@ pub fn terminate(pid: u32, start: Option<u64>, grace: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    if !is_alive(pid, start) {
+        return Ok(());
+    }
+    let _ = nix::sys::signal::killpg(p, Signal::SIGKILL);
     match kill(p, Signal::SIGKILL) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(anyhow!("SIGKILL pid {pid}: {e}")),
@@ -286,8 +293,7 @@ pub fn sweep_all(force: bool) -> Result<Vec<String>> {
         let (done, errs) = clean(&st);
         report.extend(done);
         if errs.is_empty() {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("remove {}", path.display()))?;
+            std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
             report.push(format!("{}: removed {}", st.run_id, path.display()));
         } else {
             errors.extend(errs);
@@ -317,7 +323,8 @@ mod tests {
 
     #[test]
     fn stat_parsing_survives_odd_comm() {
-        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let line =
+            "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_stat(line), Some(('S', 987654)));
         assert_eq!(parse_stat("garbage"), None);
     }
@@ -333,8 +340,7 @@ mod tests {
 
     #[test]
     fn state_roundtrips_and_tolerates_missing_fields() {
-        let st: RunState =
-            serde_json::from_str(r#"{"run_id":"fl00001","runner_pid":1}"#).unwrap();
+        let st: RunState = serde_json::from_str(r#"{"run_id":"fl00001","runner_pid":1}"#).unwrap();
         assert_eq!(st.run_id, "fl00001");
         assert!(st.namespaces.is_empty());
         let back: RunState = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();

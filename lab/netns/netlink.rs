@@ -83,8 +83,7 @@ impl Netlink {
             .build()
             .context("tokio runtime for rtnetlink")?;
         let handle = rt.block_on(async {
-            let (conn, handle, _) =
-                rtnetlink::new_connection().context("open rtnetlink socket")?;
+            let (conn, handle, _) = rtnetlink::new_connection().context("open rtnetlink socket")?;
             tokio::spawn(conn);
             anyhow::Ok(handle)
         })?;
@@ -99,7 +98,10 @@ impl Netlink {
         &self.netns
     }
 
-    fn run<T>(&self, fut: impl std::future::Future<Output = Result<T, rtnetlink::Error>>) -> Result<T> {
+    fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, rtnetlink::Error>>,
+    ) -> Result<T> {
         self.rt.block_on(fut).map_err(|e| anyhow!(e))
     }
 
@@ -154,7 +156,9 @@ impl Netlink {
                 let unsupported = errno_of(&e) == Some(libc::EOPNOTSUPP);
                 let err = anyhow!(e);
                 if unsupported {
-                    err.context(format!("this kernel lacks the device type ({kconfig} is not set)"))
+                    err.context(format!(
+                        "this kernel lacks the device type ({kconfig} is not set)"
+                    ))
                 } else {
                     err
                 }
@@ -164,7 +168,13 @@ impl Netlink {
 
     /// Creates veth `name` here with its peer `peer` created directly inside the
     /// namespace `peer_netns` (IFLA_NET_NS_FD on the peer; nothing is moved afterwards).
-    pub fn add_veth(&self, name: &str, peer: &str, peer_netns: &str, mtu: Option<u32>) -> Result<()> {
+    pub fn add_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_netns: &str,
+        mtu: Option<u32>,
+    ) -> Result<()> {
         let peer_ns = super::open(peer_netns)?;
         let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
@@ -172,11 +182,10 @@ impl Netlink {
         if let Some(m) = mtu {
             peer_msg = peer_msg.mtu(m);
         }
-        let mut b = LinkVeth::new(name, peer).set_info_data(
-            netlink_packet_route::link::InfoData::Veth(
+        let mut b =
+            LinkVeth::new(name, peer).set_info_data(netlink_packet_route::link::InfoData::Veth(
                 netlink_packet_route::link::InfoVeth::Peer(peer_msg.build()),
-            ),
-        );
+            ));
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
@@ -216,7 +225,10 @@ impl Netlink {
         } = *spec;
         let mut b = LinkVxlan::new(name, vni).port(port);
         if let Some(d) = dev {
-            b = b.dev(self.link_index(d).with_context(|| format!("vxlan `{name}` underlay"))?);
+            b = b.dev(
+                self.link_index(d)
+                    .with_context(|| format!("vxlan `{name}` underlay"))?,
+            );
         }
         match local {
             Some(IpAddr::V4(a)) => b = b.local(a),
@@ -255,7 +267,10 @@ impl Netlink {
 
     pub fn set_up(&self, dev: &str) -> Result<()> {
         let idx = self.link_index(dev)?;
-        self.set_link(format!("set `{dev}` up"), LinkUnspec::new_with_index(idx).up())
+        self.set_link(
+            format!("set `{dev}` up"),
+            LinkUnspec::new_with_index(idx).up(),
+        )
     }
 
     pub fn set_mtu(&self, dev: &str, mtu: u32) -> Result<()> {
@@ -269,11 +284,15 @@ impl Netlink {
     /// `ip addr add ADDR dev DEV`; IPv6 addresses get IFA_F_NODAD (usable at once).
     pub fn add_address(&self, dev: &str, addr: IpNet) -> Result<()> {
         let idx = self.link_index(dev)?;
-        let mut req = self.handle.address().add(idx, addr.addr(), addr.prefix_len());
+        let mut req = self
+            .handle
+            .address()
+            .add(idx, addr.addr(), addr.prefix_len());
         if addr.addr().is_ipv6() {
             let m = req.message_mut();
             m.header.flags |= AddressHeaderFlags::Nodad;
-            m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         self.run(req.execute())
             .with_context(|| format!("add address {addr} to `{dev}` in netns `{}`", self.netns))
@@ -281,13 +300,22 @@ impl Netlink {
 
     /// Adds one route of the plan to the main table.
     pub fn add_route(&self, route: &RoutePlan) -> Result<()> {
-        let what = || format!("add route {} in netns `{}`", describe_route(route), self.netns);
+        let what = || {
+            format!(
+                "add route {} in netns `{}`",
+                describe_route(route),
+                self.netns
+            )
+        };
         let msg = self.route_message(route).with_context(what)?;
         self.run(self.handle.route().add(msg).execute())
             .with_context(what)
     }
 
-    fn route_message(&self, route: &RoutePlan) -> Result<netlink_packet_route::route::RouteMessage> {
+    fn route_message(
+        &self,
+        route: &RoutePlan,
+    ) -> Result<netlink_packet_route::route::RouteMessage> {
         let dst = route.dst.trunc();
         let v4 = dst.addr().is_ipv4();
         let mut b = RouteMessageBuilder::<IpAddr>::new()
@@ -354,7 +382,10 @@ impl Netlink {
                 .execute(),
         )
         .with_context(|| {
-            format!("add neighbour {ip} lladdr {mac} on `{dev}` in netns `{}`", self.netns)
+            format!(
+                "add neighbour {ip} lladdr {mac} on `{dev}` in netns `{}`",
+                self.netns
+            )
         })
     }
 }

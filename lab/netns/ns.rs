@@ -14,8 +14,7 @@ pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// `/run/netns/NAME`, refusing names that are not a single path component.
 pub fn path_of(name: &str) -> Result<PathBuf> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0')
-    {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
         bail!("invalid network namespace name {name:?}");
     }
     Ok(Path::new(NETNS_RUN_DIR).join(name))

@@ -78,8 +78,7 @@ pub fn read_here(key: &str) -> Result<String> {
 
 /// Writes `key = value` inside the namespace `netns`.
 pub fn sysctl_write(netns: &str, key: &str, value: &str) -> Result<()> {
-    super::run_in(netns, || write_here(key, value))
-        .with_context(|| format!("in netns `{netns}`"))
+    super::run_in(netns, || write_here(key, value)).with_context(|| format!("in netns `{netns}`"))
 }
 
 /// Reads `key` inside the namespace `netns`.

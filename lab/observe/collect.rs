@@ -42,3 +42,38 @@ fn read_optional(path: &str) -> Result<Option<String>> {
         Err(e) => Err(e).with_context(|| format!("reading {path}")),
     }
 }
+
+#[cfg(all(test, feature = "lab"))]
+mod tests {
+    use super::super::observations_delta;
+    use super::*;
+    use crate::verdict::Observations;
+
+    /// Needs root: a fresh namespace with a counting nft rule, read twice.
+    #[test]
+    fn snapshot_of_a_fresh_namespace() {
+        let ns = format!("flobs{}", std::process::id());
+        crate::netns::create(&ns).unwrap();
+        let result = (|| -> Result<Observations> {
+            let rules = "table inet t {\n chain c {\n  type filter hook output priority 0;\n  udp dport 9 counter comment \"out\"\n }\n}\n";
+            crate::netns::output_in(&ns, &["nft", "-f", "-"], Some(rules))?;
+            let before = snapshot_node(&ns, &[RulesetKind::Nft, RulesetKind::Iptables])?;
+            crate::netns::run_in(&ns, || {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                for _ in 0..3 {
+                    s.send_to(b"x", "127.0.0.1:9")?;
+                }
+                Ok(())
+            })?;
+            let after = snapshot_node(&ns, &[RulesetKind::Nft, RulesetKind::Iptables])?;
+            Ok(observations_delta("a", &before, &after))
+        })();
+        crate::netns::delete(&ns).unwrap();
+        let obs = result.unwrap();
+        assert_eq!(obs["nft.a.t.c.out.packets"], 3.0);
+        assert_eq!(obs["snmp.a.Udp.OutDatagrams"], 3.0);
+        // Nothing listens on port 9: each datagram draws an ICMP port unreachable.
+        assert_eq!(obs["snmp.a.Icmp.OutDestUnreachs"], 3.0);
+        assert_eq!(obs["link.a.lo.tx_packets"], 6.0);
+    }
+}

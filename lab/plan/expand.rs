@@ -171,7 +171,7 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
 
     for (name, spec) in &file.nodes {
         let node_name = name.get_ref();
-        for (dev_name, _) in &spec.devices {
+        for dev_name in spec.devices.keys() {
             let field = format!("nodes.{node_name}.devices.{}", dev_name.get_ref());
             syntax::check_ifname(dev_name.get_ref())
                 .map_err(|e| cx.err(dev_name.span(), &field, e))?;
@@ -683,7 +683,7 @@ fn expand_traffic(
     lab: &LabPlan,
 ) -> R<Vec<crate::traffic::TrafficSpec>> {
     let names: Vec<String> = file.traffic.iter().map(|t| step_name(t.get_ref())).collect();
-    for (step, _) in &cell.traffic {
+    for step in cell.traffic.keys() {
         if !names.contains(step.get_ref()) {
             return cx.fail(
                 step.span(),

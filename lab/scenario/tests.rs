@@ -70,7 +70,7 @@ fn undefined_node_in_cell_sysctls() {
         "name = \"one\"\nsysctls = { zz = { \"net.ipv4.ip_forward\" = 1 } }",
     ));
     assert!(e.message.contains("undefined node `zz`"), "{e}");
-    assert_eq!(e.line, 16);
+    assert_eq!(e.line, 15);
 }
 
 #[test]

@@ -27,7 +27,13 @@ impl Capture {
     pub fn open_here() -> Result<Capture> {
         let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
         // SAFETY: plain socket(2) call; the fd is owned right after.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                proto,
+            )
+        };
         if fd < 0 {
             return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
         }
@@ -53,7 +59,11 @@ impl Capture {
         let mut buf = vec![0u8; 65536];
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd.
             let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
             if r <= 0 {

@@ -89,7 +89,9 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
         Some(node) => Some(TcpServer::start(
             Some(ns_of(ctx, node)?),
             SocketAddr::new(unspecified(p.to), p.port),
-            TcpMode::Churn { first: p.server_closes_first },
+            TcpMode::Churn {
+                first: p.server_closes_first,
+            },
             io,
         )?),
         None => None,
@@ -114,7 +116,9 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
                     c[1] += 1;
                     close(s, p, io);
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => c[2] += 1,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    c[2] += 1
+                }
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => c[3] += 1,
                 Err(_) => c[4] += 1,
             }
@@ -132,7 +136,10 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
         n
     });
     let mut m = Metrics::new();
-    for (k, v) in ["attempted", "connected", "timed_out", "refused"].iter().zip(counts) {
+    for (k, v) in ["attempted", "connected", "timed_out", "refused"]
+        .iter()
+        .zip(counts)
+    {
         m.insert((*k).into(), f64::from(v));
     }
     m.insert("failed".into(), f64::from(counts[0] - counts[1]));

@@ -84,7 +84,8 @@ pub fn udp_bound(addr: SocketAddr) -> Result<Socket> {
     let s = Socket::new(domain(addr.ip()), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     let _ = s.set_recv_buffer_size(4 << 20);
-    s.bind(&addr.into()).with_context(|| format!("bind udp {addr}"))?;
+    s.bind(&addr.into())
+        .with_context(|| format!("bind udp {addr}"))?;
     Ok(s)
 }
 
@@ -92,7 +93,8 @@ pub fn udp_bound(addr: SocketAddr) -> Result<Socket> {
 pub fn tcp_listener(addr: SocketAddr) -> Result<Socket> {
     let s = Socket::new(domain(addr.ip()), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    s.bind(&addr.into()).with_context(|| format!("bind tcp {addr}"))?;
+    s.bind(&addr.into())
+        .with_context(|| format!("bind tcp {addr}"))?;
     s.listen(1024)?;
     Ok(s)
 }
@@ -101,11 +103,19 @@ pub fn tcp_listener(addr: SocketAddr) -> Result<Socket> {
 pub fn recv_from(s: &Socket, buf: &mut [u8]) -> std::io::Result<Option<(usize, SockAddr)>> {
     // SAFETY: MaybeUninit<u8> has the same layout as u8; recv only writes initialized bytes.
     let ubuf = unsafe {
-        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(), buf.len())
+        std::slice::from_raw_parts_mut(
+            buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+            buf.len(),
+        )
     };
     match s.recv_from(ubuf) {
         Ok(r) => Ok(Some(r)),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
             Ok(None)
         }
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
@@ -116,7 +126,8 @@ pub fn recv_from(s: &Socket, buf: &mut [u8]) -> std::io::Result<Option<(usize, S
 /// The source address the kernel would pick toward `to`, as seen from the current netns.
 pub fn route_source(to: IpAddr) -> Result<IpAddr> {
     let s = std::net::UdpSocket::bind(SocketAddr::new(unspecified(to), 0))?;
-    s.connect(SocketAddr::new(to, 9)).with_context(|| format!("no route to {to}"))?;
+    s.connect(SocketAddr::new(to, 9))
+        .with_context(|| format!("no route to {to}"))?;
     Ok(s.local_addr()?.ip())
 }
 

@@ -1,7 +1,9 @@
 //! `kind = "dns"`: a resolver that behaves like glibc's: A and AAAA back to back from one
 //! UDP socket (or the `single-request` / `single-request-reopen` variants), timeout, retry.
 
-use super::common::{ms, ns_of, percentile, recv_from, run_id, scaled, sleep_until, udp_bound, unspecified};
+use super::common::{
+    ms, ns_of, percentile, recv_from, run_id, scaled, sleep_until, udp_bound, unspecified,
+};
 use super::dnswire::{self, QTYPE_A, QTYPE_AAAA};
 use super::servers::DnsServer;
 use super::{check, Metrics, TrafficContext};
@@ -95,10 +97,15 @@ impl DnsParams {
         check::range("timeout_ms", self.timeout_ms, 1, 60_000)?;
         check::range("attempts", self.attempts, 1, 5)?;
         if self.single_request && self.single_request_reopen {
-            return Err("single_request and single_request_reopen are both true: choose one".into());
+            return Err(
+                "single_request and single_request_reopen are both true: choose one".into(),
+            );
         }
         if self.qname.is_empty() || self.qname.split('.').any(|l| l.len() > 63) {
-            return Err(format!("qname = {:?} is not a valid name: use labels of 1-63 characters", self.qname));
+            return Err(format!(
+                "qname = {:?} is not a valid name: use labels of 1-63 characters",
+                self.qname
+            ));
         }
         Ok(())
     }
@@ -113,7 +120,10 @@ struct Totals {
 pub(crate) fn run(p: &DnsParams, ctx: &TrafficContext) -> Result<Metrics> {
     let ns = ns_of(ctx, &p.from)?;
     let server = match (&p.server, p.start_server) {
-        (Some(node), true) => Some(DnsServer::start(Some(ns_of(ctx, node)?), SocketAddr::new(unspecified(p.to), p.port))?),
+        (Some(node), true) => Some(DnsServer::start(
+            Some(ns_of(ctx, node)?),
+            SocketAddr::new(unspecified(p.to), p.port),
+        )?),
         _ => None,
     };
     let result = crate::netns::run_in(ns, || lookups(p, ctx));
@@ -129,7 +139,9 @@ pub(crate) fn run(p: &DnsParams, ctx: &TrafficContext) -> Result<Metrics> {
     if let Some(q) = served {
         m.insert("server_queries".into(), q as f64);
     }
-    if let (Some(p50), Some(p99), Some(max)) = (percentile(&lat, 50.0), percentile(&lat, 99.0), lat.last()) {
+    if let (Some(p50), Some(p99), Some(max)) =
+        (percentile(&lat, 50.0), percentile(&lat, 99.0), lat.last())
+    {
         m.insert("latency_p50_ms".into(), p50);
         m.insert("latency_p99_ms".into(), p99);
         m.insert("latency_max_ms".into(), *max);
@@ -177,18 +189,32 @@ fn connected(p: &DnsParams) -> Result<Socket> {
 }
 
 /// One attempt: sends the still unanswered queries and waits up to timeout_ms.
-fn attempt(p: &DnsParams, ctx: &TrafficContext, id: &mut u16, answered: &mut [bool; 2], t: &mut Totals) -> Result<()> {
+fn attempt(
+    p: &DnsParams,
+    ctx: &TrafficContext,
+    id: &mut u16,
+    answered: &mut [bool; 2],
+    t: &mut Totals,
+) -> Result<()> {
     let qtypes = [QTYPE_A, QTYPE_AAAA];
     let timeout = scaled(ctx, p.timeout_ms);
     let first = connected(p)?;
-    let second = if p.single_request_reopen { Some(connected(p)?) } else { None };
+    let second = if p.single_request_reopen {
+        Some(connected(p)?)
+    } else {
+        None
+    };
     let mut pending: Vec<(u16, usize)> = Vec::new();
     for (q, qtype) in qtypes.iter().enumerate() {
         if answered[q] {
             continue;
         }
         *id = id.wrapping_add(1);
-        let sock = if q == 1 { second.as_ref().unwrap_or(&first) } else { &first };
+        let sock = if q == 1 {
+            second.as_ref().unwrap_or(&first)
+        } else {
+            &first
+        };
         if sock.send(&dnswire::query(*id, &p.qname, *qtype)).is_ok() {
             t.queries += 1;
             pending.push((*id, q));
@@ -197,13 +223,23 @@ fn attempt(p: &DnsParams, ctx: &TrafficContext, id: &mut u16, answered: &mut [bo
             wait(&[sock], timeout, ctx, &mut pending, answered, t);
         }
     }
-    let socks: Vec<&Socket> = [Some(&first), second.as_ref()].into_iter().flatten().collect();
+    let socks: Vec<&Socket> = [Some(&first), second.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
     wait(&socks, timeout, ctx, &mut pending, answered, t);
     Ok(())
 }
 
 /// Collects replies for `pending` queries on `socks` until all arrived or `timeout`.
-fn wait(socks: &[&Socket], timeout: Duration, ctx: &TrafficContext, pending: &mut Vec<(u16, usize)>, answered: &mut [bool; 2], t: &mut Totals) {
+fn wait(
+    socks: &[&Socket],
+    timeout: Duration,
+    ctx: &TrafficContext,
+    pending: &mut Vec<(u16, usize)>,
+    answered: &mut [bool; 2],
+    t: &mut Totals,
+) {
     let end = Instant::now() + timeout;
     let mut buf = vec![0u8; 4096];
     for s in socks {
@@ -212,9 +248,16 @@ fn wait(socks: &[&Socket], timeout: Duration, ctx: &TrafficContext, pending: &mu
     while !pending.is_empty() && Instant::now() < end && !(ctx.interrupted)() {
         for s in socks {
             // ECONNREFUSED (ICMP port unreachable on a connected socket) just means no reply.
-            let Ok(Some((n, _))) = recv_from(s, &mut buf) else { continue };
-            let Some((rid, qtype, true, _)) = dnswire::parse(&buf[..n]) else { continue };
-            if let Some(pos) = pending.iter().position(|&(id, q)| id == rid && [QTYPE_A, QTYPE_AAAA][q] == qtype) {
+            let Ok(Some((n, _))) = recv_from(s, &mut buf) else {
+                continue;
+            };
+            let Some((rid, qtype, true, _)) = dnswire::parse(&buf[..n]) else {
+                continue;
+            };
+            if let Some(pos) = pending
+                .iter()
+                .position(|&(id, q)| id == rid && [QTYPE_A, QTYPE_AAAA][q] == qtype)
+            {
                 t.replies += 1;
                 answered[pending[pos].1] = true;
                 pending.remove(pos);

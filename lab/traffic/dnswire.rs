@@ -8,7 +8,11 @@ pub fn query(id: u16, qname: &str, qtype: u16) -> Vec<u8> {
     let mut m = Vec::with_capacity(32 + qname.len());
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in qname.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in qname
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         m.push(label.len().min(63) as u8);
         m.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
     }
@@ -42,7 +46,12 @@ pub fn parse(m: &[u8]) -> Option<(u16, u16, bool, u16)> {
     let qtype = u16::from_be_bytes([*m.get(end)?, *m.get(end + 1)?]);
     m.get(end + 3)?;
     let id = u16::from_be_bytes([m[0], m[1]]);
-    Some((id, qtype, m[2] & 0x80 != 0, u16::from_be_bytes([m[6], m[7]])))
+    Some((
+        id,
+        qtype,
+        m[2] & 0x80 != 0,
+        u16::from_be_bytes([m[6], m[7]]),
+    ))
 }
 
 /// The lab responder's answer to a query: A → 192.0.2.1, AAAA → 2001:db8::1, other

@@ -104,12 +104,32 @@ impl TrafficSpec {
     pub fn nodes(&self) -> Vec<String> {
         let mut v: Vec<String> = match self {
             TrafficSpec::Ping(p) => vec![p.from.clone()],
-            TrafficSpec::Udp(p) => [Some(&p.from), p.receiver.as_ref()].into_iter().flatten().cloned().collect(),
-            TrafficSpec::Tcp(p) => [Some(&p.from), p.server.as_ref()].into_iter().flatten().cloned().collect(),
-            TrafficSpec::Race(p) => [Some(&p.from), p.receiver.as_ref()].into_iter().flatten().cloned().collect(),
-            TrafficSpec::Dns(p) => [Some(&p.from), p.server.as_ref()].into_iter().flatten().cloned().collect(),
+            TrafficSpec::Udp(p) => [Some(&p.from), p.receiver.as_ref()]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            TrafficSpec::Tcp(p) => [Some(&p.from), p.server.as_ref()]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            TrafficSpec::Race(p) => [Some(&p.from), p.receiver.as_ref()]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            TrafficSpec::Dns(p) => [Some(&p.from), p.server.as_ref()]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
             TrafficSpec::TcpInject(p) => vec![p.client.clone(), p.server.clone()],
-            TrafficSpec::Churn(p) => [Some(&p.from), p.server.as_ref()].into_iter().flatten().cloned().collect(),
+            TrafficSpec::Churn(p) => [Some(&p.from), p.server.as_ref()]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
             TrafficSpec::Multiflow(p) => vec![p.from.clone(), p.receiver.clone()],
         };
         v.dedup();
@@ -150,9 +170,16 @@ pub fn run(spec: &TrafficSpec, ctx: &TrafficContext) -> anyhow::Result<Metrics> 
 /// Shared checks for `validate()` implementations.
 pub(crate) mod check {
     /// `value` must lie in `lo..=hi`.
-    pub fn range<T: PartialOrd + std::fmt::Display>(field: &str, value: T, lo: T, hi: T) -> Result<(), String> {
+    pub fn range<T: PartialOrd + std::fmt::Display>(
+        field: &str,
+        value: T,
+        lo: T,
+        hi: T,
+    ) -> Result<(), String> {
         if value < lo || value > hi {
-            return Err(format!("{field} = {value} is out of range: set it between {lo} and {hi}"));
+            return Err(format!(
+                "{field} = {value} is out of range: set it between {lo} and {hi}"
+            ));
         }
         Ok(())
     }
@@ -166,7 +193,12 @@ pub(crate) mod check {
     }
 
     /// Two addresses must share a family.
-    pub fn same_family(field: &str, a: std::net::IpAddr, other: &str, b: std::net::IpAddr) -> Result<(), String> {
+    pub fn same_family(
+        field: &str,
+        a: std::net::IpAddr,
+        other: &str,
+        b: std::net::IpAddr,
+    ) -> Result<(), String> {
         if a.is_ipv4() != b.is_ipv4() {
             return Err(format!("{field} = {a} and {other} = {b} are different IP families: use both IPv4 or both IPv6"));
         }
@@ -179,7 +211,9 @@ pub(crate) mod check {
             || a.is_multicast()
             || matches!(a, std::net::IpAddr::V4(v4) if v4.is_broadcast());
         if bad {
-            return Err(format!("{field} = {a} is not a unicast address: use a node's address"));
+            return Err(format!(
+                "{field} = {a} is not a unicast address: use a node's address"
+            ));
         }
         Ok(())
     }

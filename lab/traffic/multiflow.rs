@@ -101,13 +101,24 @@ impl MultiflowParams {
 pub(crate) fn run(p: &MultiflowParams, ctx: &TrafficContext) -> Result<Metrics> {
     let ns = ns_of(ctx, &p.from)?;
     let run = run_id();
-    let counter = UdpCounter::start(ns_of(ctx, &p.receiver)?, SocketAddr::new(unspecified(p.to), p.port), run, false)?;
+    let counter = UdpCounter::start(
+        ns_of(ctx, &p.receiver)?,
+        SocketAddr::new(unspecified(p.to), p.port),
+        run,
+        false,
+    )?;
     let socks = crate::netns::run_in(ns, || {
         (0..p.flows)
             .map(|f| {
-                let src = p.sources.get(f as usize % p.sources.len().max(1)).copied().unwrap_or(unspecified(p.to));
+                let src = p
+                    .sources
+                    .get(f as usize % p.sources.len().max(1))
+                    .copied()
+                    .unwrap_or(unspecified(p.to));
                 let bind = SocketAddr::new(src, p.sport_base + f as u16);
-                let s = udp_bound(bind).with_context(|| format!("flow {f}: is {src} configured on node '{}'?", p.from))?;
+                let s = udp_bound(bind).with_context(|| {
+                    format!("flow {f}: is {src} configured on node '{}'?", p.from)
+                })?;
                 s.set_nonblocking(true)?;
                 Ok(s)
             })
@@ -135,7 +146,9 @@ pub(crate) fn run(p: &MultiflowParams, ctx: &TrafficContext) -> Result<Metrics> 
             n += 1;
             // A failed send (e.g. a local unreachable route) still counts as sent-and-lost.
             sent[f] += 1;
-            if s.send_to(&tagged_payload(run, f as u32, j, p.size), &dst).is_err() {
+            if s.send_to(&tagged_payload(run, f as u32, j, p.size), &dst)
+                .is_err()
+            {
                 errors += 1;
             }
         }
@@ -160,7 +173,10 @@ pub(crate) fn run(p: &MultiflowParams, ctx: &TrafficContext) -> Result<Metrics> 
     m.insert("flows_lossy".into(), f64::from(lossy));
     m.insert("flows_dead".into(), f64::from(dead));
     if total_sent > 0 {
-        m.insert("loss_fraction".into(), total_sent.saturating_sub(got.unique) as f64 / total_sent as f64);
+        m.insert(
+            "loss_fraction".into(),
+            total_sent.saturating_sub(got.unique) as f64 / total_sent as f64,
+        );
     }
     m.insert("dead_fraction".into(), f64::from(dead) / f64::from(p.flows));
     Ok(m)

@@ -145,7 +145,13 @@ pub fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, ttl: u8, segment: &[u8]) -
 
 /// A complete IP+UDP packet.
 pub fn udp_packet(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    ip_packet(src, dst, PROTO_UDP, 64, &udp_segment(src, dst, sport, dport, payload))
+    ip_packet(
+        src,
+        dst,
+        PROTO_UDP,
+        64,
+        &udp_segment(src, dst, sport, dport, payload),
+    )
 }
 
 /// A complete IP+TCP packet.
@@ -218,7 +224,11 @@ pub fn parse_tcp(l3: &[u8]) -> Option<TcpSeen> {
             if ip.get_next_header().0 != PROTO_TCP {
                 return None;
             }
-            (ip.get_source().into(), ip.get_destination().into(), ip.payload().to_vec())
+            (
+                ip.get_source().into(),
+                ip.get_destination().into(),
+                ip.payload().to_vec(),
+            )
         }
         _ => return None,
     };
@@ -249,7 +259,10 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         // RFC 1071 §3: words 0001 f203 f4f5 f6f7 sum to ddf2 (folded).
-        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
     }
 
     #[test]
@@ -278,7 +291,10 @@ mod tests {
         let u = UdpPacket::new(ip.payload()).unwrap();
         assert_eq!((u.get_source(), u.get_destination()), (40000, 53));
         assert_eq!(u.payload(), b"hello world");
-        assert_eq!(u.get_checksum(), pnet_packet::udp::ipv4_checksum(&u, &s, &d));
+        assert_eq!(
+            u.get_checksum(),
+            pnet_packet::udp::ipv4_checksum(&u, &s, &d)
+        );
     }
 
     #[test]
@@ -290,7 +306,10 @@ mod tests {
         assert_eq!(ip.get_payload_length() as usize, p.len() - 40);
         assert_eq!(ip.get_next_header().0, PROTO_UDP);
         let u = UdpPacket::new(ip.payload()).unwrap();
-        assert_eq!(u.get_checksum(), pnet_packet::udp::ipv6_checksum(&u, &s, &d));
+        assert_eq!(
+            u.get_checksum(),
+            pnet_packet::udp::ipv6_checksum(&u, &s, &d)
+        );
     }
 
     #[test]
@@ -307,16 +326,25 @@ mod tests {
         let p = tcp_packet(s4.into(), d4.into(), &f, b"xyz");
         let ip = Ipv4Packet::new(&p).unwrap();
         let t = TcpPacket::new(ip.payload()).unwrap();
-        assert_eq!(t.get_checksum(), pnet_packet::tcp::ipv4_checksum(&t, &s4, &d4));
+        assert_eq!(
+            t.get_checksum(),
+            pnet_packet::tcp::ipv4_checksum(&t, &s4, &d4)
+        );
         let seen = parse_tcp(&p).unwrap();
-        assert_eq!((seen.seq, seen.ack, seen.flags, seen.payload_len), (0xdead_beef, 7, 0x18, 3));
+        assert_eq!(
+            (seen.seq, seen.ack, seen.flags, seen.payload_len),
+            (0xdead_beef, 7, 0x18, 3)
+        );
 
         let s6: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let d6: Ipv6Addr = "2001:db8::2".parse().unwrap();
         let p6 = tcp_packet(s6.into(), d6.into(), &f, b"");
         let ip6 = Ipv6Packet::new(&p6).unwrap();
         let t6 = TcpPacket::new(ip6.payload()).unwrap();
-        assert_eq!(t6.get_checksum(), pnet_packet::tcp::ipv6_checksum(&t6, &s6, &d6));
+        assert_eq!(
+            t6.get_checksum(),
+            pnet_packet::tcp::ipv6_checksum(&t6, &s6, &d6)
+        );
         assert_eq!(parse_tcp(&p6).unwrap().dport, 5555);
     }
 

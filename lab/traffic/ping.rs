@@ -100,11 +100,14 @@ pub(crate) fn run(p: &PingParams, ctx: &TrafficContext) -> Result<Metrics> {
             continue;
         }
         let last = sent_at.values().max().copied();
-        let done = sent >= p.count && last.is_none_or(|t| now >= t + timeout || rtts.len() == sent_at.len());
+        let done = sent >= p.count
+            && last.is_none_or(|t| now >= t + timeout || rtts.len() == sent_at.len());
         if done {
             break;
         }
-        let Some((n, _)) = recv_from(&sock, &mut buf)? else { continue };
+        let Some((n, _)) = recv_from(&sock, &mut buf)? else {
+            continue;
+        };
         match classify(&buf[..n], v6, id) {
             Some(Reply::Echo(seq)) => {
                 if let Some(t) = sent_at.get(&seq) {
@@ -145,14 +148,22 @@ fn classify(buf: &[u8], v6: bool, id: u16) -> Option<Reply> {
         let hl = usize::from(buf.first()? & 0x0f) * 4;
         buf.get(hl..)?
     };
-    let (ty, echo_reply, errs): (u8, u8, &[u8]) = if v6 { (icmp[0], 129, &[1, 2, 3, 4]) } else { (icmp[0], 0, &[3, 11, 12]) };
+    let (ty, echo_reply, errs): (u8, u8, &[u8]) = if v6 {
+        (icmp[0], 129, &[1, 2, 3, 4])
+    } else {
+        (icmp[0], 0, &[3, 11, 12])
+    };
     if ty == echo_reply && icmp.len() >= 8 && u16::from_be_bytes([icmp[4], icmp[5]]) == id {
         return Some(Reply::Echo(u16::from_be_bytes([icmp[6], icmp[7]])));
     }
     if errs.contains(&ty) {
         // The quoted packet: IP header of our request, then our echo header.
         let quoted = icmp.get(8..)?;
-        let inner = if v6 { quoted.get(40..)? } else { quoted.get(usize::from(quoted.first()? & 0x0f) * 4..)? };
+        let inner = if v6 {
+            quoted.get(40..)?
+        } else {
+            quoted.get(usize::from(quoted.first()? & 0x0f) * 4..)?
+        };
         let req = if v6 { 128 } else { 8 };
         if inner.len() >= 6 && inner[0] == req && u16::from_be_bytes([inner[4], inner[5]]) == id {
             return Some(Reply::Error);

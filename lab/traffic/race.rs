@@ -3,7 +3,9 @@
 //! per iteration so each iteration races for a fresh conntrack entry.
 
 use super::capture::Capture;
-use super::common::{ms, ns_of, route_source, run_id, scaled, tagged_payload, udp_bound, unspecified};
+use super::common::{
+    ms, ns_of, route_source, run_id, scaled, tagged_payload, udp_bound, unspecified,
+};
 use super::packet::{self, TcpFields};
 use super::servers::UdpCounter;
 use super::{check, Metrics, TrafficContext};
@@ -12,8 +14,9 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Packet type raced.
@@ -157,7 +160,9 @@ struct Sent {
 
 pub(crate) fn run(p: &RaceParams, ctx: &TrafficContext) -> Result<Metrics> {
     let ns = ns_of(ctx, &p.from)?;
-    let k = p.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let k = p
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let run = run_id();
     let rport = p.receiver_port.unwrap_or(p.dport);
     enum Rx {
@@ -169,8 +174,19 @@ pub(crate) fn run(p: &RaceParams, ctx: &TrafficContext) -> Result<Metrics> {
         Some(r) => {
             let rns = ns_of(ctx, r)?;
             Some(match p.proto {
-                RaceProto::Udp => Rx::Udp(UdpCounter::start(rns, SocketAddr::new(unspecified(p.to), rport), run, false)?),
-                RaceProto::TcpSyn => Rx::Syn(Box::new(SynCounter::start(rns, rport, run, k, p.iterations)?)),
+                RaceProto::Udp => Rx::Udp(UdpCounter::start(
+                    rns,
+                    SocketAddr::new(unspecified(p.to), rport),
+                    run,
+                    false,
+                )?),
+                RaceProto::TcpSyn => Rx::Syn(Box::new(SynCounter::start(
+                    rns,
+                    rport,
+                    run,
+                    k,
+                    p.iterations,
+                )?)),
             })
         }
     };
@@ -191,7 +207,10 @@ pub(crate) fn run(p: &RaceParams, ctx: &TrafficContext) -> Result<Metrics> {
         None => None,
         Some(Rx::Udp(c)) => {
             let got = c.finish(s.sent, grace);
-            Some((got.unique, got.per_flow.values().filter(|&&n| n as usize >= k).count()))
+            Some((
+                got.unique,
+                got.per_flow.values().filter(|&&n| n as usize >= k).count(),
+            ))
         }
         Some(Rx::Syn(c)) => Some(c.finish(s.sent, grace)),
     };
@@ -210,7 +229,7 @@ fn send_raw(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) 
         None => crate::netns::run_in(ns, || route_source(p.to))?,
     };
     let cpus = allowed_cpus();
-    let barrier = Barrier::new(k);
+    let barrier = SpinBarrier::new(k, k <= cpus.len());
     let (stop, failed) = (AtomicBool::new(false), AtomicBool::new(false));
     let (sent, errors) = (AtomicU64::new(0), AtomicU64::new(0));
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -219,15 +238,28 @@ fn send_raw(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) 
     let start = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..k {
-            let (barrier, stop, failed, sent, errors, first_error, iterations, cpus) =
-                (&barrier, &stop, &failed, &sent, &errors, &first_error, &iterations, &cpus);
+            let (barrier, stop, failed, sent, errors, first_error, iterations, cpus) = (
+                &barrier,
+                &stop,
+                &failed,
+                &sent,
+                &errors,
+                &first_error,
+                &iterations,
+                &cpus,
+            );
             scope.spawn(move || {
                 let setup = (|| -> Result<Socket> {
                     crate::netns::enter(ns)?;
                     pin_to(cpus[t % cpus.len()])?;
-                    let d = if src.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+                    let d = if src.is_ipv4() {
+                        Domain::IPV4
+                    } else {
+                        Domain::IPV6
+                    };
                     // IPPROTO_RAW implies IP_HDRINCL, for AF_INET6 too (inet6_create).
-                    Socket::new(d, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW))).context("raw socket")
+                    Socket::new(d, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+                        .context("raw socket")
                 })();
                 let sock = match setup {
                     Ok(s) => Some(s),
@@ -238,16 +270,18 @@ fn send_raw(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) 
                     }
                 };
                 barrier.wait();
-                let Some(sock) = sock.filter(|_| !failed.load(Ordering::SeqCst)) else { return };
+                let Some(sock) = sock.filter(|_| !failed.load(Ordering::SeqCst)) else {
+                    return;
+                };
                 let dst = SockAddr::from(SocketAddr::new(p.to, 0));
                 for i in 0..p.iterations {
                     // Two barriers: the leader decides whether to go on, then all send at once.
-                    if barrier.wait().is_leader() {
-                        stop.store((ctx.interrupted)(), Ordering::SeqCst);
+                    if barrier.wait() {
+                        stop.store((ctx.interrupted)() || barrier.broken(), Ordering::SeqCst);
                     }
                     let pkt = build(p, src, run, k, i, t);
                     barrier.wait();
-                    if stop.load(Ordering::SeqCst) {
+                    if stop.load(Ordering::SeqCst) || barrier.broken() {
                         return;
                     }
                     match sock.send_to(&pkt, &dst) {
@@ -276,13 +310,78 @@ fn send_raw(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) 
     })
 }
 
+/// A barrier whose waiters spin instead of sleeping in a futex: a futex wake-up adds tens
+/// of microseconds of skew between threads, enough for one packet to be confirmed before
+/// its twin reaches conntrack. Spins only while every thread has its own CPU; waits are
+/// bounded (10 s), after which the barrier is broken and everyone stops.
+struct SpinBarrier {
+    n: usize,
+    spin: bool,
+    count: AtomicUsize,
+    generation: AtomicUsize,
+    broken: AtomicBool,
+}
+
+impl SpinBarrier {
+    fn new(n: usize, spin: bool) -> Self {
+        SpinBarrier {
+            n,
+            spin,
+            count: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// Returns true for exactly one thread per round (the last to arrive).
+    fn wait(&self) -> bool {
+        let g = self.generation.load(Ordering::Acquire);
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            self.count.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return true;
+        }
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == g && !self.broken() {
+            spins = spins.wrapping_add(1);
+            if self.spin {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            if spins % 4096 == 0 && start.elapsed() > Duration::from_secs(10) {
+                self.broken.store(true, Ordering::SeqCst);
+            }
+        }
+        false
+    }
+
+    fn broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+}
+
 /// The packet thread `t` sends in iteration `i`: same tuple for all t, distinct payload/seq.
 fn build(p: &RaceParams, src: IpAddr, run: u32, k: usize, i: u32, t: usize) -> Vec<u8> {
     let sport = p.sport + i as u16;
     match p.proto {
-        RaceProto::Udp => packet::udp_packet(src, p.to, sport, p.dport, &tagged_payload(run, i, t as u32, p.payload)),
+        RaceProto::Udp => packet::udp_packet(
+            src,
+            p.to,
+            sport,
+            p.dport,
+            &tagged_payload(run, i, t as u32, p.payload),
+        ),
         RaceProto::TcpSyn => {
-            let f = TcpFields { sport, dport: p.dport, seq: syn_seq(run, k, i, t), ack: 0, flags: packet::TCP_SYN, window: 64240 };
+            let f = TcpFields {
+                sport,
+                dport: p.dport,
+                seq: syn_seq(run, k, i, t),
+                ack: 0,
+                flags: packet::TCP_SYN,
+                window: 64240,
+            };
             packet::tcp_packet(src, p.to, &f, &[])
         }
     }
@@ -301,7 +400,9 @@ fn send_socket(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u3
             }
             let s = udp_bound(SocketAddr::new(unspecified(p.to), p.sport + i as u16))?;
             s.connect(&SocketAddr::new(p.to, p.dport).into())?;
-            let payloads: Vec<Vec<u8>> = (0..k).map(|t| tagged_payload(run, i, t as u32, p.payload)).collect();
+            let payloads: Vec<Vec<u8>> = (0..k)
+                .map(|t| tagged_payload(run, i, t as u32, p.payload))
+                .collect();
             if mmsg {
                 let n = sendmmsg(&s, &payloads);
                 sent += n as u64;
@@ -319,14 +420,24 @@ fn send_socket(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u3
                 std::thread::sleep(gap);
             }
         }
-        Ok(Sent { sent, errors, iterations, elapsed: start.elapsed() })
+        Ok(Sent {
+            sent,
+            errors,
+            iterations,
+            elapsed: start.elapsed(),
+        })
     })
 }
 
 /// One sendmmsg() call on a connected socket; returns how many datagrams the kernel took.
 fn sendmmsg(s: &Socket, payloads: &[Vec<u8>]) -> usize {
-    let mut iovs: Vec<libc::iovec> =
-        payloads.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut _, iov_len: p.len() }).collect();
+    let mut iovs: Vec<libc::iovec> = payloads
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
     let mut msgs: Vec<libc::mmsghdr> = iovs
         .iter_mut()
         .map(|iov| {
@@ -358,7 +469,8 @@ fn allowed_cpus() -> Vec<usize> {
 fn pin_to(cpu: usize) -> Result<()> {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu).map_err(|e| anyhow!("cpu {cpu}: {e}"))?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).with_context(|| format!("pin to cpu {cpu}"))
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("pin to cpu {cpu}"))
 }
 
 /// Counts raced SYNs arriving in a node with an AF_PACKET capture (by their unique seq,
@@ -381,9 +493,16 @@ impl SynCounter {
             let mut per_iter = vec![0usize; iterations as usize];
             let deadline = Instant::now() + Duration::from_secs(3600);
             while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let Some(pkt) = cap.next(Duration::from_millis(20)) else { continue };
-                let Some(t) = packet::parse_tcp(&pkt.data) else { continue };
-                if pkt.outgoing || t.dport != port || t.flags & (packet::TCP_SYN | packet::TCP_ACK) != packet::TCP_SYN {
+                let Some(pkt) = cap.next(Duration::from_millis(20)) else {
+                    continue;
+                };
+                let Some(t) = packet::parse_tcp(&pkt.data) else {
+                    continue;
+                };
+                if pkt.outgoing
+                    || t.dport != port
+                    || t.flags & (packet::TCP_SYN | packet::TCP_ACK) != packet::TCP_SYN
+                {
                     continue;
                 }
                 let idx = (t.seq ^ base) as usize;
@@ -392,7 +511,10 @@ impl SynCounter {
                     se.store(got.len() as u64, Ordering::Relaxed);
                 }
             }
-            (got.len() as u64, per_iter.iter().filter(|&&n| n >= k).count())
+            (
+                got.len() as u64,
+                per_iter.iter().filter(|&&n| n >= k).count(),
+            )
         });
         Ok(SynCounter { stop, seen, handle })
     }

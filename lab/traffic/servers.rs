@@ -29,7 +29,10 @@ where
     let ns = ns.map(str::to_string);
     let (tx, rx) = mpsc::channel::<Result<()>>();
     let h = std::thread::spawn(move || {
-        let s = ns.as_deref().map_or(Ok(()), crate::netns::enter).and_then(|()| setup());
+        let s = ns
+            .as_deref()
+            .map_or(Ok(()), crate::netns::enter)
+            .and_then(|()| setup());
         match s {
             Ok(s) => {
                 let _ = tx.send(Ok(()));
@@ -88,8 +91,12 @@ impl UdpCounter {
                 let mut buf = vec![0u8; 65536];
                 let deadline = Instant::now() + Duration::from_secs(3600);
                 while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let Ok(Some((n, from))) = recv_from(&s, &mut buf) else { continue };
-                    let Some((flow, seq)) = parse_tag(&buf[..n], run) else { continue };
+                    let Ok(Some((n, from))) = recv_from(&s, &mut buf) else {
+                        continue;
+                    };
+                    let Some((flow, seq)) = parse_tag(&buf[..n], run) else {
+                        continue;
+                    };
                     c.datagrams += 1;
                     if ids.insert((flow, seq)) {
                         c.unique += 1;
@@ -142,7 +149,12 @@ pub struct TcpServer {
 
 impl TcpServer {
     /// Listens on `bind` inside `ns` (None: current netns); returns once listening.
-    pub fn start(ns: Option<&str>, bind: SocketAddr, mode: TcpMode, io_timeout: Duration) -> Result<Self> {
+    pub fn start(
+        ns: Option<&str>,
+        bind: SocketAddr,
+        mode: TcpMode,
+        io_timeout: Duration,
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
         let (st, acc) = (stop.clone(), accepted.clone());
@@ -173,7 +185,8 @@ impl TcpServer {
                     let _ = c.set_write_timeout(Some(io_timeout));
                     match mode {
                         TcpMode::Sink | TcpMode::Echo => {
-                            let _ = std::thread::Builder::new().spawn(move || serve_stream(c, mode));
+                            let _ =
+                                std::thread::Builder::new().spawn(move || serve_stream(c, mode));
                         }
                         TcpMode::Churn { first: true } => drop(c),
                         TcpMode::Churn { first: false } => {
@@ -185,7 +198,11 @@ impl TcpServer {
                 }
             },
         )?;
-        Ok(TcpServer { stop, accepted, handle })
+        Ok(TcpServer {
+            stop,
+            accepted,
+            handle,
+        })
     }
 
     /// Connections accepted so far.
@@ -201,7 +218,11 @@ impl TcpServer {
 }
 
 fn wait_readable(fd: &impl std::os::fd::AsRawFd, t: Duration) {
-    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, t.as_millis() as i32) };
 }
@@ -250,7 +271,9 @@ impl DnsServer {
                 let mut buf = vec![0u8; 4096];
                 let deadline = Instant::now() + Duration::from_secs(3600);
                 while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let Ok(Some((n, from))) = recv_from(&s, &mut buf) else { continue };
+                    let Ok(Some((n, from))) = recv_from(&s, &mut buf) else {
+                        continue;
+                    };
                     if let Some(resp) = dnswire::answer(&buf[..n]) {
                         queries += 1;
                         let _ = s.send_to(&resp, &from);
@@ -314,7 +337,11 @@ pub fn serve_main(args: &[String]) -> Result<()> {
     match kind.as_str() {
         "udp-echo" => udp_echo(addr, until),
         "tcp-echo" | "tcp-sink" => {
-            let mode = if kind == "tcp-echo" { TcpMode::Echo } else { TcpMode::Sink };
+            let mode = if kind == "tcp-echo" {
+                TcpMode::Echo
+            } else {
+                TcpMode::Sink
+            };
             let s = TcpServer::start(None, addr, mode, Duration::from_secs(30))?;
             park();
             s.stop();

@@ -88,7 +88,12 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
     let ns = ns_of(ctx, &p.from)?;
     let io = scaled(ctx, p.io_timeout_ms);
     let server = match &p.server {
-        Some(node) => Some(TcpServer::start(Some(ns_of(ctx, node)?), SocketAddr::new(unspecified(p.to), p.port), TcpMode::Sink, io)?),
+        Some(node) => Some(TcpServer::start(
+            Some(ns_of(ctx, node)?),
+            SocketAddr::new(unspecified(p.to), p.port),
+            TcpMode::Sink,
+            io,
+        )?),
         None => None,
     };
     let timeout = scaled(ctx, p.connect_timeout_ms);
@@ -100,13 +105,21 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
             break;
         }
         attempted += 1;
-        let s = crate::netns::run_in(ns, || Ok(Socket::new(domain(p.to), Type::STREAM, Some(Protocol::TCP))?))?;
+        let s = crate::netns::run_in(ns, || {
+            Ok(Socket::new(
+                domain(p.to),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?)
+        })?;
         match s.connect_timeout(&dst, timeout) {
             Ok(()) => {
                 c.connected += 1;
                 transfer(s, p.bytes, io, &mut c);
             }
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => c.timed_out += 1,
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                c.timed_out += 1
+            }
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => c.refused += 1,
             Err(_) => c.other += 1,
         }
@@ -117,7 +130,10 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
     let mut m = Metrics::new();
     m.insert("attempted".into(), f64::from(attempted));
     m.insert("connected".into(), f64::from(c.connected));
-    m.insert("failed".into(), f64::from(c.refused + c.timed_out + c.other));
+    m.insert(
+        "failed".into(),
+        f64::from(c.refused + c.timed_out + c.other),
+    );
     m.insert("refused".into(), f64::from(c.refused));
     m.insert("timed_out".into(), f64::from(c.timed_out));
     m.insert("reset".into(), f64::from(c.reset));
@@ -150,7 +166,12 @@ fn transfer(s: Socket, bytes: u64, io: Duration, c: &mut Counts) {
                 c.completed += 1;
             }
         }
-        Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+            ) =>
+        {
             c.reset += 1
         }
         Err(_) => {}

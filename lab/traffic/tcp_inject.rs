@@ -82,15 +82,29 @@ impl TcpInjectParams {
         check::range("settle_ms", self.settle_ms, 1, 60_000)?;
         check::range("connect_timeout_ms", self.connect_timeout_ms, 1, 120_000)?;
         if self.injections.is_empty() {
-            return Err("injections is empty: add at least one { seq_offset, ack_offset, payload, flags }".into());
+            return Err(
+                "injections is empty: add at least one { seq_offset, ack_offset, payload, flags }"
+                    .into(),
+            );
         }
         check::range("injections (count)", self.injections.len(), 1, 1000)?;
         for (i, inj) in self.injections.iter().enumerate() {
-            packet::parse_tcp_flags(&inj.flags).map_err(|e| format!("injections[{i}].flags: {e}"))?;
+            packet::parse_tcp_flags(&inj.flags)
+                .map_err(|e| format!("injections[{i}].flags: {e}"))?;
             check::range(&format!("injections[{i}].payload"), inj.payload, 0, 1400)?;
             let lim = 1i64 << 32;
-            check::range(&format!("injections[{i}].seq_offset"), inj.seq_offset, -lim, lim)?;
-            check::range(&format!("injections[{i}].ack_offset"), inj.ack_offset, -lim, lim)?;
+            check::range(
+                &format!("injections[{i}].seq_offset"),
+                inj.seq_offset,
+                -lim,
+                lim,
+            )?;
+            check::range(
+                &format!("injections[{i}].ack_offset"),
+                inj.ack_offset,
+                -lim,
+                lim,
+            )?;
         }
         Ok(())
     }
@@ -112,8 +126,16 @@ pub(crate) fn run(p: &TcpInjectParams, ctx: &TrafficContext) -> Result<Metrics> 
     let server_cap = Capture::open_in(sns)?;
     let conn = establish(p, ctx, cns, sns)?;
     let raw = crate::netns::run_in(sns, || {
-        let d = if p.to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-        Ok(Socket::new(d, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?)
+        let d = if p.to.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        Ok(Socket::new(
+            d,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )?)
     })?;
     let mut m = Metrics::new();
     let (mut injected, mut reached, mut rsts, mut in_window) = (0u32, 0u32, 0u32, 0u32);
@@ -130,34 +152,59 @@ pub(crate) fn run(p: &TcpInjectParams, ctx: &TrafficContext) -> Result<Metrics> 
             flags: packet::parse_tcp_flags(&inj.flags).map_err(anyhow::Error::msg)?,
             window: 502,
         };
-        let pkt = packet::tcp_packet(conn.server_local.ip(), conn.server_peer.ip(), &f, &vec![b'i'; inj.payload]);
+        let pkt = packet::tcp_packet(
+            conn.server_local.ip(),
+            conn.server_peer.ip(),
+            &f,
+            &vec![b'i'; inj.payload],
+        );
         client_cap.drain(Duration::from_millis(1), Duration::from_millis(50));
         server_cap.drain(Duration::from_millis(1), Duration::from_millis(50));
-        raw.send_to(&pkt, &SockAddr::from(SocketAddr::new(conn.server_peer.ip(), 0)))
-            .with_context(|| format!("inject segment {i}"))?;
+        raw.send_to(
+            &pkt,
+            &SockAddr::from(SocketAddr::new(conn.server_peer.ip(), 0)),
+        )
+        .with_context(|| format!("inject segment {i}"))?;
         injected += 1;
         std::thread::sleep(settle);
         let at_client = client_cap.drain(Duration::from_millis(5), settle);
         let at_server = server_cap.drain(Duration::from_millis(5), settle);
-        let hit = at_client.iter().any(|c| is_injected(c, &f, conn.client_local.port(), p.port, inj.payload));
+        let hit = at_client
+            .iter()
+            .any(|c| is_injected(c, &f, conn.client_local.port(), p.port, inj.payload));
         let rst: Vec<TcpSeen> = at_server.iter().filter_map(|c| rst_to(c, &conn)).collect();
         let exact = rst.iter().any(|t| t.seq == rcv_nxt);
         reached += u32::from(hit);
         rsts += u32::from(!rst.is_empty());
         in_window += u32::from(exact);
         m.insert(format!("inj{i}.reached_client"), f64::from(u8::from(hit)));
-        m.insert(format!("inj{i}.rst_to_server"), f64::from(u8::from(!rst.is_empty())));
-        m.insert(format!("inj{i}.rst_seq_in_window"), f64::from(u8::from(exact)));
+        m.insert(
+            format!("inj{i}.rst_to_server"),
+            f64::from(u8::from(!rst.is_empty())),
+        );
+        m.insert(
+            format!("inj{i}.rst_seq_in_window"),
+            f64::from(u8::from(exact)),
+        );
         if let Some(t) = rst.first() {
-            m.insert(format!("inj{i}.rst_seq_offset"), f64::from(t.seq.wrapping_sub(rcv_nxt) as i32));
+            m.insert(
+                format!("inj{i}.rst_seq_offset"),
+                f64::from(t.seq.wrapping_sub(rcv_nxt) as i32),
+            );
         }
     }
     m.insert("injected".into(), f64::from(injected));
     m.insert("reached_client".into(), f64::from(reached));
     m.insert("rst_to_server".into(), f64::from(rsts));
     m.insert("rst_seq_in_window".into(), f64::from(in_window));
-    m.insert("server_reset".into(), f64::from(u8::from(is_reset(&conn.server))));
-    m.insert("client_reset".into(), f64::from(u8::from(is_reset(&conn.client))));
+    m.insert(
+        "server_reset".into(),
+        f64::from(u8::from(is_reset(&conn.server))),
+    );
+    m.insert(
+        "client_reset".into(),
+        f64::from(u8::from(is_reset(&conn.client))),
+    );
     Ok(m)
 }
 
@@ -167,12 +214,26 @@ fn offset(base: u32, off: i64) -> u32 {
 
 /// Opens the connection and exchanges a few bytes each way, so both sides have sent data.
 fn establish(p: &TcpInjectParams, ctx: &TrafficContext, cns: &str, sns: &str) -> Result<Conn> {
-    let listener = crate::netns::run_in(sns, || tcp_listener(SocketAddr::new(unspecified(p.to), p.port)))?;
-    let sock = crate::netns::run_in(cns, || {
-        Ok(Socket::new(super::common::domain(p.to), Type::STREAM, Some(Protocol::TCP))?)
+    let listener = crate::netns::run_in(sns, || {
+        tcp_listener(SocketAddr::new(unspecified(p.to), p.port))
     })?;
-    sock.connect_timeout(&SocketAddr::new(p.to, p.port).into(), scaled(ctx, p.connect_timeout_ms))
-        .with_context(|| format!("tcp-inject: connect from '{}' to {}:{}", p.client, p.to, p.port))?;
+    let sock = crate::netns::run_in(cns, || {
+        Ok(Socket::new(
+            super::common::domain(p.to),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?)
+    })?;
+    sock.connect_timeout(
+        &SocketAddr::new(p.to, p.port).into(),
+        scaled(ctx, p.connect_timeout_ms),
+    )
+    .with_context(|| {
+        format!(
+            "tcp-inject: connect from '{}' to {}:{}",
+            p.client, p.to, p.port
+        )
+    })?;
     listener.set_nonblocking(true)?;
     let end = Instant::now() + scaled(ctx, p.connect_timeout_ms);
     let server = loop {
@@ -200,7 +261,13 @@ fn establish(p: &TcpInjectParams, ctx: &TrafficContext, cns: &str, sns: &str) ->
     // Let the last ACKs cross so both sides (and conntrack) are quiescent.
     std::thread::sleep(scaled(ctx, 50));
     let (server_local, server_peer) = (server.local_addr()?, server.peer_addr()?);
-    Ok(Conn { client_local: client.local_addr()?, client, server, server_local, server_peer })
+    Ok(Conn {
+        client_local: client.local_addr()?,
+        client,
+        server,
+        server_local,
+        server_peer,
+    })
 }
 
 /// (snd_nxt, rcv_nxt) of a quiescent socket, read through TCP_REPAIR (CAP_NET_ADMIN):
@@ -214,9 +281,20 @@ fn live_seqs(s: &TcpStream) -> Result<(u32, u32)> {
     let fd = s.as_raw_fd();
     let set = |opt, v: libc::c_int| -> Result<()> {
         // SAFETY: setsockopt with an int value.
-        let r = unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, opt, (&v as *const libc::c_int).cast(), 4) };
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                4,
+            )
+        };
         if r < 0 {
-            bail!("setsockopt({opt}, {v}): {}", std::io::Error::last_os_error());
+            bail!(
+                "setsockopt({opt}, {v}): {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     };
@@ -224,13 +302,25 @@ fn live_seqs(s: &TcpStream) -> Result<(u32, u32)> {
         let mut v: u32 = 0;
         let mut len: libc::socklen_t = 4;
         // SAFETY: getsockopt into a u32.
-        let r = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ, (&mut v as *mut u32).cast(), &mut len) };
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_QUEUE_SEQ,
+                (&mut v as *mut u32).cast(),
+                &mut len,
+            )
+        };
         if r < 0 {
-            bail!("getsockopt(TCP_QUEUE_SEQ): {}", std::io::Error::last_os_error());
+            bail!(
+                "getsockopt(TCP_QUEUE_SEQ): {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(v)
     };
-    set(libc::TCP_REPAIR, TCP_REPAIR_ON).context("TCP_REPAIR on the server socket (needs CAP_NET_ADMIN)")?;
+    set(libc::TCP_REPAIR, TCP_REPAIR_ON)
+        .context("TCP_REPAIR on the server socket (needs CAP_NET_ADMIN)")?;
     let r = (|| {
         set(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
         let snd = get()?;
@@ -242,10 +332,21 @@ fn live_seqs(s: &TcpStream) -> Result<(u32, u32)> {
 }
 
 /// Is this capture the injected segment arriving at the client's socket?
-fn is_injected(c: &Captured, f: &TcpFields, client_port: u16, server_port: u16, len: usize) -> bool {
+fn is_injected(
+    c: &Captured,
+    f: &TcpFields,
+    client_port: u16,
+    server_port: u16,
+    len: usize,
+) -> bool {
     !c.outgoing
         && packet::parse_tcp(&c.data).is_some_and(|t| {
-            t.dport == client_port && t.sport == server_port && t.seq == f.seq && t.ack == f.ack && t.flags == f.flags && t.payload_len == len
+            t.dport == client_port
+                && t.sport == server_port
+                && t.seq == f.seq
+                && t.ack == f.ack
+                && t.flags == f.flags
+                && t.payload_len == len
         })
 }
 
@@ -269,7 +370,13 @@ fn is_reset(s: &TcpStream) -> bool {
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: valid pointers and length.
     let r = unsafe {
-        libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
     };
     r == 0 && info.tcpi_state == TCP_CLOSE
 }

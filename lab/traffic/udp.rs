@@ -1,6 +1,8 @@
 //! `kind = "udp"`: tagged UDP datagrams, counted at a receiver node and/or echoed back.
 
-use super::common::{ns_of, recv_from, run_id, scaled, sleep_until, tagged_payload, udp_bound, unspecified};
+use super::common::{
+    ns_of, recv_from, run_id, scaled, sleep_until, tagged_payload, udp_bound, unspecified,
+};
 use super::servers::UdpCounter;
 use super::{check, Metrics, TrafficContext};
 use anyhow::Result;
@@ -82,7 +84,12 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
     let ns = ns_of(ctx, &p.from)?;
     let run = run_id();
     let counter = match &p.receiver {
-        Some(r) => Some(UdpCounter::start(ns_of(ctx, r)?, SocketAddr::new(unspecified(p.to), p.port), run, p.echo)?),
+        Some(r) => Some(UdpCounter::start(
+            ns_of(ctx, r)?,
+            SocketAddr::new(unspecified(p.to), p.port),
+            run,
+            p.echo,
+        )?),
         None => None,
     };
     let sock = crate::netns::run_in(ns, || {
@@ -124,7 +131,11 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
     let grace = scaled(ctx, p.timeout_ms);
     let end = Instant::now() + grace;
     let want_replies = p.receiver.is_none() || p.echo;
-    while want_replies && (replies.len() as u64) < sent && Instant::now() < end && !(ctx.interrupted)() {
+    while want_replies
+        && (replies.len() as u64) < sent
+        && Instant::now() < end
+        && !(ctx.interrupted)()
+    {
         drain(&mut replies);
         std::thread::sleep(Duration::from_millis(2));
     }
