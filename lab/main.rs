@@ -89,7 +89,14 @@ fn main() -> ExitCode {
             results,
             no_results,
             slow,
-        } => run(&paths, cell, repeat, format, (!no_results).then_some(results), slow),
+        } => run(
+            &paths,
+            cell,
+            repeat,
+            format,
+            (!no_results).then_some(results),
+            slow,
+        ),
         Command::Show { files, format } => show(&files, format),
         Command::Plan { file, cell } => plan(&file, cell),
         Command::Clean => clean(),
@@ -163,7 +170,10 @@ fn run(
         Err(code) => return code,
     };
     if let Some(name) = &cell {
-        if !scenarios.iter().any(|s| s.cells.iter().any(|c| &c.name == name)) {
+        if !scenarios
+            .iter()
+            .any(|s| s.cells.iter().any(|c| &c.name == name))
+        {
             eprintln!("error: no scenario has a cell named `{name}` (see `faultlab list`)");
             return ExitCode::from(EXIT_USAGE);
         }
@@ -208,7 +218,10 @@ fn run(
     if let Some(root) = &results {
         if opts.cell.is_none() {
             match runner::results::write_summary(root, &kernel) {
-                Ok(p) => eprintln!("results: {}", p.parent().unwrap_or(Path::new(".")).display()),
+                Ok(p) => eprintln!(
+                    "results: {}",
+                    p.parent().unwrap_or(Path::new(".")).display()
+                ),
                 Err(e) => eprintln!("warning: writing the summary: {e:#}"),
             }
         }
@@ -217,7 +230,10 @@ fn run(
     if faultlab::build::signals::interrupted() {
         return ExitCode::from(130);
     }
-    let outcomes: Vec<_> = all.iter().flat_map(|r| r.cells.iter().map(|c| c.outcome)).collect();
+    let outcomes: Vec<_> = all
+        .iter()
+        .flat_map(|r| r.cells.iter().map(|c| c.outcome))
+        .collect();
     ExitCode::from(exit_code(&outcomes) as u8)
 }
 
@@ -247,7 +263,10 @@ fn show(files: &[PathBuf], format: Format) -> ExitCode {
         }
     }
     print_results(&all, format);
-    let outcomes: Vec<_> = all.iter().flat_map(|r| r.cells.iter().map(|c| c.outcome)).collect();
+    let outcomes: Vec<_> = all
+        .iter()
+        .flat_map(|r| r.cells.iter().map(|c| c.outcome))
+        .collect();
     ExitCode::from(exit_code(&outcomes) as u8)
 }
 
@@ -257,8 +276,15 @@ fn plan(file: &str, cell: Option<String>) -> ExitCode {
         Err(code) => return code,
     };
     for s in &scenarios {
-        for c in s.cells.iter().filter(|c| cell.as_ref().is_none_or(|n| n == &c.name)) {
-            println!("{}", serde_json::to_string_pretty(c).expect("plans serialize"));
+        for c in s
+            .cells
+            .iter()
+            .filter(|c| cell.as_ref().is_none_or(|n| n == &c.name))
+        {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(c).expect("plans serialize")
+            );
         }
     }
     ExitCode::SUCCESS

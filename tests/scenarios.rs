@@ -20,7 +20,9 @@ fn main() {
         let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
         let f = file.clone();
         trials.push(Trial::test(format!("load::{stem}"), move || {
-            faultlab::scenario::load(&f).map(|_| ()).map_err(|e| Failed::from(e.to_string()))
+            faultlab::scenario::load(&f)
+                .map(|_| ())
+                .map_err(|e| Failed::from(e.to_string()))
         }));
         #[cfg(feature = "lab")]
         if let Ok(scn) = faultlab::scenario::load(&file) {
@@ -75,7 +77,10 @@ mod lab {
         let c = result.cells.first().ok_or("the cell did not run")?;
         match c.outcome {
             Outcome::Pass | Outcome::Skip => Ok(()),
-            _ => Err(Failed::from(faultlab::report::table(&[result.clone()], false))),
+            _ => Err(Failed::from(faultlab::report::table(
+                &[result.clone()],
+                false,
+            ))),
         }
     }
 }

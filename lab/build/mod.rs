@@ -214,6 +214,16 @@ impl Lab {
             }
         }))?;
 
+        // Traffic sent before carrier is up is lost silently, and a bridge port
+        // only forwards once the carrier event has been processed (linkwatch may
+        // delay it, net/core/link_watch.c): wait until every link runs.
+        parallel(plan.nodes.iter().map(|n| {
+            move || -> Result<()> {
+                crate::netns::with_netlink(&n.netns, node::wait_running)
+                    .with_context(|| format!("node `{}`", n.name))
+            }
+        }))?;
+
         if plan.nodes.iter().any(|n| !n.processes.is_empty()) {
             std::fs::create_dir_all(&self.log_dir)
                 .with_context(|| format!("create log dir {}", self.log_dir.display()))?;

@@ -79,3 +79,25 @@ pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
     }
     Ok(())
 }
+
+/// How long links may take to get carrier before the build fails.
+const RUNNING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until every link that is up is also running.
+pub fn wait_running(nl: &Netlink) -> Result<()> {
+    let deadline = std::time::Instant::now() + RUNNING_TIMEOUT;
+    loop {
+        let waiting = nl.links_not_running()?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "links still without carrier after {:?}: {} (is the peer end up? a bridge with no running port never runs)",
+                RUNNING_TIMEOUT,
+                waiting.join(", ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

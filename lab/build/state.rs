@@ -293,8 +293,12 @@ pub fn sweep_all(force: bool) -> Result<Vec<String>> {
         let (done, errs) = clean(&st);
         report.extend(done);
         if errs.is_empty() {
-            std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
-            report.push(format!("{}: removed {}", st.run_id, path.display()));
+            // A forced runner may have torn down and removed its file itself.
+            match std::fs::remove_file(&path) {
+                Ok(()) => report.push(format!("{}: removed {}", st.run_id, path.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(anyhow!(e).context(format!("remove {}", path.display()))),
+            }
         } else {
             errors.extend(errs);
         }

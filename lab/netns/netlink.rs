@@ -126,6 +126,28 @@ impl Netlink {
             .collect())
     }
 
+    /// Names of the links that are up but not yet running (no carrier, or a
+    /// bridge whose ports are not forwarding yet).
+    pub fn links_not_running(&self) -> Result<Vec<String>> {
+        use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+        let msgs: Vec<_> = self
+            .run(self.handle.link().get().execute().try_collect())
+            .with_context(|| format!("list links in netns `{}`", self.netns))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| {
+                m.header.flags.contains(LinkFlags::Up)
+                    && !m.header.flags.contains(LinkFlags::Running)
+            })
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// Interface index of `dev`.
     pub fn link_index(&self, dev: &str) -> Result<u32> {
         let name = dev.to_string();

@@ -69,8 +69,7 @@ fn check_name(cx: &Ctx, name: &Spanned<String>, field: &str, what: &str) -> R<()
     let ok = !s.is_empty()
         && s.len() <= MAX_NODE_NAME.max(48)
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
         return cx.fail(
@@ -109,7 +108,10 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
             return cx.fail(
                 name.span(),
                 &field,
-                format!("node name `{}` is longer than {MAX_NODE_NAME}", name.get_ref()),
+                format!(
+                    "node name `{}` is longer than {MAX_NODE_NAME}",
+                    name.get_ref()
+                ),
                 "shorten the node name",
             );
         }
@@ -140,7 +142,11 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
                     spec.span(),
                     &field,
                     format!("undefined node `{}`", ep.node),
-                    &format!("define [nodes.{}] or use one of: {}", ep.node, node_names.join(", ")),
+                    &format!(
+                        "define [nodes.{}] or use one of: {}",
+                        ep.node,
+                        node_names.join(", ")
+                    ),
                 );
             };
             if !devs.insert(ep.dev.clone()) {
@@ -166,7 +172,11 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
         }
         let b = ends.pop().unwrap();
         let a = ends.pop().unwrap();
-        plan.veths.push(VethPlan { a, b, mtu: link.mtu });
+        plan.veths.push(VethPlan {
+            a,
+            b,
+            mtu: link.mtu,
+        });
     }
 
     for (name, spec) in &file.nodes {
@@ -175,11 +185,18 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
             let field = format!("nodes.{node_name}.devices.{}", dev_name.get_ref());
             syntax::check_ifname(dev_name.get_ref())
                 .map_err(|e| cx.err(dev_name.span(), &field, e))?;
-            if !devices.get_mut(node_name).unwrap().insert(dev_name.get_ref().clone()) {
+            if !devices
+                .get_mut(node_name)
+                .unwrap()
+                .insert(dev_name.get_ref().clone())
+            {
                 return cx.fail(
                     dev_name.span(),
                     &field,
-                    format!("node `{node_name}` already has a device `{}`", dev_name.get_ref()),
+                    format!(
+                        "node `{node_name}` already has a device `{}`",
+                        dev_name.get_ref()
+                    ),
                     "device names must be unique within a node (links create devices too)",
                 );
             }
@@ -193,7 +210,14 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
         let mut addresses = Vec::new();
         for (dev_name, dev) in &spec.devices {
             let field = format!("nodes.{node_name}.devices.{}", dev_name.get_ref());
-            new_devices.push(expand_device(cx, &node_name, &field, dev_name.get_ref(), dev, &devs)?);
+            new_devices.push(expand_device(
+                cx,
+                &node_name,
+                &field,
+                dev_name.get_ref(),
+                dev,
+                &devs,
+            )?);
             for a in &dev.addresses {
                 let addr = syntax::parse_prefix(a.get_ref())
                     .map_err(|e| cx.err(a.span(), &format!("{field}.addresses"), e))?;
@@ -207,14 +231,21 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
             let field = format!("nodes.{node_name}.addresses.{}", dev.get_ref());
             known_device(cx, dev, &field, &node_name, &devs)?;
             for a in list {
-                let addr = syntax::parse_prefix(a.get_ref()).map_err(|e| cx.err(a.span(), &field, e))?;
+                let addr =
+                    syntax::parse_prefix(a.get_ref()).map_err(|e| cx.err(a.span(), &field, e))?;
                 addresses.push(AddressPlan {
                     dev: dev.get_ref().clone(),
                     addr,
                 });
             }
         }
-        let routes = expand_routes(cx, &spec.routes, &format!("nodes.{node_name}.routes"), &node_name, &devs)?;
+        let routes = expand_routes(
+            cx,
+            &spec.routes,
+            &format!("nodes.{node_name}.routes"),
+            &node_name,
+            &devs,
+        )?;
         let mut neighbours = Vec::new();
         for (i, n) in spec.neighbours.iter().enumerate() {
             let field = format!("nodes.{node_name}.neighbours[{i}]");
@@ -386,7 +417,9 @@ fn expand_routes(
         let route = syntax::parse_route(r.get_ref()).map_err(|e| cx.err(r.span(), &field, e))?;
         let used: Vec<&String> = match &route.kind {
             RouteKind::Unicast { dev, .. } => dev.iter().collect(),
-            RouteKind::Multipath { nexthops } => nexthops.iter().filter_map(|n| n.dev.as_ref()).collect(),
+            RouteKind::Multipath { nexthops } => {
+                nexthops.iter().filter_map(|n| n.dev.as_ref()).collect()
+            }
             _ => vec![],
         };
         for d in used {
@@ -412,7 +445,10 @@ fn sysctl_value(cx: &Ctx, field: &str, v: &Spanned<toml::Value>) -> R<String> {
         other => cx.fail(
             v.span(),
             field,
-            format!("a sysctl value must be an integer or a string, not {}", other.type_str()),
+            format!(
+                "a sysctl value must be an integer or a string, not {}",
+                other.type_str()
+            ),
             "write e.g. 1 or \"4096 87380 6291456\"",
         ),
     }
@@ -532,15 +568,30 @@ fn expand_cell(
     // Sysctls: node's own, then the cell's overrides.
     for (name, spec) in &file.nodes {
         let node = node_mut(&mut lab, name.get_ref());
-        merge_sysctls(cx, &mut node.sysctls, &spec.sysctls, &format!("nodes.{}.sysctls", name.get_ref()))?;
+        merge_sysctls(
+            cx,
+            &mut node.sysctls,
+            &spec.sysctls,
+            &format!("nodes.{}.sysctls", name.get_ref()),
+        )?;
     }
     for (node, map) in &cell.sysctls {
         let field = format!("{cf}.sysctls.{}", node.get_ref());
         let n = cell_node(cx, &mut lab, node, &field)?;
         merge_sysctls(cx, &mut n.sysctls, map, &field)?;
     }
-    merge_host_sysctls(cx, &mut lab.host_sysctls, &file.host_sysctls, "host_sysctls")?;
-    merge_host_sysctls(cx, &mut lab.host_sysctls, &cell.host_sysctls, &format!("{cf}.host_sysctls"))?;
+    merge_host_sysctls(
+        cx,
+        &mut lab.host_sysctls,
+        &file.host_sysctls,
+        "host_sysctls",
+    )?;
+    merge_host_sysctls(
+        cx,
+        &mut lab.host_sysctls,
+        &cell.host_sysctls,
+        &format!("{cf}.host_sysctls"),
+    )?;
 
     // Rulesets: node's own by kind, replaced by the cell's, then extras
     // (the node's, then the cell's).
@@ -550,7 +601,11 @@ fn expand_cell(
             let kind = ruleset_kind(cx, k, &format!("nodes.{}.rulesets", name.get_ref()))?;
             by_kind.insert(kind, text.texts());
         }
-        if let Some(over) = cell.rulesets.iter().find(|(n, _)| n.get_ref() == name.get_ref()) {
+        if let Some(over) = cell
+            .rulesets
+            .iter()
+            .find(|(n, _)| n.get_ref() == name.get_ref())
+        {
             for (k, text) in over.1 {
                 let kind = ruleset_kind(cx, k, &format!("{cf}.rulesets.{}", name.get_ref()))?;
                 by_kind.insert(kind, text.texts());
@@ -558,25 +613,44 @@ fn expand_cell(
         }
         let mut rulesets: Vec<RulesetPlan> = by_kind
             .into_iter()
-            .flat_map(|(kind, texts)| texts.into_iter().map(move |text| RulesetPlan { kind, text }))
+            .flat_map(|(kind, texts)| {
+                texts
+                    .into_iter()
+                    .map(move |text| RulesetPlan { kind, text })
+            })
             .collect();
         for (k, text) in &spec.extra_rulesets {
             let kind = ruleset_kind(cx, k, &format!("nodes.{}.extra_rulesets", name.get_ref()))?;
-            rulesets.extend(text.texts().into_iter().map(|text| RulesetPlan { kind, text }));
+            rulesets.extend(
+                text.texts()
+                    .into_iter()
+                    .map(|text| RulesetPlan { kind, text }),
+            );
         }
         node_mut(&mut lab, name.get_ref()).rulesets = rulesets;
     }
     for node in cell.rulesets.keys() {
-        cell_node(cx, &mut lab, node, &format!("{cf}.rulesets.{}", node.get_ref()))?;
+        cell_node(
+            cx,
+            &mut lab,
+            node,
+            &format!("{cf}.rulesets.{}", node.get_ref()),
+        )?;
     }
     for (node, map) in &cell.extra_rulesets {
         let field = format!("{cf}.extra_rulesets.{}", node.get_ref());
         let mut extra = Vec::new();
         for (k, text) in map {
             let kind = ruleset_kind(cx, k, &field)?;
-            extra.extend(text.texts().into_iter().map(|text| RulesetPlan { kind, text }));
+            extra.extend(
+                text.texts()
+                    .into_iter()
+                    .map(|text| RulesetPlan { kind, text }),
+            );
         }
-        cell_node(cx, &mut lab, node, &field)?.rulesets.extend(extra);
+        cell_node(cx, &mut lab, node, &field)?
+            .rulesets
+            .extend(extra);
     }
     for (node, routes) in &cell.extra_routes {
         let field = format!("{cf}.extra_routes.{}", node.get_ref());
@@ -610,7 +684,10 @@ fn expand_cell(
             cx.err(
                 k.kernel.span(),
                 &format!("{field}.kernel"),
-                (e.to_string(), "write e.g. \">=5.6\", \"<4.19\" or \">=4.19, <5.6\"".into()),
+                (
+                    e.to_string(),
+                    "write e.g. \">=5.6\", \"<4.19\" or \">=4.19, <5.6\"".into(),
+                ),
             )
         })?;
         by_kernel.push(KernelExpect {
@@ -682,7 +759,11 @@ fn expand_traffic(
     cf: &str,
     lab: &LabPlan,
 ) -> R<Vec<crate::traffic::TrafficSpec>> {
-    let names: Vec<String> = file.traffic.iter().map(|t| step_name(t.get_ref())).collect();
+    let names: Vec<String> = file
+        .traffic
+        .iter()
+        .map(|t| step_name(t.get_ref()))
+        .collect();
     for step in cell.traffic.keys() {
         if !names.contains(step.get_ref()) {
             return cx.fail(
@@ -716,18 +797,26 @@ fn expand_traffic(
             span = over.span();
             where_ = format!("{cf}.traffic.{name}");
         }
-        let spec: crate::traffic::TrafficSpec = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+        let spec: crate::traffic::TrafficSpec =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    cx.err(
+                        span.clone(),
+                        &where_,
+                        (
+                            e.message().to_string(),
+                            "see `faultlab kinds` for each traffic kind's parameters".into(),
+                        ),
+                    )
+                })?;
+        spec.validate().map_err(|m| {
             cx.err(
                 span.clone(),
                 &where_,
-                (
-                    e.message().to_string(),
-                    "see `faultlab kinds` for each traffic kind's parameters".into(),
-                ),
+                (m, "fix the value as the message says".into()),
             )
         })?;
-        spec.validate()
-            .map_err(|m| cx.err(span.clone(), &where_, (m, "fix the value as the message says".into())))?;
         for node in spec.nodes() {
             if lab.node(&node).is_none() {
                 return cx.fail(
@@ -736,7 +825,11 @@ fn expand_traffic(
                     format!("undefined node `{node}`"),
                     &format!(
                         "use one of: {}",
-                        lab.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                        lab.nodes
+                            .iter()
+                            .map(|n| n.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
             }
@@ -766,8 +859,13 @@ fn expand_captures(
                     ),
                 )
             })?;
-        spec.validate()
-            .map_err(|m| cx.err(c.span(), &field, (m, "fix the filter as the message says".into())))?;
+        spec.validate().map_err(|m| {
+            cx.err(
+                c.span(),
+                &field,
+                (m, "fix the filter as the message says".into()),
+            )
+        })?;
         let Some(node) = lab.node(&spec.node) else {
             return cx.fail(
                 c.span(),
@@ -810,7 +908,11 @@ fn requirements(
         if node.addresses.iter().any(|a| a.addr.addr().is_ipv6()) {
             paths.insert("/proc/sys/net/ipv6".into());
         }
-        if node.sysctls.iter().any(|s| s.key.starts_with("net.bridge.")) {
+        if node
+            .sysctls
+            .iter()
+            .any(|s| s.key.starts_with("net.bridge."))
+        {
             paths.insert("/proc/sys/net/bridge".into());
         }
     }

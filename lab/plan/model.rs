@@ -74,7 +74,9 @@ pub struct DevicePlan {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DeviceKind {
     /// A Linux bridge; `ports` are devices of the same node enslaved to it.
-    Bridge { ports: Vec<String> },
+    Bridge {
+        ports: Vec<String>,
+    },
     Vxlan {
         vni: u32,
         local: Option<IpAddr>,
@@ -131,7 +133,9 @@ pub struct NeighbourPlan {
     pub mac: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RulesetKind {
     /// Native nft syntax, loaded with `nft -f -`.

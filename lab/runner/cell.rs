@@ -96,13 +96,19 @@ fn observe_traffic(
         let file = format!("{}-{}.pcap", cell.name, spec.name);
         let path = env.artifacts.join(&file);
         let ns = &netns[&spec.node];
-        captures.push(Capture::start(ns, spec, &path).with_context(|| format!("starting capture `{}`", spec.name))?);
+        captures.push(
+            Capture::start(ns, spec, &path)
+                .with_context(|| format!("starting capture `{}`", spec.name))?,
+        );
         capture_files.push(path.display().to_string());
     }
     let drop_trace = if cell.drops {
         let instance = format!("{}-drops", env.run_id);
         lab.register_tracefs_instance(&instance)?;
-        Some(DropTrace::start(&instance, &device_owners(plan)).context("starting the drop-reason trace")?)
+        Some(
+            DropTrace::start(&instance, &device_owners(plan))
+                .context("starting the drop-reason trace")?,
+        )
     } else {
         None
     };
@@ -124,7 +130,11 @@ fn observe_traffic(
         match crate::traffic::run(spec, &ctx) {
             Ok(metrics) => {
                 let prefix = spec.name();
-                observations.extend(metrics.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)));
+                observations.extend(
+                    metrics
+                        .into_iter()
+                        .map(|(k, v)| (format!("{prefix}.{k}"), v)),
+                );
             }
             Err(e) => {
                 traffic_error = Some(e.context(format!("traffic step `{}`", spec.name())));
@@ -138,7 +148,9 @@ fn observe_traffic(
         None => Vec::new(),
     };
     for (spec, cap) in cell.captures.iter().zip(captures) {
-        let summary = cap.stop().with_context(|| format!("stopping capture `{}`", spec.name))?;
+        let summary = cap
+            .stop()
+            .with_context(|| format!("stopping capture `{}`", spec.name))?;
         observations.extend(summary.observations(&spec.name));
     }
     if let Some(e) = traffic_error {
@@ -147,7 +159,11 @@ fn observe_traffic(
     for node in &plan.nodes {
         let after = crate::observe::snapshot_node(&node.netns, &kinds_of(node))
             .with_context(|| format!("reading counters of node `{}`", node.name))?;
-        observations.extend(crate::observe::observations_delta(&node.name, &before[&node.name], &after));
+        observations.extend(crate::observe::observations_delta(
+            &node.name,
+            &before[&node.name],
+            &after,
+        ));
     }
     observations.extend(crate::evidence::drops_observations(&drops));
     Ok(Driven {

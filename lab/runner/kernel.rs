@@ -17,7 +17,11 @@ pub fn expectations_for(cell: &CellPlan, release: &str) -> (Option<String>, Vec<
                 .map(|r| r.contains(&version))
                 .unwrap_or(false);
             if matches {
-                let expect = if k.expect.is_empty() { cell.expect.clone() } else { k.expect.clone() };
+                let expect = if k.expect.is_empty() {
+                    cell.expect.clone()
+                } else {
+                    k.expect.clone()
+                };
                 return (k.trigger.clone().or_else(|| cell.trigger.clone()), expect);
             }
         }

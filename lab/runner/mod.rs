@@ -68,7 +68,13 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                     break;
                 }
                 if opts.progress && reps > 1 {
-                    eprint!("\r  {}::{} repetition {}/{}   ", scn.name, cell.name, rep + 1, reps);
+                    eprint!(
+                        "\r  {}::{} repetition {}/{}   ",
+                        scn.name,
+                        cell.name,
+                        rep + 1,
+                        reps
+                    );
                 }
                 let r = cell::run_once(cell, &env);
                 outcomes.push(r.outcome);
@@ -80,7 +86,10 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 eprint!("\r");
             }
             let worst = worst.unwrap_or_else(|| {
-                cell::RepetitionResult::error(Outcome::Inconclusive, "interrupted before it ran".into())
+                cell::RepetitionResult::error(
+                    Outcome::Inconclusive,
+                    "interrupted before it ran".into(),
+                )
             });
             CellResult {
                 name: cell.name.clone(),
@@ -105,7 +114,11 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 result.name,
                 result.outcome.as_str().to_uppercase(),
                 t0.elapsed().as_secs_f64(),
-                result.reason.as_ref().map(|r| format!(" — {r}")).unwrap_or_default()
+                result
+                    .reason
+                    .as_ref()
+                    .map(|r| format!(" — {r}"))
+                    .unwrap_or_default()
             );
         }
         results.push(result);

@@ -7,14 +7,19 @@ use std::path::Path;
 /// Why this cell cannot run here, or None when everything is present.
 pub fn missing(req: &Requirements) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
-        return Some("not root: namespaces and netfilter need CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root)".into());
+        return Some(
+            "not root: namespaces and netfilter need CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root)"
+                .into(),
+        );
     }
     if !Path::new("/proc/self/ns/net").exists() {
         return Some("the kernel has no network namespaces (CONFIG_NET_NS)".into());
     }
     for p in &req.programs {
         if which(p).is_none() {
-            return Some(format!("`{p}` is not installed (scripts/install-deps.sh installs it)"));
+            return Some(format!(
+                "`{p}` is not installed (scripts/install-deps.sh installs it)"
+            ));
         }
     }
     for p in &req.paths {
@@ -22,7 +27,9 @@ pub fn missing(req: &Requirements) -> Option<String> {
             return Some(format!("{p} is missing: {}", feature_hint(p)));
         }
     }
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
     if cpus < req.cpus {
         return Some(format!("needs {} CPUs, this machine has {cpus}", req.cpus));
     }

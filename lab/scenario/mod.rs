@@ -22,8 +22,7 @@ pub struct Scenario {
 /// Parse and validate a scenario from its text. `file` is used in error messages.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let src = SourceMap::new(file, text);
-    let mut raw: schema::ScenarioFile =
-        toml::from_str(text).map_err(|e| toml_error(&src, &e))?;
+    let mut raw: schema::ScenarioFile = toml::from_str(text).map_err(|e| toml_error(&src, &e))?;
     let dir = Path::new(file).parent().unwrap_or(Path::new("."));
     template::apply(&mut raw, &src, dir)?;
     let cells = crate::plan::expand_cells(&raw, &src)?;

@@ -45,7 +45,10 @@ pub fn parse_endpoint(s: &str) -> Result<EndpointSpec, (String, String)> {
 
 /// Linux interface names: 1..=15 bytes, no `/`, `:` or whitespace.
 pub fn check_ifname(dev: &str) -> Result<(), (String, String)> {
-    if dev.is_empty() || dev.len() > 15 || dev.contains(['/', ':']) || dev.contains(char::is_whitespace)
+    if dev.is_empty()
+        || dev.len() > 15
+        || dev.contains(['/', ':'])
+        || dev.contains(char::is_whitespace)
     {
         return Err((
             format!("`{dev}` is not a valid interface name"),
@@ -93,7 +96,10 @@ pub fn parse_route(s: &str) -> Result<RoutePlan, (String, String)> {
     };
     if let Some(kind) = special {
         if words.len() != 2 {
-            return Err((format!("`{s}`: {first} takes exactly one prefix"), route_fix()));
+            return Err((
+                format!("`{s}`: {first} takes exactly one prefix"),
+                route_fix(),
+            ));
         }
         return Ok(RoutePlan {
             dst: parse_dst(words[1], None)?,
@@ -108,9 +114,8 @@ pub fn parse_route(s: &str) -> Result<RoutePlan, (String, String)> {
     while i < words.len() {
         let w = words[i];
         let arg = words.get(i + 1).copied();
-        let need = |name: &str| {
-            arg.ok_or_else(|| (format!("`{s}`: `{name}` needs a value"), route_fix()))
-        };
+        let need =
+            |name: &str| arg.ok_or_else(|| (format!("`{s}`: `{name}` needs a value"), route_fix()));
         match w {
             "via" => {
                 let a = parse_addr(need("via")?)?;
@@ -131,14 +136,16 @@ pub fn parse_route(s: &str) -> Result<RoutePlan, (String, String)> {
             }
             "weight" => {
                 let nh = nexthops.last_mut().ok_or_else(|| {
-                    (format!("`{s}`: `weight` only follows `nexthop`"), route_fix())
+                    (
+                        format!("`{s}`: `weight` only follows `nexthop`"),
+                        route_fix(),
+                    )
                 })?;
                 let v = need("weight")?;
-                nh.weight = v
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|w| *w >= 1)
-                    .ok_or_else(|| (format!("`{s}`: weight `{v}` is not 1..=255"), route_fix()))?;
+                nh.weight =
+                    v.parse::<u8>().ok().filter(|w| *w >= 1).ok_or_else(|| {
+                        (format!("`{s}`: weight `{v}` is not 1..=255"), route_fix())
+                    })?;
                 i += 2;
             }
             "nexthop" => {
@@ -266,7 +273,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse_route("blackhole 10.9.0.0/16").unwrap().kind, RouteKind::Blackhole);
+        assert_eq!(
+            parse_route("blackhole 10.9.0.0/16").unwrap().kind,
+            RouteKind::Blackhole
+        );
         let r = parse_route("default via 169.254.1.1 dev eth0 onlink").unwrap();
         assert!(matches!(r.kind, RouteKind::Unicast { onlink: true, .. }));
         assert!(parse_route("10.0.0.0/8").is_err());
@@ -276,7 +286,8 @@ mod tests {
 
     #[test]
     fn neighbours() {
-        let (ip, mac, dev) = parse_neighbour("192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0").unwrap();
+        let (ip, mac, dev) =
+            parse_neighbour("192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0").unwrap();
         assert_eq!(ip.to_string(), "192.0.2.9");
         assert_eq!(mac, "02:00:00:00:00:09");
         assert_eq!(dev, "eth0");

@@ -110,7 +110,11 @@ fn params(
                 return Err(src.error(
                     v.span(),
                     format!("template.params.{}", k.get_ref()),
-                    format!("expected {}, found {}", d.type_str(), v.get_ref().type_str()),
+                    format!(
+                        "expected {}, found {}",
+                        d.type_str(),
+                        v.get_ref().type_str()
+                    ),
                     format!("the template's default is {d}"),
                 ))
             }
@@ -150,7 +154,11 @@ fn expand(mut table: Table, params: &BTreeMap<String, Value>) -> Result<Table, S
             Some(Value::Integer(n)) => n,
             Some(Value::String(p)) => match params.get(&p) {
                 Some(Value::Integer(n)) => *n,
-                _ => return Err(format!("[[repeat]] count `{p}` is not an integer parameter")),
+                _ => {
+                    return Err(format!(
+                        "[[repeat]] count `{p}` is not an integer parameter"
+                    ))
+                }
             },
             _ => return Err("[[repeat]] needs count = N or count = \"PARAM\"".into()),
         };
@@ -170,12 +178,19 @@ fn substitute(v: Value, params: &BTreeMap<String, Value>) -> Result<Value, Strin
         Value::String(s) => {
             let text = fill(&s, params)?;
             // A string that is exactly one placeholder takes the parameter's type.
-            match (s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1, text.parse::<i64>()) {
+            match (
+                s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1,
+                text.parse::<i64>(),
+            ) {
                 (true, Ok(n)) => Value::Integer(n),
                 _ => Value::String(text),
             }
         }
-        Value::Array(a) => Value::Array(a.into_iter().map(|x| substitute(x, params)).collect::<Result<_, _>>()?),
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|x| substitute(x, params))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Table(t) => {
             let mut out = Table::new();
             for (k, v) in t {
@@ -209,12 +224,20 @@ fn eval_placeholder(expr: &str, params: &BTreeMap<String, Value>) -> Result<Stri
     if let Some(Value::String(s)) = params.get(expr) {
         return Ok(s.clone());
     }
-    let mut p = Arith { s: expr.as_bytes(), i: 0, params };
+    let mut p = Arith {
+        s: expr.as_bytes(),
+        i: 0,
+        params,
+    };
     let v = p.sum()?;
     if p.i != p.s.len() {
         return Err(format!("`${{{expr}}}`: unexpected `{}`", &expr[p.i..]));
     }
-    Ok(if v.fract() == 0.0 { format!("{}", v as i64) } else { format!("{v}") })
+    Ok(if v.fract() == 0.0 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    })
 }
 
 /// `+ - * /` and parentheses over numbers and numeric parameters.
@@ -235,8 +258,14 @@ impl Arith<'_> {
         loop {
             self.skip();
             match self.s.get(self.i) {
-                Some(b'+') => { self.i += 1; v += self.product()?; }
-                Some(b'-') => { self.i += 1; v -= self.product()?; }
+                Some(b'+') => {
+                    self.i += 1;
+                    v += self.product()?;
+                }
+                Some(b'-') => {
+                    self.i += 1;
+                    v -= self.product()?;
+                }
                 _ => return Ok(v),
             }
         }
@@ -246,8 +275,14 @@ impl Arith<'_> {
         loop {
             self.skip();
             match self.s.get(self.i) {
-                Some(b'*') => { self.i += 1; v *= self.atom()?; }
-                Some(b'/') => { self.i += 1; v /= self.atom()?; }
+                Some(b'*') => {
+                    self.i += 1;
+                    v *= self.atom()?;
+                }
+                Some(b'/') => {
+                    self.i += 1;
+                    v /= self.atom()?;
+                }
                 _ => return Ok(v),
             }
         }
@@ -265,7 +300,11 @@ impl Arith<'_> {
             self.i += 1;
             return Ok(v);
         }
-        while self.s.get(self.i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.') {
+        while self
+            .s
+            .get(self.i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
+        {
             self.i += 1;
         }
         let word = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
@@ -278,7 +317,10 @@ impl Arith<'_> {
         match self.params.get(word) {
             Some(Value::Integer(n)) => Ok(*n as f64),
             Some(Value::Float(f)) => Ok(*f),
-            Some(other) => Err(format!("parameter `{word}` is {}, not a number", other.type_str())),
+            Some(other) => Err(format!(
+                "parameter `{word}` is {}, not a number",
+                other.type_str()
+            )),
             None => Err(format!("no parameter `{word}`")),
         }
     }
@@ -364,7 +406,10 @@ mod tests {
         assert!(fill("${nope}", &p).is_err());
         assert!(fill("${i", &p).is_err());
         // nft's own braces and $variables pass through untouched.
-        assert_eq!(fill("chain x { ip saddr $lan }", &p).unwrap(), "chain x { ip saddr $lan }");
+        assert_eq!(
+            fill("chain x { ip saddr $lan }", &p).unwrap(),
+            "chain x { ip saddr $lan }"
+        );
     }
 
     #[test]

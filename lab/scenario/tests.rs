@@ -30,7 +30,9 @@ fn bridge_scenario_plan_is_pinned() {
     let cell = &s.cells[2];
     insta::assert_yaml_snapshot!("bridge_physdev_accept_plan", cell.lab.for_run("flTEST"));
     let requires = &s.cells[4].requires;
-    assert!(requires.programs.contains(&"iptables-legacy-restore".to_string()));
+    assert!(requires
+        .programs
+        .contains(&"iptables-legacy-restore".to_string()));
     assert!(requires.paths.contains(&"/proc/sys/net/bridge".to_string()));
 }
 
@@ -110,7 +112,10 @@ fn traffic_override_of_unknown_step() {
 fn traffic_override_applies() {
     let s = parse(
         "t.toml",
-        &MINI.replace("name = \"one\"", "name = \"one\"\ntraffic.ping = { count = 3 }"),
+        &MINI.replace(
+            "name = \"one\"",
+            "name = \"one\"\ntraffic.ping = { count = 3 }",
+        ),
     )
     .unwrap();
     let json = serde_json::to_value(&s.cells[0].traffic[0]).unwrap();
@@ -121,6 +126,9 @@ fn traffic_override_applies() {
 fn errors_render_with_location_and_fix() {
     let e = err(&MINI.replace("b = \"b:eth0", "b = \"c:eth0"));
     let text = e.to_string();
-    assert!(text.starts_with("t.toml:8:5: links[0].b: undefined node `c`"), "{text}");
+    assert!(
+        text.starts_with("t.toml:8:5: links[0].b: undefined node `c`"),
+        "{text}"
+    );
     assert!(text.contains("\n  fix: "));
 }

@@ -241,7 +241,7 @@ pub fn parse_tcp(l3: &[u8]) -> Option<TcpSeen> {
         dport: t.get_destination(),
         seq: t.get_sequence(),
         ack: t.get_acknowledgement(),
-        flags: t.get_flags() as u8,
+        flags: t.get_flags(),
         payload_len: l4.len().saturating_sub(off),
     })
 }
