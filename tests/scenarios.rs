@@ -49,17 +49,13 @@ mod lab {
             let trial = Trial::test(name, move || run_cell(&scn, &cell_name));
             out.push(match missing {
                 Some(reason) => {
-                    eprintln!("skip {}::{}: {reason}", scn_name(&trial), "");
+                    eprintln!("skip {}: {reason}", trial.name());
                     trial.with_ignored_flag(true)
                 }
                 None => trial,
             });
         }
         out
-    }
-
-    fn scn_name(t: &Trial) -> String {
-        t.name().to_string()
     }
 
     fn run_cell(scn: &Scenario, cell: &str) -> Result<(), Failed> {
@@ -78,7 +74,7 @@ mod lab {
         match c.outcome {
             Outcome::Pass | Outcome::Skip => Ok(()),
             _ => Err(Failed::from(faultlab::report::table(
-                &[result.clone()],
+                std::slice::from_ref(&result),
                 false,
             ))),
         }
