@@ -806,7 +806,7 @@ fn expand_traffic(
                         &where_,
                         (
                             e.message().to_string(),
-                            "see `faultlab kinds` for each traffic kind's parameters".into(),
+                            "see \"Traffic kinds\" in README.md for each kind's parameters".into(),
                         ),
                     )
                 })?;

@@ -22,7 +22,8 @@ pub struct Scenario {
 /// Parse and validate a scenario from its text. `file` is used in error messages.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let src = SourceMap::new(file, text);
-    let mut raw: schema::ScenarioFile = toml::from_str(text).map_err(|e| toml_error(&src, &e))?;
+    let mut raw: schema::ScenarioFile =
+        toml::from_str(text).map_err(|e| toml_error(&src, text, &e))?;
     let dir = Path::new(file).parent().unwrap_or(Path::new("."));
     template::apply(&mut raw, &src, dir)?;
     let cells = crate::plan::expand_cells(&raw, &src)?;
@@ -49,7 +50,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 }
 
 /// Turn toml's error (which carries a span) into ours: file:line:col, field, fix.
-fn toml_error(src: &SourceMap, e: &toml::de::Error) -> ScenarioError {
+fn toml_error(src: &SourceMap, text: &str, e: &toml::de::Error) -> ScenarioError {
     let span = e.span().unwrap_or(0..0);
     let message = e.message().trim().to_string();
     let fix = if message.starts_with("unknown field") {
@@ -64,15 +65,43 @@ fn toml_error(src: &SourceMap, e: &toml::de::Error) -> ScenarioError {
         file: src.file.clone(),
         line,
         column,
-        field: field_at(src, span.start),
+        field: field_at(text, span.start),
         message,
         fix: fix.into(),
     }
 }
 
-/// Best-effort name of the key at a byte offset, for errors toml reports by span only.
-fn field_at(_src: &SourceMap, _offset: usize) -> String {
-    "-".into()
+/// Best-effort name of the key at a byte offset, for errors toml reports by span
+/// only: the key written on that line, qualified by the enclosing `[table]`.
+fn field_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = if line.starts_with('[') {
+        return line
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string();
+    } else {
+        line.split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"')
+            .to_string()
+    };
+    match (table, key.is_empty()) {
+        (Some(t), false) => format!("{t}.{key}"),
+        (Some(t), true) => t,
+        (None, false) => key,
+        (None, true) => "-".into(),
+    }
 }
 
 /// Expand command-line arguments (files, directories, or scenario names) into

@@ -58,7 +58,7 @@ pub struct ScenarioFile {
     pub nodes: BTreeMap<SpannedStr, NodeSpec>,
     #[serde(default)]
     pub links: Vec<LinkSpec>,
-    /// Traffic steps, run in order; each table has a `kind` (see `faultlab kinds`).
+    /// Traffic steps, run in order; each table has a `kind` (see "Traffic kinds" in README.md).
     #[serde(default)]
     pub traffic: Vec<Spanned<toml::Table>>,
     /// Packet captures, with named counters over what they saw.

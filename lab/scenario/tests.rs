@@ -48,6 +48,7 @@ fn misspelled_field_points_at_it() {
     let e = err(&MINI.replace("[nodes.b]", "[nodes.b]\nroutse = []"));
     assert_eq!((e.line, e.column), (6, 1), "{e}");
     assert!(e.message.contains("unknown field `routse`"), "{e}");
+    assert_eq!(e.field, "nodes.b.routse");
 }
 
 #[test]

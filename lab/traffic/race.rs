@@ -4,7 +4,7 @@
 
 use super::capture::Capture;
 use super::common::{
-    ms, ns_of, route_source, run_id, scaled, tagged_payload, udp_bound, unspecified,
+    ms, ns_of, parse_tag, route_source, run_id, scaled, tagged_payload, udp_bound, unspecified,
 };
 use super::packet::{self, TcpFields};
 use super::servers::UdpCounter;
@@ -28,6 +28,13 @@ pub enum RaceProto {
     Udp,
     /// TCP SYNs (no clash resolution for TCP).
     TcpSyn,
+    /// ICMP / ICMPv6 echo requests; the identifier (conntrack's "port") is sport + iteration.
+    IcmpEcho,
+    /// SCTP INIT chunks (one chunk, verification tag 0, CRC32c filled).
+    SctpInit,
+    /// GRE version 1 (enhanced GRE, as PPTP), call ID = sport + iteration: the only GRE
+    /// form whose conntrack tuple has a per-flow key (version 0 tuples carry no key).
+    Gre,
 }
 
 /// How the K packets are sent.
@@ -65,7 +72,8 @@ pub struct RaceParams {
     /// Source address for raw packets (default: the kernel's route source toward `to`).
     #[serde(default)]
     pub src: Option<IpAddr>,
-    /// "udp" (default) or "tcp-syn" (raw mode only).
+    /// "udp" (default), or in raw mode "tcp-syn", "icmp-echo", "sctp-init", "gre"; for the
+    /// last three the source port field gives the per-iteration ICMP id / call ID.
     #[serde(default)]
     pub proto: RaceProto,
     /// "raw" (default), "socket" or "sendmmsg".
@@ -138,10 +146,25 @@ impl RaceParams {
         check::range("payload", self.payload, 16, 1400)?;
         check::range("gap_ms", self.gap_ms, 0, 10_000)?;
         check::range("timeout_ms", self.timeout_ms, 1, 600_000)?;
-        if self.proto == RaceProto::TcpSyn && self.mode != RaceMode::Raw {
-            return Err("proto = \"tcp-syn\" needs mode = \"raw\": set mode = \"raw\" or use proto = \"udp\"".into());
+        if self.proto != RaceProto::Udp && self.mode != RaceMode::Raw {
+            return Err(format!(
+                "proto = \"{}\" needs mode = \"raw\": set mode = \"raw\" or use proto = \"udp\"",
+                self.proto.as_str()
+            ));
         }
         Ok(())
+    }
+}
+
+impl RaceProto {
+    fn as_str(self) -> &'static str {
+        match self {
+            RaceProto::Udp => "udp",
+            RaceProto::TcpSyn => "tcp-syn",
+            RaceProto::IcmpEcho => "icmp-echo",
+            RaceProto::SctpInit => "sctp-init",
+            RaceProto::Gre => "gre",
+        }
     }
 }
 
@@ -180,10 +203,15 @@ pub(crate) fn run(p: &RaceParams, ctx: &TrafficContext) -> Result<Metrics> {
                     run,
                     false,
                 )?),
-                RaceProto::TcpSyn => Rx::Syn(Box::new(SynCounter::start(
+                proto => Rx::Syn(Box::new(SynCounter::start(
                     rns,
-                    rport,
-                    run,
+                    Matcher {
+                        proto,
+                        port: rport,
+                        run,
+                        base: syn_seq(run, k, 0, 0),
+                        k,
+                    },
                     k,
                     p.iterations,
                 )?)),
@@ -373,6 +401,40 @@ fn build(p: &RaceParams, src: IpAddr, run: u32, k: usize, i: u32, t: usize) -> V
             p.dport,
             &tagged_payload(run, i, t as u32, p.payload),
         ),
+        RaceProto::IcmpEcho => {
+            let v6 = src.is_ipv6();
+            let seq = (i as usize * k + t) as u16;
+            let mut m = packet::icmp_echo_request(
+                v6,
+                sport,
+                seq,
+                &tagged_payload(run, i, t as u32, p.payload),
+            );
+            let proto = if v6 {
+                // IPPROTO_RAW sends the packet as is: the ICMPv6 checksum is ours.
+                let c = packet::l4_checksum(src, p.to, PROTO_ICMPV6, &m);
+                m[2..4].copy_from_slice(&c.to_be_bytes());
+                PROTO_ICMPV6
+            } else {
+                PROTO_ICMP
+            };
+            packet::ip_packet(src, p.to, proto, 64, &m)
+        }
+        RaceProto::SctpInit => packet::ip_packet(
+            src,
+            p.to,
+            PROTO_SCTP,
+            64,
+            &sctp_init(sport, p.dport, syn_seq(run, k, i, t)),
+        ),
+        RaceProto::Gre => {
+            let pl = tagged_payload(run, i, t as u32, p.payload);
+            let mut g = vec![0x20, 0x01, 0x88, 0x0b];
+            g.extend_from_slice(&(pl.len() as u16).to_be_bytes());
+            g.extend_from_slice(&sport.to_be_bytes());
+            g.extend_from_slice(&pl);
+            packet::ip_packet(src, p.to, PROTO_GRE, 64, &g)
+        }
         RaceProto::TcpSyn => {
             let f = TcpFields {
                 sport,
@@ -383,6 +445,102 @@ fn build(p: &RaceParams, src: IpAddr, run: u32, k: usize, i: u32, t: usize) -> V
                 window: 64240,
             };
             packet::tcp_packet(src, p.to, &f, &[])
+        }
+    }
+}
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_GRE: u8 = 47;
+const PROTO_ICMPV6: u8 = 58;
+const PROTO_SCTP: u8 = 132;
+
+/// An SCTP packet with one INIT chunk (verification tag 0, initiate tag `tag`).
+fn sctp_init(sport: u16, dport: u16, tag: u32) -> Vec<u8> {
+    let mut s = Vec::with_capacity(32);
+    s.extend_from_slice(&sport.to_be_bytes());
+    s.extend_from_slice(&dport.to_be_bytes());
+    s.extend_from_slice(&[0; 8]); // verification tag 0, checksum (below)
+    s.extend_from_slice(&[1, 0, 0, 20]); // INIT, flags, length
+    s.extend_from_slice(&tag.to_be_bytes());
+    s.extend_from_slice(&65535u32.to_be_bytes()); // a_rwnd
+    s.extend_from_slice(&[0, 10, 0, 10]); // outbound / inbound streams
+    s.extend_from_slice(&tag.to_be_bytes()); // initial TSN
+    let c = crc32c(&s);
+    // The CRC32c goes on the wire least significant byte first (RFC 4960 appendix B).
+    s[8..12].copy_from_slice(&c.to_le_bytes());
+    s
+}
+
+/// CRC32c (Castagnoli, reflected, as SCTP uses it).
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0x82f6_3b78 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// The IP protocol and L4 bytes of an IPv4/IPv6 packet (no IPv6 extension headers).
+fn l4_of(l3: &[u8]) -> Option<(u8, &[u8])> {
+    match l3.first()? >> 4 {
+        4 => {
+            let hl = usize::from(l3[0] & 0x0f) * 4;
+            let tl = usize::from(u16::from_be_bytes([*l3.get(2)?, *l3.get(3)?])).min(l3.len());
+            let frag = u16::from_be_bytes([*l3.get(6)?, *l3.get(7)?]) & 0x1fff;
+            (frag == 0).then_some(())?;
+            Some((*l3.get(9)?, l3.get(hl..tl)?))
+        }
+        6 => Some((*l3.get(6)?, l3.get(40..)?)),
+        _ => None,
+    }
+}
+
+/// Recognises one raced packet in a capture and returns its index (iteration * K + thread).
+struct Matcher {
+    proto: RaceProto,
+    port: u16,
+    run: u32,
+    base: u32,
+    k: usize,
+}
+
+impl Matcher {
+    fn index(&self, l3: &[u8]) -> Option<usize> {
+        let tag =
+            |pl: &[u8]| parse_tag(pl, self.run).map(|(i, t)| i as usize * self.k + t as usize);
+        match self.proto {
+            RaceProto::Udp => None,
+            RaceProto::TcpSyn => {
+                let t = packet::parse_tcp(l3)?;
+                (t.dport == self.port
+                    && t.flags & (packet::TCP_SYN | packet::TCP_ACK) == packet::TCP_SYN)
+                    .then(|| (t.seq ^ self.base) as usize)
+            }
+            RaceProto::IcmpEcho => match l4_of(l3)? {
+                (PROTO_ICMP, m) if m.first() == Some(&8) => tag(m.get(8..)?),
+                (PROTO_ICMPV6, m) if m.first() == Some(&128) => tag(m.get(8..)?),
+                _ => None,
+            },
+            RaceProto::SctpInit => match l4_of(l3)? {
+                (PROTO_SCTP, s)
+                    if s.len() >= 32
+                        && s[12] == 1
+                        && u16::from_be_bytes([s[2], s[3]]) == self.port =>
+                {
+                    let tag = u32::from_be_bytes([s[16], s[17], s[18], s[19]]);
+                    Some((tag ^ self.base) as usize)
+                }
+                _ => None,
+            },
+            RaceProto::Gre => match l4_of(l3)? {
+                (PROTO_GRE, g) if g.len() >= 8 && g[..4] == [0x20, 0x01, 0x88, 0x0b] => {
+                    tag(&g[8..])
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -473,8 +631,9 @@ fn pin_to(cpu: usize) -> Result<()> {
         .with_context(|| format!("pin to cpu {cpu}"))
 }
 
-/// Counts raced SYNs arriving in a node with an AF_PACKET capture (by their unique seq,
-/// which NAT leaves alone), so no listener has to answer them.
+/// Counts raced non-UDP packets arriving in a node with an AF_PACKET capture (by their
+/// unique SYN seq / SCTP initiate tag / payload tag, which NAT leaves alone), so no
+/// listener has to answer them.
 struct SynCounter {
     stop: std::sync::Arc<AtomicBool>,
     seen: std::sync::Arc<AtomicU64>,
@@ -482,12 +641,11 @@ struct SynCounter {
 }
 
 impl SynCounter {
-    fn start(ns: &str, port: u16, run: u32, k: usize, iterations: u32) -> Result<Self> {
+    fn start(ns: &str, matcher: Matcher, k: usize, iterations: u32) -> Result<Self> {
         let cap = Capture::open_in(ns)?;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let seen = std::sync::Arc::new(AtomicU64::new(0));
         let (st, se) = (stop.clone(), seen.clone());
-        let base = syn_seq(run, k, 0, 0);
         let handle = std::thread::spawn(move || {
             let mut got = HashSet::new();
             let mut per_iter = vec![0usize; iterations as usize];
@@ -496,16 +654,12 @@ impl SynCounter {
                 let Some(pkt) = cap.next(Duration::from_millis(20)) else {
                     continue;
                 };
-                let Some(t) = packet::parse_tcp(&pkt.data) else {
-                    continue;
-                };
-                if pkt.outgoing
-                    || t.dport != port
-                    || t.flags & (packet::TCP_SYN | packet::TCP_ACK) != packet::TCP_SYN
-                {
+                if pkt.outgoing {
                     continue;
                 }
-                let idx = (t.seq ^ base) as usize;
+                let Some(idx) = matcher.index(&pkt.data) else {
+                    continue;
+                };
                 if idx < k * iterations as usize && got.insert(idx) {
                     per_iter[idx / k] += 1;
                     se.store(got.len() as u64, Ordering::Relaxed);
@@ -532,6 +686,38 @@ impl SynCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn raced_packets_are_recognised() {
+        let (src, dst): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let k = 2;
+        for proto in [
+            RaceProto::TcpSyn,
+            RaceProto::IcmpEcho,
+            RaceProto::SctpInit,
+            RaceProto::Gre,
+        ] {
+            let p: RaceParams = toml::from_str(&format!(
+                "from = \"a\"\nto = \"{dst}\"\nproto = \"{}\"",
+                proto.as_str()
+            ))
+            .unwrap();
+            let m = Matcher {
+                proto,
+                port: 53,
+                run: 7,
+                base: syn_seq(7, k, 0, 0),
+                k,
+            };
+            assert_eq!(m.index(&build(&p, src, 7, k, 5, 1)), Some(11), "{proto:?}");
+        }
+    }
 
     #[test]
     fn syn_seqs_unique_and_decodable() {
