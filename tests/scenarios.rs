@@ -16,6 +16,8 @@ fn scenario_files() -> Vec<PathBuf> {
 fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
+    #[cfg(feature = "lab")]
+    let mut cells = 0;
     for file in scenario_files() {
         let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
         let f = file.clone();
@@ -26,9 +28,12 @@ fn main() {
         }));
         #[cfg(feature = "lab")]
         if let Ok(scn) = faultlab::scenario::load(&file) {
+            cells += scn.cells.len();
             trials.extend(lab::cell_trials(scn));
         }
     }
+    #[cfg(feature = "lab")]
+    trials.push(lab::verdict_table_trial(cells));
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -38,6 +43,35 @@ mod lab {
     use faultlab::scenario::Scenario;
     use faultlab::verdict::Outcome;
     use libtest_mimic::{Failed, Trial};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// `scenario::cell` → outcome of every cell this process ran.
+    static OUTCOMES: Mutex<BTreeMap<String, Outcome>> = Mutex::new(BTreeMap::new());
+
+    /// Runs last (the suite runs with --test-threads=1): pins the whole verdict
+    /// table, so a kernel that behaves differently shows as a reviewable diff
+    /// of tests/snapshots/scenarios__lab__catalogue_verdicts.snap.
+    pub fn verdict_table_trial(cells: usize) -> Trial {
+        Trial::test("catalogue::verdict-table", move || {
+            let outcomes = OUTCOMES.lock().unwrap().clone();
+            if outcomes.len() != cells {
+                eprintln!(
+                    "verdict table not compared: {} of {cells} cells ran (filtered run)",
+                    outcomes.len()
+                );
+                return Ok(());
+            }
+            let table: String = outcomes
+                .iter()
+                .map(|(cell, o)| format!("{cell:<60} {}\n", o.as_str()))
+                .collect();
+            let result = std::panic::catch_unwind(|| {
+                insta::assert_snapshot!("catalogue_verdicts", table);
+            });
+            result.map_err(|_| Failed::from("the verdict table changed (see the diff above)"))
+        })
+    }
 
     pub fn cell_trials(scn: Scenario) -> Vec<Trial> {
         let mut out = Vec::new();
@@ -50,6 +84,10 @@ mod lab {
             out.push(match missing {
                 Some(reason) => {
                     eprintln!("skip {}: {reason}", trial.name());
+                    OUTCOMES
+                        .lock()
+                        .unwrap()
+                        .insert(trial.name().to_string(), Outcome::Skip);
                     trial.with_ignored_flag(true)
                 }
                 None => trial,
@@ -71,6 +109,10 @@ mod lab {
         let run_id = faultlab::build::new_run_id();
         let result = runner::run_scenario(scn, &opts, &run_id);
         let c = result.cells.first().ok_or("the cell did not run")?;
+        OUTCOMES
+            .lock()
+            .unwrap()
+            .insert(format!("{}::{cell}", scn.name), c.outcome);
         match c.outcome {
             Outcome::Pass | Outcome::Skip => Ok(()),
             _ => Err(Failed::from(faultlab::report::table(
