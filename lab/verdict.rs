@@ -75,6 +75,10 @@ pub struct CellResult {
     #[serde(default)]
     pub repetitions: Vec<Outcome>,
     pub duration_ms: u64,
+    /// Milliseconds per phase (build, observe, traffic, evidence, teardown),
+    /// summed over repetitions.
+    #[serde(default)]
+    pub phases_ms: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// How long a lab waits for another run to finish with the host-global sysctls.
+pub const HOST_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A fresh run id: `fl` + 5 hex digits from pid, time and a counter.
 pub fn new_run_id() -> String {
     use std::hash::{Hash, Hasher};
@@ -110,6 +113,8 @@ pub struct Lab {
     procs: Vec<LabProcess>,
     /// Host sysctls written, with their values before.
     saved_host: Vec<SavedSysctl>,
+    /// Held while host sysctls are changed (see [`state::HostLock`]).
+    host_lock: Option<state::HostLock>,
     log_dir: PathBuf,
     torn_down: bool,
 }
@@ -137,6 +142,7 @@ impl Lab {
             namespaces: Vec::new(),
             procs: Vec::new(),
             saved_host: Vec::new(),
+            host_lock: None,
             log_dir,
             torn_down: false,
         };
@@ -171,7 +177,33 @@ impl Lab {
     }
 
     fn build_steps(&mut self) -> Result<()> {
-        // Host-global sysctls: save (state file first), then write.
+        // Host-global sysctls: one run at a time (another run's values must not be
+        // saved as the originals); put back what a run that died holding the lock left
+        // behind; save (state file first), then write.
+        if !self.plan.host_sysctls.is_empty() {
+            let lock = state::HostLock::acquire(HOST_LOCK_TIMEOUT, &signals::interrupted)?
+                .ok_or_else(|| {
+                    if signals::interrupted() {
+                        anyhow!("interrupted while waiting for the host-sysctl lock")
+                    } else {
+                        anyhow!(
+                            "another faultlab run has held the host-sysctl lock ({}/{}) \
+                             for {HOST_LOCK_TIMEOUT:?}",
+                            state::STATE_DIR,
+                            state::HOST_LOCK_FILE
+                        )
+                    }
+                })?;
+            match state::sweep_dead_holding(&lock) {
+                Ok(done) => {
+                    for d in done {
+                        eprintln!("cleaned leftover of an interrupted run: {d}");
+                    }
+                }
+                Err(e) => eprintln!("warning: could not sweep leftovers of earlier runs: {e:#}"),
+            }
+            self.host_lock = Some(lock);
+        }
         for s in self.plan.host_sysctls.clone() {
             let original = crate::netns::sysctl::read_here(&s.key)
                 .with_context(|| format!("host sysctl {}", s.key))?;
@@ -332,11 +364,21 @@ impl Lab {
                 errors.push(e);
             }
         }
+        let mut restored = true;
         for s in self.saved_host.drain(..).rev() {
             if let Err(e) = state::write_host_sysctl(&s.key, &s.original) {
+                restored = false;
                 errors.push(e.context(format!("restore host sysctl {} = {}", s.key, s.original)));
             }
         }
+        if restored {
+            // Before the lock goes: a live run listing host sysctls while another holds
+            // the lock is taken for a dying one (state::sweep_dead_holding).
+            if let Err(e) = self.update_state(|st| st.host_sysctls.clear()) {
+                errors.push(e);
+            }
+        }
+        self.host_lock = None;
         if std::env::var_os("FAULTLAB_KEEP_LOGS").is_none() && self.log_dir.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.log_dir) {
                 errors.push(anyhow!(e).context(format!("remove {}", self.log_dir.display())));

@@ -4,11 +4,26 @@ use crate::netns::netlink::{describe_route, Netlink, VxlanSpec};
 use crate::plan::{DeviceKind, LabPlan, NodePlan, VethPlan};
 use anyhow::{Context, Result};
 
+/// First ifindex given to veth ends; each veth of the plan gets two.
+const VETH_INDEX_BASE: u32 = 1000;
+
 /// Creates the veths whose `a` end lives in `netns`, each peer directly in its node.
+///
+/// Both ends get distinct, explicit ifindexes. Left to the kernel, the two
+/// ends of a veth between fresh namespaces often get the same number; then
+/// `dev->ifindex == dev_get_iflink(dev)` and linkwatch treats the carrier event
+/// as non-urgent, delaying it up to a second (net/core/link_watch.c,
+/// linkwatch_urgent_event): the port does not forward and the build waits.
 pub fn create_veths(nl: &Netlink, plan: &LabPlan, veths: &[&VethPlan]) -> Result<()> {
     for v in veths {
         let peer_ns = super::netns_for(plan, &v.b.node)?;
-        nl.add_veth(&v.a.dev, &v.b.dev, peer_ns, v.mtu)
+        let i = plan
+            .veths
+            .iter()
+            .position(|p| std::ptr::eq(p, *v))
+            .expect("veth belongs to the plan") as u32;
+        let indexes = (VETH_INDEX_BASE + 2 * i, VETH_INDEX_BASE + 2 * i + 1);
+        nl.add_veth(&v.a.dev, &v.b.dev, peer_ns, v.mtu, Some(indexes))
             .with_context(|| {
                 format!("link {}:{} <-> {}:{}", v.a.node, v.a.dev, v.b.node, v.b.dev)
             })?;

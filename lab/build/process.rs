@@ -50,6 +50,22 @@ pub fn start(node: &str, netns: &str, p: &ProcessPlan, log_dir: &Path) -> Result
         // Own process group: a terminal's Ctrl-C reaches the runner only, which then
         // stops helpers in order.
         .process_group(0);
+    // Dies with the runner: a runner killed between this spawn and recording the pid in
+    // the state file would otherwise leave the helper running, and holding the netns.
+    // (PR_SET_PDEATHSIG follows the spawning thread: labs are built and dropped on one.)
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe and allocate nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
     let child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             anyhow!(

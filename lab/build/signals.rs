@@ -1,4 +1,4 @@
-//! SIGINT/SIGTERM set a flag the runner polls, so it can tear the lab down normally.
+//! SIGINT/SIGTERM/SIGHUP set a flag the runner polls, so it can tear the lab down normally.
 //! A second signal while the flag is already set kills the process the default way;
 //! `faultlab clean` then sweeps what the state file lists.
 
@@ -17,7 +17,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Installs the SIGINT and SIGTERM handlers. Idempotent.
+/// Installs the SIGINT, SIGTERM and SIGHUP (terminal gone) handlers. Idempotent.
 pub fn install() -> anyhow::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
@@ -25,7 +25,7 @@ pub fn install() -> anyhow::Result<()> {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only touches an AtomicBool and async-signal-safe calls.
         unsafe { sigaction(sig, &action) }
             .map_err(|e| anyhow::anyhow!("install {sig} handler: {e}"))?;
@@ -33,7 +33,7 @@ pub fn install() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// True once SIGINT or SIGTERM has been received.
+/// True once SIGINT, SIGTERM or SIGHUP has been received.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }

@@ -63,16 +63,6 @@ impl StateFile {
         }
         std::fs::create_dir_all(STATE_DIR).with_context(|| format!("create {STATE_DIR}"))?;
         let path = state_path(run_id);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| {
-                format!(
-                    "create state file {} (is run id `{run_id}` in use?)",
-                    path.display()
-                )
-            })?;
         let pid = std::process::id();
         let sf = StateFile {
             path,
@@ -83,8 +73,28 @@ impl StateFile {
                 ..Default::default()
             },
         };
-        sf.write()?;
+        // The file appears complete or not at all: a concurrent sweep never reads a
+        // half-written state. Written aside, then hard-linked into place (which, unlike
+        // rename, fails if the name is taken).
+        let tmp = sf.tmp_path();
+        let text = serde_json::to_vec_pretty(&sf.state)?;
+        std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
+        let linked = std::fs::hard_link(&tmp, &sf.path);
+        let _ = std::fs::remove_file(&tmp);
+        linked.with_context(|| {
+            format!(
+                "create state file {} (is run id `{run_id}` in use?)",
+                sf.path.display()
+            )
+        })?;
         Ok(sf)
+    }
+
+    /// `<run_id>.json.<pid>.tmp`: the writer's pid in the name lets a sweep remove the
+    /// temp files of dead writers.
+    fn tmp_path(&self) -> PathBuf {
+        self.path
+            .with_extension(format!("json.{}.tmp", std::process::id()))
     }
 
     pub fn path(&self) -> &Path {
@@ -102,7 +112,7 @@ impl StateFile {
     }
 
     fn write(&self) -> Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = self.tmp_path();
         let text = serde_json::to_vec_pretty(&self.state)?;
         std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path)
@@ -177,16 +187,51 @@ pub fn terminate(pid: u32, start: Option<u64>, grace: Duration) -> Result<()> {
     }
 }
 
-/// Removes a tracefs instance; a missing one is not an error.
+/// Removes a tracefs instance; a missing one is not an error. Goes through the same
+/// tracefs view the drop tracer uses (the mounted one, or a detached mount when
+/// tracefs is not mounted), so instances made through a detached mount are found.
 pub fn remove_tracefs_instance(name: &str) -> Result<bool> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         bail!("invalid tracefs instance name {name:?}");
     }
     let dir = Path::new(TRACEFS_INSTANCES).join(name);
-    match std::fs::remove_dir(&dir) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(anyhow!(e).context(format!("rmdir {}", dir.display()))),
+    if dir.is_dir() {
+        return match std::fs::remove_dir(&dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(anyhow!(e).context(format!("rmdir {}", dir.display()))),
+        };
+    }
+    match crate::evidence::tracefs::remove_instance(name) {
+        Ok(removed) => Ok(removed),
+        // Without tracefs in the kernel no instance can exist.
+        Err(_) if !kernel_has_tracefs() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn kernel_has_tracefs() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some("tracefs")))
+        .unwrap_or(true)
+}
+
+/// Deletes a leftover namespace, including one whose runner died between creating
+/// `/run/netns/NAME` and bind-mounting the namespace on it (a plain file then).
+fn delete_netns_leftover(name: &str) -> Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    let path = crate::netns::path_of(name)?;
+    match umount2(&path, MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (never bound); ENOENT: already gone.
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(anyhow!(e).context(format!("unmount {} (netns `{name}`)", path.display())))
+        }
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow!(e).context(format!("remove {} (netns `{name}`)", path.display()))),
     }
 }
 
@@ -218,7 +263,7 @@ pub fn clean(state: &RunState) -> (Vec<String>, Vec<anyhow::Error>) {
             continue;
         }
         if crate::netns::exists(ns) {
-            match crate::netns::delete(ns) {
+            match delete_netns_leftover(ns) {
                 Ok(()) => done.push(format!("{id}: deleted netns {ns}")),
                 Err(e) => errors.push(e.context(format!("{id}: delete netns"))),
             }
@@ -240,7 +285,64 @@ pub fn clean(state: &RunState) -> (Vec<String>, Vec<anyhow::Error>) {
     (done, errors)
 }
 
-fn read_states() -> Result<Vec<(PathBuf, Result<RunState>)>> {
+/// Exclusive right to change host-global sysctls, held by a [`crate::build::Lab`] from
+/// saving the originals until they are restored (and by a sweep restoring a dead run's).
+/// Without it two concurrent runs would save each other's values as "original". It is
+/// an `flock`, so the kernel releases it when its holder dies, however it dies.
+#[derive(Debug)]
+pub struct HostLock {
+    _file: std::fs::File,
+}
+
+pub const HOST_LOCK_FILE: &str = "host-sysctls.lock";
+
+impl HostLock {
+    /// The lock if nobody holds it, None if someone does.
+    pub fn try_acquire() -> Result<Option<HostLock>> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(STATE_DIR).with_context(|| format!("create {STATE_DIR}"))?;
+        let path = Path::new(STATE_DIR).join(HOST_LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        // SAFETY: flock(2) on a file descriptor we own.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(Some(HostLock { _file: file }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(anyhow!(e).context(format!("flock {}", path.display())))
+        }
+    }
+
+    /// Waits up to `timeout` for the lock (None on timeout or when `stop` says so).
+    pub fn acquire(timeout: Duration, stop: &dyn Fn() -> bool) -> Result<Option<HostLock>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = Self::try_acquire()? {
+                return Ok(Some(l));
+            }
+            if Instant::now() >= deadline || stop() {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A state file, or the temp file of a writer (`<run_id>.json.<pid>.tmp`).
+enum Entry {
+    State(PathBuf, Result<RunState>),
+    Temp(PathBuf, Option<u32>),
+}
+
+fn read_states() -> Result<Vec<Entry>> {
     let rd = match std::fs::read_dir(STATE_DIR) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -249,31 +351,94 @@ fn read_states() -> Result<Vec<(PathBuf, Result<RunState>)>> {
     let mut out = Vec::new();
     for entry in rd {
         let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(rest) = name.strip_suffix(".tmp") {
+            let pid = rest.rsplit('.').next().and_then(|p| p.parse().ok());
+            out.push(Entry::Temp(path, pid));
+            continue;
+        }
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let parsed = std::fs::read(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| serde_json::from_slice::<RunState>(&b).map_err(anyhow::Error::from))
-            .with_context(|| format!("parse state file {}", path.display()));
-        out.push((path, parsed));
+        out.push(Entry::State(path.clone(), parse_state(&path)));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| {
+        let p = |e: &Entry| match e {
+            Entry::State(p, _) | Entry::Temp(p, _) => p.clone(),
+        };
+        p(a).cmp(&p(b))
+    });
     Ok(out)
+}
+
+fn parse_state(path: &Path) -> Result<RunState> {
+    std::fs::read(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| serde_json::from_slice::<RunState>(&b).map_err(anyhow::Error::from))
+        .with_context(|| format!("parse state file {}", path.display()))
 }
 
 /// Cleans every run whose runner is dead. Returns a report line per action.
 pub fn sweep_dead() -> Result<Vec<String>> {
-    sweep_all(false)
+    sweep(false, false)
 }
 
 /// `faultlab clean`: cleans dead runs, and with `force` live ones too (the caller's
 /// own run excepted).
 pub fn sweep_all(force: bool) -> Result<Vec<String>> {
+    sweep(force, false)
+}
+
+/// The sweep a run does right after taking the [`HostLock`], before it saves the
+/// host's sysctls: a run that died holding the lock has left its values in place, and
+/// they must be put back first or they would be saved as the originals.
+pub fn sweep_dead_holding(_lock: &HostLock) -> Result<Vec<String>> {
+    // A runner killed while holding the lock releases it (exit_files) a moment before
+    // it shows as a zombie: give such runners a moment to be seen dead.
+    let me = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let dying = read_states()?.into_iter().any(|e| match e {
+            Entry::State(_, Ok(st)) => {
+                st.runner_pid != me
+                    && !st.host_sysctls.is_empty()
+                    && is_alive(st.runner_pid, st.runner_start)
+            }
+            _ => false,
+        });
+        if !dying {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sweep(false, true)
+}
+
+/// How long a sweep waits for a live run to finish with the host sysctls before it
+/// restores a dead run's (it then leaves them for a later sweep).
+const HOST_LOCK_WAIT: Duration = Duration::from_secs(15);
+
+fn sweep(force: bool, holding_host_lock: bool) -> Result<Vec<String>> {
     let me = std::process::id();
     let mut report = Vec::new();
     let mut errors = Vec::new();
-    for (path, st) in read_states()? {
+    for entry in read_states()? {
+        let (path, st) = match entry {
+            Entry::Temp(path, pid) => {
+                // A writer killed between writing and renaming; a live one's is left alone.
+                if pid.is_some_and(|p| p != me && !is_alive(p, None)) {
+                    if std::fs::remove_file(&path).is_ok() {
+                        report.push(format!("removed {}", path.display()));
+                    }
+                }
+                continue;
+            }
+            Entry::State(path, st) => (path, st),
+        };
         let st = match st {
             Ok(st) => st,
             Err(e) => {
@@ -290,6 +455,29 @@ pub fn sweep_all(force: bool) -> Result<Vec<String>> {
                 errors.push(e.context(format!("{}: stop runner", st.run_id)));
             }
         }
+        let _lock = if st.host_sysctls.is_empty() || holding_host_lock {
+            None
+        } else {
+            match HostLock::acquire(HOST_LOCK_WAIT, &crate::build::signals::interrupted)? {
+                Some(l) => Some(l),
+                None => {
+                    report.push(format!(
+                        "{}: left for a later sweep (another run is changing host sysctls)",
+                        st.run_id
+                    ));
+                    continue;
+                }
+            }
+        };
+        // Someone else may have swept it while we waited for the lock.
+        let st = match parse_state(&path) {
+            Ok(st) => st,
+            Err(_) if !path.exists() => continue,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         let (done, errs) = clean(&st);
         report.extend(done);
         if errs.is_empty() {

@@ -126,10 +126,13 @@ impl Netlink {
             .collect())
     }
 
-    /// Names of the links that are up but not yet running (no carrier, or a
-    /// bridge whose ports are not forwarding yet).
+    /// Names of the links that are up but not yet running (no carrier yet).
+    /// Bridges are left out: a port forwards as soon as its own carrier event
+    /// is processed, but the bridge's own carrier event is not "urgent" for
+    /// linkwatch (its iflink is itself) and may lag up to a second
+    /// (net/core/link_watch.c, linkwatch_urgent_event).
     pub fn links_not_running(&self) -> Result<Vec<String>> {
-        use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+        use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo};
         let msgs: Vec<_> = self
             .run(self.handle.link().get().execute().try_collect())
             .with_context(|| format!("list links in netns `{}`", self.netns))?;
@@ -138,6 +141,12 @@ impl Netlink {
             .filter(|m| {
                 m.header.flags.contains(LinkFlags::Up)
                     && !m.header.flags.contains(LinkFlags::Running)
+            })
+            .filter(|m| {
+                !m.attributes.iter().any(|a| {
+                    matches!(a, LinkAttribute::LinkInfo(infos)
+                        if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
+                })
             })
             .filter_map(|m| {
                 m.attributes.iter().find_map(|a| match a {
@@ -190,12 +199,14 @@ impl Netlink {
 
     /// Creates veth `name` here with its peer `peer` created directly inside the
     /// namespace `peer_netns` (IFLA_NET_NS_FD on the peer; nothing is moved afterwards).
+    /// `indexes` fixes both ends' ifindex: see `Lab`'s veth numbering.
     pub fn add_veth(
         &self,
         name: &str,
         peer: &str,
         peer_netns: &str,
         mtu: Option<u32>,
+        indexes: Option<(u32, u32)>,
     ) -> Result<()> {
         let peer_ns = super::open(peer_netns)?;
         let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
@@ -204,17 +215,25 @@ impl Netlink {
         if let Some(m) = mtu {
             peer_msg = peer_msg.mtu(m);
         }
+        let mut peer_built = peer_msg.build();
+        if let Some((_, peer_index)) = indexes {
+            peer_built.header.index = peer_index;
+        }
         let mut b =
             LinkVeth::new(name, peer).set_info_data(netlink_packet_route::link::InfoData::Veth(
-                netlink_packet_route::link::InfoVeth::Peer(peer_msg.build()),
+                netlink_packet_route::link::InfoVeth::Peer(peer_built),
             ));
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
+        let mut msg = b.build();
+        if let Some((index, _)) = indexes {
+            msg.header.index = index;
+        }
         let res = self.add_link(
             &format!("veth `{name}` with peer `{peer}` in netns `{peer_netns}`"),
             "CONFIG_VETH",
-            b.build(),
+            msg,
         );
         drop(peer_ns);
         res

@@ -12,6 +12,7 @@ fn check(expr: &str, ok: bool, detail: &str) -> Check {
 
 fn cell(name: &str, outcome: Outcome, duration_ms: u64) -> CellResult {
     CellResult {
+        phases_ms: Default::default(),
         name: name.into(),
         about: String::new(),
         outcome,

@@ -52,6 +52,7 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 captures: vec![],
                 repetitions: vec![],
                 duration_ms: 0,
+                phases_ms: Default::default(),
             }
         } else {
             let _ = std::fs::create_dir_all(&artifacts);
@@ -62,6 +63,7 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 slow: opts.slow,
             };
             let mut outcomes = Vec::new();
+            let mut phases = std::collections::BTreeMap::new();
             let mut worst: Option<cell::RepetitionResult> = None;
             for rep in 0..reps {
                 if crate::build::signals::interrupted() {
@@ -78,6 +80,9 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 }
                 let r = cell::run_once(cell, &env);
                 outcomes.push(r.outcome);
+                for (phase, ms) in &r.phases_ms {
+                    *phases.entry(phase.clone()).or_insert(0) += ms;
+                }
                 if worst.as_ref().is_none_or(|w| r.outcome > w.outcome) {
                     worst = Some(r);
                 }
@@ -103,6 +108,7 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 captures: worst.captures,
                 repetitions: if reps > 1 { outcomes } else { vec![] },
                 duration_ms: t0.elapsed().as_millis() as u64,
+                phases_ms: phases,
             }
         };
         if opts.progress {
