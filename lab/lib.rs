@@ -11,3 +11,4 @@ pub mod runner;
 pub mod scenario;
 pub mod traffic;
 pub mod verdict;
+pub mod vm;

@@ -69,6 +69,16 @@ enum Command {
     },
     /// Remove leftovers of interrupted runs and restore host-global sysctls.
     Clean,
+    /// Run a faultlab command under other kernels in QEMU (e.g. `vm --kernel debian:cloud/trixie -- run scenarios/`).
+    Vm(VmArgs),
+    /// Compare verdicts of two kernels (results dirs or JSON files); `--all DIR` writes DIR/kernels.md.
+    Diff {
+        /// Two results/<kernel>/ directories or two result JSON files.
+        paths: Vec<PathBuf>,
+        /// Cross-kernel matrix of every results/<kernel>/ under this directory.
+        #[arg(long, value_name = "RESULTS")]
+        all: Option<PathBuf>,
+    },
     /// Helper servers run inside lab nodes (used by scenario processes).
     #[command(hide = true)]
     Serve {
@@ -100,6 +110,8 @@ fn main() -> ExitCode {
         Command::Show { files, format } => show(&files, format),
         Command::Plan { file, cell } => plan(&file, cell),
         Command::Clean => clean(),
+        Command::Vm(args) => vm(args),
+        Command::Diff { paths, all } => diff(&paths, all),
         Command::Serve { args } => match faultlab::traffic::serve_main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -181,24 +193,35 @@ fn run(
     if let Err(e) = faultlab::build::signals::install() {
         eprintln!("warning: cannot install the SIGINT/SIGTERM handler: {e:#}");
     }
-    match faultlab::build::state::sweep_dead() {
-        Ok(cleaned) => {
-            for c in cleaned {
-                eprintln!("cleaned leftover of an interrupted run: {c}");
+    // Not root: every cell skips (runner::prereq) and there is nothing we could sweep.
+    if nix::unistd::geteuid().is_root() {
+        match faultlab::build::state::sweep_dead() {
+            Ok(cleaned) => {
+                for c in cleaned {
+                    eprintln!("cleaned leftover of an interrupted run: {c}");
+                }
             }
+            Err(e) => eprintln!("warning: could not sweep leftovers of earlier runs: {e:#}"),
         }
-        Err(e) => eprintln!("warning: could not sweep leftovers of earlier runs: {e:#}"),
     }
     let kernel = runner::kernel::release();
-    let root = results.clone().unwrap_or_else(std::env::temp_dir);
+    let run_id = faultlab::build::new_run_id();
+    // Without results, pcaps go to a directory of this run only (concurrent runs must
+    // not write the same files), removed at the end.
+    let scratch = results
+        .is_none()
+        .then(|| std::env::temp_dir().join(format!("faultlab-{run_id}-artifacts")));
     let opts = RunOptions {
         cell,
         repeat,
-        artifacts: runner::results::kernel_dir(&root, &kernel).join("artifacts"),
+        artifacts: match (&results, &scratch) {
+            (Some(root), _) => runner::results::kernel_dir(root, &kernel).join("artifacts"),
+            (None, Some(dir)) => dir.clone(),
+            (None, None) => unreachable!("scratch is set without results"),
+        },
         slow,
         progress: true,
     };
-    let run_id = faultlab::build::new_run_id();
     let mut all = Vec::new();
     for s in &scenarios {
         let r = runner::run_scenario(s, &opts, &run_id);
@@ -226,6 +249,11 @@ fn run(
             }
         }
     }
+    if let Some(dir) = scratch.filter(|d| d.exists()) {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("warning: remove {}: {e}", dir.display());
+        }
+    }
     print_results(&all, format);
     if faultlab::build::signals::interrupted() {
         return ExitCode::from(130);
@@ -238,17 +266,19 @@ fn run(
 }
 
 fn print_results(all: &[ScenarioResult], format: Format) {
-    use std::io::IsTerminal;
-    match format {
-        Format::Table => print!("{}", report::table(all, std::io::stdout().is_terminal())),
-        Format::Json => {
-            for r in all {
-                println!("{}", report::json(r).expect("results serialize"));
-            }
-        }
-        Format::Ktap => print!("{}", report::ktap(all)),
-        Format::Junit => print!("{}", report::junit(all)),
-    }
+    use std::io::{IsTerminal, Write};
+    let text = match format {
+        Format::Table => report::table(all, std::io::stdout().is_terminal()),
+        Format::Json => all
+            .iter()
+            .map(|r| report::json(r).expect("results serialize") + "\n")
+            .collect(),
+        Format::Ktap => report::ktap(all),
+        Format::Junit => report::junit(all),
+    };
+    // A closed pipe (`faultlab run | head`) is not worth a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 fn show(files: &[PathBuf], format: Format) -> ExitCode {
@@ -291,6 +321,10 @@ fn plan(file: &str, cell: Option<String>) -> ExitCode {
 }
 
 fn clean() -> ExitCode {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skip: not root: `faultlab clean` deletes namespaces and writes host sysctls");
+        return ExitCode::from(4);
+    }
     match faultlab::build::state::sweep_dead() {
         Ok(cleaned) if cleaned.is_empty() => {
             println!("nothing to clean");
@@ -307,4 +341,161 @@ fn clean() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(clap::Args)]
+struct VmArgs {
+    /// Kernel to boot: debian:PACKAGE[/SUITE] (e.g. debian:cloud/bookworm,
+    /// debian:linux-image-amd64/trixie-backports) or a bzImage/vmlinux path. Repeatable.
+    #[arg(long, required = true)]
+    kernel: Vec<String>,
+    /// lib/modules/VERSION for a --kernel PATH.
+    #[arg(long)]
+    modules: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = VmAccel::Auto)]
+    accel: VmAccel,
+    /// How the host root reaches the guest (auto: virtiofs if available, else 9p).
+    #[arg(long, value_enum, default_value_t = VmShare::Auto)]
+    share: VmShare,
+    /// Seconds from launch until the command must have exited (then exit 124).
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// Seconds from launch until the command must have started (then exit 125).
+    #[arg(long, default_value_t = 180)]
+    boot_timeout: u64,
+    /// Guest CPUs (default: the host's, at most 4).
+    #[arg(long)]
+    smp: Option<u32>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Timing multiplier for an inner `run` (default: 10 under TCG, 1 under KVM).
+    #[arg(long)]
+    slow: Option<f64>,
+    /// Modules to load before the command, comma-separated ("" for none).
+    #[arg(long, value_delimiter = ',', default_values_t = faultlab::vm::run::DEFAULT_PRELOAD.iter().map(|s| s.to_string()))]
+    preload: Vec<String>,
+    /// Download and unpack cache (default: $FAULTLAB_CACHE or /var/cache/faultlab).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Refresh the private package lists even if they are recent.
+    #[arg(long)]
+    refresh: bool,
+    /// Results root for an inner `run` (results/<guest-kernel>/ and vm.json go below it).
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Print the guest's boot console.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Run a program instead of a faultlab command (e.g. `--exec -- uname -r`).
+    #[arg(long, hide = true)]
+    exec: bool,
+    /// The faultlab command to run in the guest, after `--`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VmAccel {
+    Auto,
+    Tcg,
+    Kvm,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VmShare {
+    Auto,
+    Virtiofs,
+    #[value(name = "9p")]
+    NineP,
+}
+
+fn vm(a: VmArgs) -> ExitCode {
+    use faultlab::vm::{AccelChoice, KernelSpec, ShareChoice, VmOptions};
+    let mut kernels = Vec::new();
+    for k in &a.kernel {
+        match KernelSpec::parse(k) {
+            Ok(s) => kernels.push(s),
+            Err(e) => {
+                eprintln!("error: --kernel {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let opts = VmOptions {
+        kernels,
+        modules: a.modules,
+        accel: match a.accel {
+            VmAccel::Auto => AccelChoice::Auto,
+            VmAccel::Tcg => AccelChoice::Tcg,
+            VmAccel::Kvm => AccelChoice::Kvm,
+        },
+        share: match a.share {
+            VmShare::Auto => ShareChoice::Auto,
+            VmShare::Virtiofs => ShareChoice::Virtiofs,
+            VmShare::NineP => ShareChoice::NineP,
+        },
+        timeout: std::time::Duration::from_secs(a.timeout),
+        boot_timeout: std::time::Duration::from_secs(a.boot_timeout),
+        smp: a.smp.unwrap_or(cpus.min(4)),
+        memory_mb: a.memory,
+        cache: a.cache.unwrap_or_else(faultlab::vm::run::default_cache),
+        refresh: a.refresh,
+        results: a.results,
+        slow: a.slow,
+        preload: a.preload.into_iter().filter(|m| !m.is_empty()).collect(),
+        exec: a.exec,
+        verbose: a.verbose,
+        args: a.args,
+    };
+    if let Err(e) = faultlab::vm::run::validate(&opts) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    ExitCode::from(faultlab::vm::run(&opts) as u8)
+}
+
+fn diff(paths: &[PathBuf], all: Option<PathBuf>) -> ExitCode {
+    use faultlab::vm::diff;
+    if let Some(root) = all {
+        if !paths.is_empty() {
+            eprintln!("error: give either --all RESULTS or two result paths, not both");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        let kernels = match diff::load_all(&root) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let (md, changed) = diff::matrix_markdown(&kernels);
+        let out = root.join("kernels.md");
+        if let Err(e) = std::fs::write(&out, &md) {
+            eprintln!("error: writing {}: {e}", out.display());
+            return ExitCode::FAILURE;
+        }
+        print!("{md}");
+        eprintln!("wrote {}", out.display());
+        return ExitCode::from(changed as u8);
+    }
+    let [a, b] = paths else {
+        eprintln!(
+            "error: diff takes two results/<kernel>/ directories or JSON files (or --all RESULTS)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let (a, b) = match (diff::Side::load(a), diff::Side::load(b)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cmp = diff::compare(&a, &b);
+    print!("{}", diff::table(&a, &b, &cmp));
+    ExitCode::from(!cmp.changes.is_empty() as u8)
 }

@@ -11,6 +11,11 @@ have ip || need+=(iproute2)
 have tcpdump || need+=(tcpdump)
 have cc || need+=(gcc libc6-dev)
 have pkg-config || need+=(pkg-config)
+# faultlab vm (kernel matrix): QEMU, a static busybox for the guest initramfs, depmod,
+# module decompressors, and the headers `cargo install virtiofsd` builds against.
+{ have qemu-system-x86_64 && have busybox && have depmod && have xz && have zstd; } ||
+  need+=(qemu-system-x86 busybox-static kmod xz-utils zstd)
+{ [ -e /usr/include/cap-ng.h ] && [ -e /usr/include/seccomp.h ]; } || need+=(libcap-ng-dev libseccomp-dev)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -32,4 +37,11 @@ if ! have cargo; then
   else
     apt-get install -y -qq --no-install-recommends cargo rustc >/dev/null
   fi
+fi
+
+# The Rust virtiofsd shares the host root with cloud kernels (which have no 9p).
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! have virtiofsd && [ ! -x /usr/libexec/virtiofsd ]; then
+  echo "install-deps: cargo install virtiofsd (for faultlab vm)" >&2
+  cargo install --quiet --locked virtiofsd
 fi

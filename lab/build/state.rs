@@ -212,7 +212,10 @@ pub fn remove_tracefs_instance(name: &str) -> Result<bool> {
 
 fn kernel_has_tracefs() -> bool {
     std::fs::read_to_string("/proc/filesystems")
-        .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some("tracefs")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().last() == Some("tracefs"))
+        })
         .unwrap_or(true)
 }
 
@@ -322,16 +325,49 @@ impl HostLock {
     }
 
     /// Waits up to `timeout` for the lock (None on timeout or when `stop` says so).
+    /// The wait is a blocking flock(2) on a helper thread, so the kernel hands the lock
+    /// over as soon as it is released: polling would starve behind a run that releases
+    /// and re-takes it cell after cell.
     pub fn acquire(timeout: Duration, stop: &dyn Fn() -> bool) -> Result<Option<HostLock>> {
+        if let Some(l) = Self::try_acquire()? {
+            return Ok(Some(l));
+        }
+        let path = Path::new(STATE_DIR).join(HOST_LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock(2) on a file descriptor this thread owns.
+            let r = loop {
+                let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+                if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break r;
+                }
+            };
+            let msg = if r == 0 {
+                Ok(HostLock { _file: file })
+            } else {
+                Err(std::io::Error::last_os_error())
+            };
+            // Nobody waits any more: dropping the message releases the lock.
+            let _ = tx.send(msg);
+        });
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(l) = Self::try_acquire()? {
-                return Ok(Some(l));
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(l)) => return Ok(Some(l)),
+                Ok(Err(e)) => return Err(anyhow!(e).context(format!("flock {}", path.display()))),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(e) => return Err(anyhow!(e).context("host-sysctl lock waiter")),
             }
             if Instant::now() >= deadline || stop() {
                 return Ok(None);
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -15,6 +15,9 @@ pub struct CellPlan {
     pub lab: LabPlan,
     pub traffic: Vec<crate::traffic::TrafficSpec>,
     pub captures: Vec<crate::evidence::CaptureSpec>,
+    /// Kernel log lines counted while the traffic runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kmsg: Vec<crate::evidence::KmsgSpec>,
     /// Trace drop reasons while the traffic runs.
     pub drops: bool,
     pub trigger: Option<String>,

@@ -20,6 +20,9 @@ pub const HOST_GLOBAL_SYSCTLS: &[&str] = &[
     "net.netfilter.nf_conntrack_buckets",
     "net.netfilter.nf_log_all_netns",
     "net.nf_conntrack_max",
+    // net_ratelimit() (net_warn_ratelimited: "nf_conntrack: table full ...") interval/burst.
+    "net.core.message_cost",
+    "net.core.message_burst",
 ];
 
 struct Ctx<'a> {
@@ -662,6 +665,7 @@ fn expand_cell(
 
     let traffic = expand_traffic(cx, file, cell, &cf, &lab)?;
     let captures = expand_captures(cx, file, &lab)?;
+    let kmsg = expand_kmsg(cx, file, &lab)?;
 
     let expect = expressions(cx, &cell.expect, &format!("{cf}.expect"))?;
     if expect.is_empty() && cell.expect_by_kernel.is_empty() {
@@ -716,6 +720,7 @@ fn expand_cell(
         lab,
         traffic,
         captures,
+        kmsg,
         drops: file.evidence.drops.unwrap_or(true),
         trigger,
         expect,
@@ -796,6 +801,21 @@ fn expand_traffic(
             }
             span = over.span();
             where_ = format!("{cf}.traffic.{name}");
+        }
+        // `skip = true` (in the step or a cell's override) leaves the step out of this cell.
+        if let Some(skip) = table.remove("skip") {
+            match skip.as_bool() {
+                Some(true) => continue,
+                Some(false) => {}
+                None => {
+                    return cx.fail(
+                        span,
+                        &format!("{where_}.skip"),
+                        format!("skip = {skip} is not a boolean"),
+                        "write skip = true (leave the step out) or skip = false",
+                    )
+                }
+            }
         }
         let spec: crate::traffic::TrafficSpec =
             toml::Value::Table(table)
@@ -881,6 +901,52 @@ fn expand_captures(
                 &format!("{field}.name"),
                 format!("two captures are named `{}`", spec.name),
                 "give each capture a distinct name",
+            );
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+fn expand_kmsg(cx: &Ctx, file: &ScenarioFile, lab: &LabPlan) -> R<Vec<crate::evidence::KmsgSpec>> {
+    let mut out: Vec<crate::evidence::KmsgSpec> = Vec::new();
+    for (i, k) in file.kmsg.iter().enumerate() {
+        let field = format!("kmsg[{i}]");
+        let spec: crate::evidence::KmsgSpec = toml::Value::Table(k.get_ref().clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                cx.err(
+                    k.span(),
+                    &field,
+                    (
+                        e.message().to_string(),
+                        "a kmsg counter has name, contains and an optional node".into(),
+                    ),
+                )
+            })?;
+        spec.validate().map_err(|m| {
+            cx.err(
+                k.span(),
+                &field,
+                (m, "fix the field as the message says".into()),
+            )
+        })?;
+        if let Some(node) = &spec.node {
+            if lab.node(node).is_none() {
+                return cx.fail(
+                    k.span(),
+                    &format!("{field}.node"),
+                    format!("undefined node `{node}`"),
+                    "name a node defined under [nodes], or leave `node` out to count every namespace",
+                );
+            }
+        }
+        if out.iter().any(|o| o.name == spec.name) {
+            return cx.fail(
+                k.span(),
+                &format!("{field}.name"),
+                format!("two kmsg counters are named `{}`", spec.name),
+                "give each kmsg counter a distinct name",
             );
         }
         out.push(spec);

@@ -4,7 +4,9 @@
 mod cell;
 mod expand;
 mod model;
+mod script;
 
 pub use cell::*;
 pub use expand::expand_cells;
 pub use model::*;
+pub use script::*;

@@ -50,7 +50,14 @@ fn testcase(out: &mut String, scenario: &str, c: &CellResult) {
         secs(c.duration_ms)
     );
     match c.outcome {
-        Outcome::Pass => out.push_str(&format!("{open}/>\n")),
+        // A pass with a note (e.g. no drop evidence) keeps it as output.
+        Outcome::Pass => match c.reason.as_deref().filter(|r| !r.is_empty()) {
+            Some(note) => out.push_str(&format!(
+                "{open}>\n      <system-out>{}</system-out>\n    </testcase>\n",
+                esc(note)
+            )),
+            None => out.push_str(&format!("{open}/>\n")),
+        },
         Outcome::Skip => out.push_str(&format!(
             "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>\n",
             esc(&evidence(c))

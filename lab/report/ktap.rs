@@ -8,6 +8,21 @@ fn clean(s: &str) -> String {
     one_line(s).replace('#', "_")
 }
 
+/// Diagnostic data after `# ` that must not be read as a directive it is not
+/// (a failure whose reason happens to start with "skip" is still a failure).
+fn diagnostic(s: &str) -> String {
+    let text = clean(s);
+    let first = text.split_whitespace().next().unwrap_or("");
+    if ["SKIP", "TODO", "XFAIL", "TIMEOUT", "ERROR"]
+        .iter()
+        .any(|d| first.eq_ignore_ascii_case(d) || first.to_ascii_uppercase().starts_with(d))
+    {
+        format!("- {text}")
+    } else {
+        text
+    }
+}
+
 pub fn ktap(results: &[ScenarioResult]) -> String {
     let mut out = format!("KTAP version 1\n1..{}\n", results.len());
     for (i, r) in results.iter().enumerate() {
@@ -20,6 +35,10 @@ pub fn ktap(results: &[ScenarioResult]) -> String {
             let n = j + 1;
             let name = clean(&c.name);
             let reason = c.reason.as_deref().map(clean).unwrap_or_default();
+            if c.outcome == Outcome::Pass && !reason.is_empty() {
+                // A pass with a note (e.g. no drop evidence): a diagnostic line.
+                out.push_str(&format!("  # note: {}\n", one_line(&reason)));
+            }
             if matches!(c.outcome, Outcome::Fail | Outcome::Inconclusive) {
                 for check in failed_checks(c) {
                     out.push_str(&format!(
@@ -39,7 +58,10 @@ pub fn ktap(results: &[ScenarioResult]) -> String {
             let line = match c.outcome {
                 Outcome::Pass => format!("ok {n} {name}"),
                 Outcome::Skip => format!("ok {n} {name} # SKIP {reason}"),
-                Outcome::Fail => format!("not ok {n} {name} # {reason}"),
+                Outcome::Fail => format!(
+                    "not ok {n} {name} # {}",
+                    c.reason.as_deref().map(diagnostic).unwrap_or_default()
+                ),
                 Outcome::Inconclusive => format!("not ok {n} {name} # inconclusive: {reason}"),
             };
             out.push_str("  ");
@@ -86,5 +108,33 @@ mod tests {
         let out = ktap(&r);
         assert!(out.contains("  ok 1 call-iptables-on # SKIP not root _ really\n"));
         assert!(out.contains("\nok 1 bridge-forward-drop # SKIP all cells skipped\n"));
+    }
+
+    #[test]
+    fn a_failure_reason_is_never_read_as_a_directive() {
+        let mut r = results();
+        r.truncate(1);
+        r[0].cells.truncate(1);
+        let c = &mut r[0].cells[0];
+        c.outcome = Outcome::Fail;
+        c.checks.clear();
+        c.reason = Some("skipped packets: 3".into());
+        let out = ktap(&r);
+        assert!(out.contains("  not ok 1 call-iptables-on # - skipped packets: 3\n"), "{out}");
+    }
+
+    #[test]
+    fn a_pass_with_a_note_gets_a_diagnostic_line() {
+        let mut r = results();
+        r.truncate(1);
+        r[0].cells.truncate(1);
+        let c = &mut r[0].cells[0];
+        c.outcome = Outcome::Pass;
+        c.reason = Some("no drop evidence (tracefs disabled)".into());
+        let out = ktap(&r);
+        assert!(
+            out.contains("  # note: no drop evidence (tracefs disabled)\n  ok 1 call-iptables-on\n"),
+            "{out}"
+        );
     }
 }

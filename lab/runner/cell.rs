@@ -16,6 +16,7 @@ pub struct RepetitionResult {
     pub observations: Observations,
     pub drops: Vec<DropStat>,
     pub captures: Vec<String>,
+    pub phases_ms: BTreeMap<String, u64>,
 }
 
 impl RepetitionResult {
@@ -28,7 +29,21 @@ impl RepetitionResult {
             observations: Observations::new(),
             drops: vec![],
             captures: vec![],
+            phases_ms: BTreeMap::new(),
         }
+    }
+}
+
+/// Accumulates wall time per phase of a repetition.
+#[derive(Default)]
+struct Phases(BTreeMap<String, u64>);
+
+impl Phases {
+    fn time<T>(&mut self, phase: &str, f: impl FnOnce() -> T) -> T {
+        let t0 = std::time::Instant::now();
+        let out = f();
+        *self.0.entry(phase.to_string()).or_insert(0) += t0.elapsed().as_millis() as u64;
+        out
     }
 }
 
@@ -42,23 +57,33 @@ pub struct CellEnv<'a> {
 
 pub fn run_once(cell: &CellPlan, env: &CellEnv) -> RepetitionResult {
     let (trigger, expect) = super::kernel::expectations_for(cell, env.kernel);
-    match drive(cell, env) {
-        Ok(run) => judge(run, trigger.as_deref(), &expect),
+    let mut phases = Phases::default();
+    let mut result = match drive(cell, env, &mut phases) {
+        Ok(run) => match run.drops_unavailable.clone() {
+            None => judge(run, trigger.as_deref(), &expect),
+            Some(why) => judge_without_drops(run, trigger.as_deref(), &expect, &why),
+        },
         Err(e) => RepetitionResult::error(Outcome::Fail, format!("{e:#}")),
-    }
+    };
+    result.phases_ms = phases.0;
+    result
 }
 
 struct Driven {
     observations: Observations,
     drops: Vec<DropStat>,
     captures: Vec<String>,
+    /// Why there is no drop-reason evidence although the cell asked for it.
+    drops_unavailable: Option<String>,
 }
 
-fn drive(cell: &CellPlan, env: &CellEnv) -> anyhow::Result<Driven> {
+fn drive(cell: &CellPlan, env: &CellEnv, phases: &mut Phases) -> anyhow::Result<Driven> {
     let plan = cell.lab.for_run(env.run_id);
-    let lab = Lab::build(&plan).context("building the lab")?;
-    let result = observe_traffic(cell, &plan, &lab, env);
-    let errors = lab.teardown();
+    let lab = phases
+        .time("build", || Lab::build(&plan))
+        .context("building the lab")?;
+    let result = observe_traffic(cell, &plan, &lab, env, phases);
+    let errors = phases.time("teardown", || lab.teardown());
     let driven = result?;
     if let Some(e) = errors.into_iter().next() {
         return Err(e.context("tearing the lab down"));
@@ -71,47 +96,16 @@ fn observe_traffic(
     plan: &crate::plan::LabPlan,
     lab: &Lab,
     env: &CellEnv,
+    phases: &mut Phases,
 ) -> anyhow::Result<Driven> {
     let netns: BTreeMap<String, String> = plan
         .nodes
         .iter()
         .map(|n| (n.name.clone(), n.netns.clone()))
         .collect();
-    let kinds_of = |node: &crate::plan::NodePlan| {
-        let mut kinds: Vec<_> = node.rulesets.iter().map(|r| r.kind).collect();
-        kinds.sort();
-        kinds.dedup();
-        kinds
-    };
-    let mut before = BTreeMap::new();
-    for node in &plan.nodes {
-        let counters = crate::observe::snapshot_node(&node.netns, &kinds_of(node))
-            .with_context(|| format!("reading counters of node `{}`", node.name))?;
-        before.insert(node.name.clone(), counters);
-    }
+    let before = phases.time("observe", || snapshot_all(plan))?;
 
-    let mut captures = Vec::new();
-    let mut capture_files = Vec::new();
-    for spec in &cell.captures {
-        let file = format!("{}-{}.pcap", cell.name, spec.name);
-        let path = env.artifacts.join(&file);
-        let ns = &netns[&spec.node];
-        captures.push(
-            Capture::start(ns, spec, &path)
-                .with_context(|| format!("starting capture `{}`", spec.name))?,
-        );
-        capture_files.push(path.display().to_string());
-    }
-    let drop_trace = if cell.drops {
-        let instance = format!("{}-drops", env.run_id);
-        lab.register_tracefs_instance(&instance)?;
-        Some(
-            DropTrace::start(&instance, &device_owners(plan))
-                .context("starting the drop-reason trace")?,
-        )
-    } else {
-        None
-    };
+    let evidence = phases.time("evidence", || start_evidence(cell, plan, lab, env, &netns))?;
 
     let mut observations = Observations::new();
     let interrupted = || crate::build::signals::interrupted();
@@ -121,48 +115,34 @@ fn observe_traffic(
         interrupted: &interrupted,
         slow: env.slow,
     };
-    let mut traffic_error = None;
-    for spec in &cell.traffic {
-        if crate::build::signals::interrupted() {
-            traffic_error = Some(anyhow::anyhow!("interrupted"));
-            break;
-        }
-        match crate::traffic::run(spec, &ctx) {
-            Ok(metrics) => {
-                let prefix = spec.name();
-                observations.extend(
-                    metrics
-                        .into_iter()
-                        .map(|(k, v)| (format!("{prefix}.{k}"), v)),
-                );
+    let traffic_result = phases.time("traffic", || {
+        for spec in &cell.traffic {
+            if crate::build::signals::interrupted() {
+                anyhow::bail!("interrupted");
             }
-            Err(e) => {
-                traffic_error = Some(e.context(format!("traffic step `{}`", spec.name())));
-                break;
-            }
+            let metrics = crate::traffic::run(spec, &ctx)
+                .with_context(|| format!("traffic step `{}`", spec.name()))?;
+            let prefix = spec.name();
+            observations.extend(
+                metrics
+                    .into_iter()
+                    .map(|(k, v)| (format!("{prefix}.{k}"), v)),
+            );
         }
-    }
+        Ok(())
+    });
 
-    let drops = match drop_trace {
-        Some(t) => t.stop().context("stopping the drop-reason trace")?,
-        None => Vec::new(),
-    };
-    for (spec, cap) in cell.captures.iter().zip(captures) {
-        let summary = cap
-            .stop()
-            .with_context(|| format!("stopping capture `{}`", spec.name))?;
-        observations.extend(summary.observations(&spec.name));
-    }
-    if let Some(e) = traffic_error {
-        return Err(e);
-    }
+    let mut drops_unavailable = evidence.drops_unavailable.clone();
+    let (drops, capture_files) = phases.time("evidence", || {
+        stop_evidence(cell, evidence, &mut observations, &mut drops_unavailable)
+    })?;
+    traffic_result?;
+    let after = phases.time("observe", || snapshot_all(plan))?;
     for node in &plan.nodes {
-        let after = crate::observe::snapshot_node(&node.netns, &kinds_of(node))
-            .with_context(|| format!("reading counters of node `{}`", node.name))?;
         observations.extend(crate::observe::observations_delta(
             &node.name,
             &before[&node.name],
-            &after,
+            &after[&node.name],
         ));
     }
     observations.extend(crate::evidence::drops_observations(&drops));
@@ -170,7 +150,150 @@ fn observe_traffic(
         observations,
         drops,
         captures: capture_files,
+        drops_unavailable,
     })
+}
+
+struct Evidence {
+    captures: Vec<(Capture, String)>,
+    drop_trace: Option<DropTrace>,
+    /// Why the drop trace is not running although the cell asked for it.
+    drops_unavailable: Option<String>,
+    kmsg: Option<crate::evidence::KmsgWatch>,
+}
+
+fn start_evidence(
+    cell: &CellPlan,
+    plan: &crate::plan::LabPlan,
+    lab: &Lab,
+    env: &CellEnv,
+    netns: &BTreeMap<String, String>,
+) -> anyhow::Result<Evidence> {
+    let mut captures = Vec::new();
+    for spec in &cell.captures {
+        let path = env
+            .artifacts
+            .join(format!("{}-{}.pcap", cell.name, spec.name));
+        let cap = Capture::start(&netns[&spec.node], spec, &path)
+            .with_context(|| format!("starting capture `{}`", spec.name))?;
+        captures.push((cap, path.display().to_string()));
+    }
+    let kmsg = if cell.kmsg.is_empty() {
+        None
+    } else {
+        let mut specs = Vec::new();
+        for k in &cell.kmsg {
+            let inode = match &k.node {
+                Some(node) => Some(
+                    crate::evidence::kmsg::netns_inode(&netns[node])
+                        .with_context(|| format!("kmsg `{}`: netns of node `{node}`", k.name))?,
+                ),
+                None => None,
+            };
+            specs.push((k.name.clone(), k.contains.clone(), inode));
+        }
+        Some(crate::evidence::KmsgWatch::start(specs).context("reading the kernel log")?)
+    };
+    let mut drops_unavailable = None;
+    let drop_trace = if cell.drops {
+        let instance = format!("{}-drops", env.run_id);
+        match start_drop_trace(lab, &instance, plan)? {
+            Ok(t) => Some(t),
+            Err(why) => {
+                drops_unavailable = Some(why);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Evidence {
+        captures,
+        drop_trace,
+        drops_unavailable,
+        kmsg,
+    })
+}
+
+/// Stops captures, the drop trace and the kernel-log reader; adds their counters to `observations`.
+fn stop_evidence(
+    cell: &CellPlan,
+    evidence: Evidence,
+    observations: &mut Observations,
+    drops_unavailable: &mut Option<String>,
+) -> anyhow::Result<(Vec<DropStat>, Vec<String>)> {
+    let drops = match evidence.drop_trace.map(|t| t.stop()) {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            *drops_unavailable = Some(format!("reading the drop-reason trace: {e:#}"));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    if let Some(k) = evidence.kmsg {
+        observations.extend(k.stop());
+    }
+    let mut files = Vec::new();
+    for (spec, (cap, file)) in cell.captures.iter().zip(evidence.captures) {
+        let summary = cap
+            .stop()
+            .with_context(|| format!("stopping capture `{}`", spec.name))?;
+        observations.extend(summary.observations(&spec.name));
+        files.push(file);
+    }
+    Ok((drops, files))
+}
+
+/// Counters of every node, read in parallel (one thread per namespace).
+fn snapshot_all(
+    plan: &crate::plan::LabPlan,
+) -> anyhow::Result<BTreeMap<String, crate::observe::NodeCounters>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = plan
+            .nodes
+            .iter()
+            .map(|node| {
+                s.spawn(move || {
+                    let mut kinds: Vec<_> = node.rulesets.iter().map(|r| r.kind).collect();
+                    kinds.sort();
+                    kinds.dedup();
+                    crate::observe::snapshot_node(&node.netns, &kinds)
+                        .with_context(|| format!("reading counters of node `{}`", node.name))
+                        .map(|c| (node.name.clone(), c))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("snapshot thread panicked"))
+            .collect()
+    })
+}
+
+/// Set (to anything) to run as if tracefs were unavailable: the drop tracer is not
+/// started and cells are judged without drop evidence. For tests of that degradation.
+pub const NO_TRACEFS_ENV: &str = "FAULTLAB_NO_TRACEFS";
+
+/// Starts the drop tracer, or says why it cannot run (no tracefs: no drop evidence,
+/// which is not a failure of the cell).
+fn start_drop_trace(
+    lab: &Lab,
+    instance: &str,
+    plan: &crate::plan::LabPlan,
+) -> anyhow::Result<Result<DropTrace, String>> {
+    if std::env::var_os(NO_TRACEFS_ENV).is_some() {
+        return Ok(Err(format!("tracefs disabled by {NO_TRACEFS_ENV}")));
+    }
+    // Recorded first, so the instance is removed even if this run dies.
+    lab.register_tracefs_instance(instance)?;
+    match DropTrace::start(instance, &device_owners(plan)) {
+        Ok(t) => Ok(Ok(t)),
+        Err(e) => {
+            let _ = crate::build::state::remove_tracefs_instance(instance);
+            lab.unregister_tracefs_instance(instance)?;
+            Ok(Err(format!("{e:#}")))
+        }
+    }
 }
 
 /// Device name → node, for devices whose name is unique in the lab (drop attribution).
@@ -207,5 +330,45 @@ fn judge(run: Driven, trigger: Option<&str>, expect: &[String]) -> RepetitionRes
         observations: run.observations,
         drops: run.drops,
         captures: run.captures,
+        phases_ms: BTreeMap::new(),
     }
+}
+
+/// True when the expression reads drop-reason observations (`drops.…`).
+fn reads_drops(e: &crate::judge::Expectation) -> bool {
+    e.names()
+        .iter()
+        .any(|n| n == "drops" || n.starts_with("drops.") || n.starts_with("drops*"))
+}
+
+/// Judging when the drop tracer could not run (no tracefs): expectations on `drops.*`
+/// are not evaluated and the verdict rests on the others, with a note saying so. A
+/// trigger on drops, or a cell whose every expectation is on drops, cannot be judged
+/// here: a skip, with the reason.
+fn judge_without_drops(
+    run: Driven,
+    trigger: Option<&str>,
+    expect: &[String],
+    why: &str,
+) -> RepetitionResult {
+    use crate::judge::Expectation;
+    let on_drops = |e: &str| reads_drops(&Expectation::parse(e).expect("validated at load"));
+    let (skipped, kept): (Vec<String>, Vec<String>) =
+        expect.iter().cloned().partition(|e| on_drops(e));
+    let mut note = format!("no drop evidence ({why})");
+    if !skipped.is_empty() {
+        note.push_str(&format!("; not evaluated: {}", skipped.join(", ")));
+    }
+    if trigger.is_some_and(on_drops) || (kept.is_empty() && !skipped.is_empty()) {
+        let mut r = RepetitionResult::error(Outcome::Skip, note);
+        r.observations = run.observations;
+        r.captures = run.captures;
+        return r;
+    }
+    let mut r = judge(run, trigger, &kept);
+    r.reason = Some(match r.reason.take() {
+        Some(reason) => format!("{reason}; {note}"),
+        None => note,
+    });
+    r
 }

@@ -78,7 +78,22 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                         reps
                     );
                 }
-                let r = cell::run_once(cell, &env);
+                // A bug in one cell fails that cell (its lab torn down by unwinding),
+                // not the run.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    cell::run_once(cell, &env)
+                }))
+                .unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    cell::RepetitionResult::error(
+                        Outcome::Fail,
+                        format!("faultlab bug: panicked: {msg}"),
+                    )
+                });
                 outcomes.push(r.outcome);
                 for (phase, ms) in &r.phases_ms {
                     *phases.entry(phase.clone()).or_insert(0) += ms;

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 pub type SpannedStr = Spanned<String>;
-/// `{ "net.ipv4.ip_forward" = 1 }`: values are integers or strings.
-pub type SysctlMap = BTreeMap<SpannedStr, Spanned<toml::Value>>;
+/// `{ "net.ipv4.ip_forward" = 1 }`: values are integers or strings. Kept in file
+/// order, which is the order they are written (some writes have side effects:
+/// changing `conf.all.forwarding` resets `accept_redirects`).
+pub type SysctlMap = indexmap::IndexMap<SpannedStr, Spanned<toml::Value>>;
 /// `{ nft = "...", iptables = ["...", "..."] }`: one text or several, loaded in order.
 pub type RulesetMap = BTreeMap<SpannedStr, RulesetText>;
 
@@ -64,6 +66,9 @@ pub struct ScenarioFile {
     /// Packet captures, with named counters over what they saw.
     #[serde(default)]
     pub captures: Vec<Spanned<toml::Table>>,
+    /// Kernel log lines to count while the traffic runs (`kmsg.<name>`).
+    #[serde(default)]
+    pub kmsg: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     pub evidence: EvidenceSpec,
     pub cells: Vec<CellSpec>,

@@ -133,3 +133,25 @@ fn errors_render_with_location_and_fix() {
     );
     assert!(text.contains("\n  fix: "));
 }
+
+#[test]
+fn skip_leaves_a_step_out_of_a_cell() {
+    let text = MINI.replace(
+        "to = \"192.0.2.2\"\n",
+        "to = \"192.0.2.2\"\nskip = true\n",
+    ) + "[[cells]]\nname = \"two\"\ntraffic.ping = { skip = false }\nexpect = [\"ping.sent > 0\"]\n";
+    let s = parse("t.toml", &text).unwrap();
+    assert!(s.cells[0].traffic.is_empty());
+    assert_eq!(s.cells[1].traffic.len(), 1);
+    let e = err(&MINI.replace("to = \"192.0.2.2\"\n", "to = \"192.0.2.2\"\nskip = 1\n"));
+    assert!(e.message.contains("not a boolean"), "{e}");
+}
+
+#[test]
+fn kmsg_counters_are_checked() {
+    let ok = format!("{MINI}[[kmsg]]\nname = \"full\"\ncontains = \"table full\"\nnode = \"a\"\n");
+    let s = parse("t.toml", &ok).unwrap();
+    assert_eq!(s.cells[0].kmsg[0].name, "full");
+    let e = err(&ok.replace("node = \"a\"", "node = \"zz\""));
+    assert!(e.message.contains("undefined node `zz`"), "{e}");
+}

@@ -517,7 +517,7 @@ impl Matcher {
                 let t = packet::parse_tcp(l3)?;
                 (t.dport == self.port
                     && t.flags & (packet::TCP_SYN | packet::TCP_ACK) == packet::TCP_SYN)
-                    .then(|| (t.seq ^ self.base) as usize)
+                    .then_some((t.seq ^ self.base) as usize)
             }
             RaceProto::IcmpEcho => match l4_of(l3)? {
                 (PROTO_ICMP, m) if m.first() == Some(&8) => tag(m.get(8..)?),

@@ -12,7 +12,8 @@ pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const LISTS_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 
 fn mirror() -> String {
-    std::env::var("FAULTLAB_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
+    std::env::var("FAULTLAB_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".into())
 }
 
 fn security_mirror() -> String {
@@ -24,9 +25,7 @@ fn security_mirror() -> String {
 /// backports, sid and experimental stand alone (apt-get download does not resolve
 /// dependencies, and a lone backports list makes its version the candidate).
 pub fn sources_list(suite: &str, mirror: &str, security: &str) -> String {
-    let line = |uri: &str, s: &str| {
-        format!("deb [signed-by={KEYRING}] {uri} {s} main\n")
-    };
+    let line = |uri: &str, s: &str| format!("deb [signed-by={KEYRING}] {uri} {s} main\n");
     let standalone = suite.ends_with("-backports")
         || suite.ends_with("-updates")
         || suite.ends_with("-proposed-updates")
@@ -107,7 +106,8 @@ impl PrivateApt {
         )?;
         let status = dir.join("state/status");
         if !status.exists() {
-            std::fs::write(&status, "").with_context(|| format!("creating {}", status.display()))?;
+            std::fs::write(&status, "")
+                .with_context(|| format!("creating {}", status.display()))?;
         }
         Ok(PrivateApt {
             dir,
@@ -125,7 +125,9 @@ impl PrivateApt {
 
     fn lists_age(&self) -> Option<Duration> {
         let stamp = std::fs::metadata(self.dir.join("lists/.faultlab-updated")).ok()?;
-        SystemTime::now().duration_since(stamp.modified().ok()?).ok()
+        SystemTime::now()
+            .duration_since(stamp.modified().ok()?)
+            .ok()
     }
 
     /// `apt-get update` when the lists are missing, stale or `force`d. With lists
@@ -135,7 +137,11 @@ impl PrivateApt {
         if !force && age.is_some_and(|a| a < LISTS_MAX_AGE) {
             return Ok(());
         }
-        eprintln!("vm: updating the package lists of {} (private apt in {})", self.suite, self.dir.display());
+        eprintln!(
+            "vm: updating the package lists of {} (private apt in {})",
+            self.suite,
+            self.dir.display()
+        );
         let out = self
             .command("apt-get")
             .args(["-q", "update"])
@@ -144,7 +150,9 @@ impl PrivateApt {
         let stderr = String::from_utf8_lossy(&out.stderr);
         // apt-get update exits 0 even when some index failed: look for W:/E: about fetching.
         let failed = !out.status.success()
-            || stderr.lines().any(|l| l.starts_with("E:") || l.contains("Failed to fetch"));
+            || stderr
+                .lines()
+                .any(|l| l.starts_with("E:") || l.contains("Failed to fetch"));
         if failed {
             let msg = format!(
                 "apt-get update for suite `{}` failed (is the Debian archive reachable? \
@@ -286,11 +294,17 @@ pub fn parse_depends(field: &str) -> Vec<String> {
 }
 
 /// Dependencies that are part of the kernel itself: the image, and from 7.x the
-/// separate binary and modules packages. linux-base, kmod and initramfs tools are not.
+/// separate binary, modules and per-version base (modules.builtin, config)
+/// packages. The generic linux-base, kmod and initramfs tools are not.
 pub fn is_kernel_part(package: &str) -> bool {
-    ["linux-image-", "linux-binary-", "linux-modules-"]
-        .iter()
-        .any(|p| package.starts_with(p))
+    [
+        "linux-image-",
+        "linux-binary-",
+        "linux-modules-",
+        "linux-base-",
+    ]
+    .iter()
+    .any(|p| package.starts_with(p))
 }
 
 #[cfg(test)]
@@ -311,7 +325,9 @@ mod tests {
             "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main\n"
         );
         assert!(sources_list("sid", m, s).ends_with(" sid main\n"));
-        assert!(sources_list("bookworm-security", m, s).contains("debian-security bookworm-security"));
+        assert!(
+            sources_list("bookworm-security", m, s).contains("debian-security bookworm-security")
+        );
     }
 
     #[test]
@@ -324,8 +340,14 @@ mod tests {
                 "{line} escapes the private directory"
             );
         }
-        assert!(conf.contains("Dir::Etc::Parts"), "host apt.conf.d must not be read");
-        assert!(conf.contains("Dir::State::status"), "installed packages must not matter");
+        assert!(
+            conf.contains("Dir::Etc::Parts"),
+            "host apt.conf.d must not be read"
+        );
+        assert!(
+            conf.contains("Dir::State::status"),
+            "installed packages must not matter"
+        );
     }
 
     #[test]
@@ -352,6 +374,7 @@ mod tests {
         );
         assert!(is_kernel_part("linux-binary-7.2.0-1-cloud-amd64"));
         assert!(!is_kernel_part("linux-base"));
+        assert!(is_kernel_part("linux-base-7.3.4+deb13-cloud-amd64"));
         assert!(!is_kernel_part("initramfs-tools"));
     }
 }

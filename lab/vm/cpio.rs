@@ -33,7 +33,14 @@ impl Cpio {
         self.entry(name, S_IFCHR | (mode & 0o7777), 1, (major, minor), b"")
     }
 
-    fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> &mut Cpio {
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> &mut Cpio {
         self.ino += 1;
         let name = name.trim_start_matches('/');
         let fields = [
@@ -107,7 +114,9 @@ mod tests {
             return;
         };
         let mut c = Cpio::new();
-        c.dir("bin").file("bin/busybox", 0o755, &[1, 2, 3]).symlink("bin/sh", "busybox");
+        c.dir("bin")
+            .file("bin/busybox", 0o755, &[1, 2, 3])
+            .symlink("bin/sh", "busybox");
         c.char_dev("dev/console", 0o600, 5, 1);
         use std::io::Write;
         child.stdin.take().unwrap().write_all(&c.finish()).unwrap();

@@ -76,10 +76,7 @@ fn debian_kernel(package: &str, suite: &str, cache: &Path, refresh: bool) -> Res
     let apt = PrivateApt::new(cache, suite)?;
     apt.update(refresh)?;
     let parts = resolve(&apt, package)?;
-    let root = &parts[0];
-    let tree = cache
-        .join("kernels")
-        .join(format!("{}_{}", root.package, root.version.replace(':', "%3a")));
+    let tree = cache.join("kernels").join(tree_name(&parts));
     if !tree.join(".complete").exists() {
         let tmp = tree.with_extension("partial");
         let _ = std::fs::remove_dir_all(&tmp);
@@ -97,7 +94,11 @@ fn debian_kernel(package: &str, suite: &str, cache: &Path, refresh: bool) -> Res
     let (image, release) = find_image(&tree).with_context(|| {
         format!(
             "{package} ({}) brings no kernel image: name a linux-image-* package",
-            parts.iter().map(|c| c.package.as_str()).collect::<Vec<_>>().join(", ")
+            parts
+                .iter()
+                .map(|c| c.package.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })?;
     let modules = ["lib/modules", "usr/lib/modules"]
@@ -139,9 +140,40 @@ fn resolve(apt: &PrivateApt, package: &str) -> Result<Vec<Control>> {
     Ok(out)
 }
 
-/// `boot/vmlinuz-RELEASE` in an unpacked package tree.
+/// `<package>_<version>-<hash of every unpacked package=version>`: a change in
+/// what the package resolves to is a new tree.
+fn tree_name(parts: &[Control]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut names: Vec<String> = parts
+        .iter()
+        .map(|c| format!("{}={}", c.package, c.version))
+        .collect();
+    names.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    names.hash(&mut h);
+    format!(
+        "{}_{}-{:08x}",
+        parts[0].package,
+        parts[0].version.replace(':', "%3a"),
+        h.finish() as u32
+    )
+}
+
+/// `boot/vmlinuz-RELEASE` (to 6.x), or `usr/lib/modules/RELEASE/vmlinuz` (7.x),
+/// in an unpacked package tree.
 fn find_image(tree: &Path) -> Result<(PathBuf, String)> {
     let mut found = Vec::new();
+    for dir in ["lib/modules", "usr/lib/modules"] {
+        let Ok(rd) = std::fs::read_dir(tree.join(dir)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let image = e.path().join("vmlinuz");
+            if image.is_file() {
+                found.push((image, e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+    }
     for dir in ["boot", "usr/lib/linux"] {
         let Ok(rd) = std::fs::read_dir(tree.join(dir)) else {
             continue;
@@ -155,7 +187,10 @@ fn find_image(tree: &Path) -> Result<(PathBuf, String)> {
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => bail!("no boot/vmlinuz-* in {}", tree.display()),
+        0 => bail!(
+            "no boot/vmlinuz-* nor lib/modules/*/vmlinuz in {}",
+            tree.display()
+        ),
         _ => bail!("several kernel images in {}", tree.display()),
     }
 }

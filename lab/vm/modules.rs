@@ -110,7 +110,9 @@ kernel/fs/overlayfs/overlay.ko.xz:
     #[test]
     fn load_order_puts_dependencies_first_once() {
         let idx = ModuleIndex::parse(DEP, "kernel/fs/9p/9p.ko\n");
-        let order = idx.load_order(&["virtio_pci", "virtiofs", "overlay"]).unwrap();
+        let order = idx
+            .load_order(&["virtio_pci", "virtiofs", "overlay"])
+            .unwrap();
         assert_eq!(
             order,
             [
@@ -137,7 +139,13 @@ kernel/fs/overlayfs/overlay.ko.xz:
 
     #[test]
     fn names_ignore_compression_and_dashes() {
-        assert_eq!(module_name("kernel/net/bridge/br_netfilter.ko.zst"), "br_netfilter");
-        assert_eq!(module_name("kernel/drivers/char/hw_random/virtio-rng.ko"), "virtio_rng");
+        assert_eq!(
+            module_name("kernel/net/bridge/br_netfilter.ko.zst"),
+            "br_netfilter"
+        );
+        assert_eq!(
+            module_name("kernel/drivers/char/hw_random/virtio-rng.ko"),
+            "virtio_rng"
+        );
     }
 }

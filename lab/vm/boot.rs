@@ -1,0 +1,227 @@
+//! Launch QEMU and follow the serial console: markers give the boot time, the
+//! command's status and infrastructure failures; the deadlines are enforced here.
+
+use super::marker::{self, Marker};
+use anyhow::{Context, Result};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Exit status for a command that ran out of time (as timeout(1)).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit status for a failure of the VM machinery itself, never the command's.
+pub const EXIT_INFRA: i32 = 125;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GuestOutcome {
+    /// The command ran and exited with this status.
+    Exited(i32),
+    /// The command was still running at the deadline.
+    TimedOut,
+    /// The guest never got to (or through) the command: what went wrong.
+    Infra(String),
+}
+
+impl GuestOutcome {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            GuestOutcome::Exited(c) => *c,
+            GuestOutcome::TimedOut => EXIT_TIMEOUT,
+            GuestOutcome::Infra(_) => EXIT_INFRA,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BootReport {
+    pub outcome: GuestOutcome,
+    /// `uname -r` as the guest reported it.
+    pub release: Option<String>,
+    /// Launch to the command starting.
+    pub boot: Option<Duration>,
+    /// Command start to its exit marker.
+    pub run: Option<Duration>,
+    pub total: Duration,
+    /// Last console lines before the command started (for failure reports).
+    pub console_tail: Vec<String>,
+}
+
+pub struct Limits {
+    /// Launch → command start; exceeding it is an infrastructure failure.
+    pub boot: Duration,
+    /// Launch → command exit; exceeding it is a timeout (124).
+    pub total: Duration,
+}
+
+/// Where console output goes: the command's lines, and boot lines when verbose.
+pub struct Echo {
+    pub command: bool,
+    pub boot: bool,
+}
+
+enum Event {
+    Line(String),
+    Eof,
+}
+
+const TAIL: usize = 60;
+
+pub fn boot(mut cmd: Command, nonce: &str, limits: &Limits, echo: &Echo) -> Result<BootReport> {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(Event::Line(marker::clean_line(&buf))).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Event::Eof);
+    });
+    let mut stderr = child.stderr.take().context("qemu stderr")?;
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+
+    let mut report = BootReport {
+        outcome: GuestOutcome::Infra("the guest stopped without reporting a status".into()),
+        release: None,
+        boot: None,
+        run: None,
+        total: Duration::ZERO,
+        console_tail: Vec::new(),
+    };
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut started_cmd: Option<Instant> = None;
+    let mut finished = false;
+    let stdout = std::io::stdout();
+    loop {
+        let now = Instant::now();
+        let deadline = if started_cmd.is_some() {
+            started + limits.total
+        } else {
+            started + limits.boot.min(limits.total)
+        };
+        if finished {
+            // The guest powers off right after its exit marker.
+            if wait_exit(&mut child, Duration::from_secs(20)).is_none() {
+                kill(&mut child);
+            }
+            break;
+        }
+        if now >= deadline {
+            kill(&mut child);
+            report.outcome = if started_cmd.is_some() {
+                GuestOutcome::TimedOut
+            } else {
+                GuestOutcome::Infra(format!(
+                    "the guest did not start the command within {} s of launch{}",
+                    limits.boot.min(limits.total).as_secs(),
+                    if report.release.is_some() {
+                        ""
+                    } else {
+                        " (the kernel printed no init marker)"
+                    }
+                ))
+            };
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) | Ok(Event::Eof) => {
+                match wait_exit(&mut child, Duration::from_secs(5)) {
+                    Some(status) => {
+                        report.outcome = GuestOutcome::Infra(format!(
+                            "QEMU exited ({status}) before the guest reported {}",
+                            if started_cmd.is_some() {
+                                "the command's status"
+                            } else {
+                                "the command starting"
+                            }
+                        ))
+                    }
+                    None => kill(&mut child),
+                }
+                break;
+            }
+            Ok(Event::Line(line)) => match marker::parse(&line, nonce) {
+                Some(Marker::Booted(r)) => report.release = Some(r),
+                Some(Marker::Start) => {
+                    let t = Instant::now();
+                    report.boot = Some(t - started);
+                    started_cmd = Some(t);
+                }
+                Some(Marker::Exit(code)) => {
+                    report.run = started_cmd.map(|s| s.elapsed());
+                    report.outcome = GuestOutcome::Exited(code);
+                    finished = true;
+                }
+                Some(Marker::Infra(what)) => {
+                    report.outcome = GuestOutcome::Infra(format!("guest setup failed: {what}"));
+                    finished = true;
+                }
+                None if started_cmd.is_some() => {
+                    if echo.command {
+                        let _ = writeln!(stdout.lock(), "{line}");
+                    }
+                }
+                None => {
+                    if echo.boot {
+                        eprintln!("{line}");
+                    }
+                    tail.push_back(line);
+                    if tail.len() > TAIL {
+                        tail.pop_front();
+                    }
+                }
+            },
+        }
+    }
+    let _ = reader.join();
+    let qemu_err = err_reader.join().unwrap_or_default();
+    report.total = started.elapsed();
+    report.console_tail = tail.into_iter().collect();
+    if let GuestOutcome::Infra(msg) = &mut report.outcome {
+        let qemu_err = qemu_err.trim();
+        if !qemu_err.is_empty() {
+            msg.push_str(&format!("; qemu: {qemu_err}"));
+        }
+    }
+    Ok(report)
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,615 @@
+//! `faultlab vm`: obtain each kernel, build its initramfs, pick the accelerator,
+//! boot it once and run the command inside; report boot and run times.
+
+use super::boot::{self, BootReport, Echo, GuestOutcome, Limits, EXIT_INFRA, EXIT_TIMEOUT};
+use super::guest::{GuestPlan, Share};
+use super::kernel::{self, Kernel};
+use super::modules::ModuleIndex;
+use super::qemu::{self, Accel, QemuConfig, ShareSource};
+use super::record::{self, VmRecord};
+use super::spec::KernelSpec;
+use super::{initramfs, virtiofsd};
+use anyhow::{bail, Context, Result};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    Auto,
+    Tcg,
+    Kvm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareChoice {
+    Auto,
+    Virtiofs,
+    NineP,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    pub kernels: Vec<KernelSpec>,
+    pub modules: Option<PathBuf>,
+    pub accel: AccelChoice,
+    pub share: ShareChoice,
+    /// Launch → command exit.
+    pub timeout: Duration,
+    /// Launch → command start.
+    pub boot_timeout: Duration,
+    pub smp: u32,
+    pub memory_mb: u32,
+    pub cache: PathBuf,
+    pub refresh: bool,
+    /// Results root for an inner `run` without its own --results.
+    pub results: PathBuf,
+    /// Timing multiplier for an inner `run` (default: 10 under TCG, 1 under KVM).
+    pub slow: Option<f64>,
+    /// Modules loaded before the command (autoloading covers the rest).
+    pub preload: Vec<String>,
+    /// `args` is a program and its arguments, not a faultlab command.
+    pub exec: bool,
+    pub verbose: bool,
+    pub args: Vec<String>,
+}
+
+/// Modules a catalogue run expects present; the host has them built in, and
+/// nothing autoloads br_netfilter or conntrack's sysctls.
+pub const DEFAULT_PRELOAD: &[&str] = &["br_netfilter", "nf_conntrack"];
+
+pub fn default_cache() -> PathBuf {
+    std::env::var_os("FAULTLAB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/faultlab"))
+}
+
+fn qemu_bin() -> String {
+    std::env::var("FAULTLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
+}
+
+/// Usage errors, found before anything is downloaded or booted.
+pub fn validate(opts: &VmOptions) -> Result<()> {
+    if opts.kernels.is_empty() {
+        bail!("no --kernel given (e.g. --kernel debian:cloud/bookworm)");
+    }
+    if opts.args.is_empty() {
+        if opts.exec {
+            bail!("--exec needs a program after `--`, e.g. `-- uname -r`");
+        }
+        bail!("nothing to run in the guest: add a faultlab command after `--`, e.g. `-- run scenarios/bridge-netfilter.toml`");
+    }
+    if opts.modules.is_some()
+        && opts
+            .kernels
+            .iter()
+            .all(|k| !matches!(k, KernelSpec::File(_)))
+    {
+        bail!("--modules goes with --kernel PATH; Debian packages bring their own modules");
+    }
+    Ok(())
+}
+
+/// Run the command under every kernel in turn; the exit code is the worst:
+/// infrastructure (125) over timeout (124) over the command's own status.
+pub fn run(opts: &VmOptions) -> i32 {
+    let mut worst = 0;
+    for spec in &opts.kernels {
+        let code = match run_one(opts, spec) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vm: {}: {e:#}", spec.label());
+                EXIT_INFRA
+            }
+        };
+        worst = combine(worst, code);
+    }
+    worst
+}
+
+pub fn combine(a: i32, b: i32) -> i32 {
+    let rank = |c: i32| match c {
+        EXIT_INFRA => (3, c),
+        EXIT_TIMEOUT => (2, c),
+        0 => (0, c),
+        _ => (1, c),
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn run_one(opts: &VmOptions, spec: &KernelSpec) -> Result<i32> {
+    std::fs::create_dir_all(&opts.cache).with_context(|| {
+        format!(
+            "creating the cache {} (set --cache or FAULTLAB_CACHE)",
+            opts.cache.display()
+        )
+    })?;
+    let kernel = kernel::obtain(spec, opts.modules.as_deref(), &opts.cache, opts.refresh)?;
+    let index = kernel.index()?;
+    let share = choose_share(opts.share, &index, kernel.modules.is_some())?;
+    let accel = choose_accel(opts, &kernel, &index, share)?;
+    let slow = opts
+        .slow
+        .unwrap_or(if accel == Accel::Tcg { 10.0 } else { 1.0 });
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let (argv, writable) = if opts.exec {
+        if opts.args.is_empty() {
+            bail!("--exec needs a program: faultlab vm --exec --kernel ... -- uname -r");
+        }
+        (opts.args.clone(), None)
+    } else {
+        let exe = std::env::current_exe().context("locating the faultlab binary")?;
+        let (args, results) = inner_args(&opts.args, &opts.results, slow)?;
+        let results = results.map(|r| cwd.join(r));
+        if let Some(r) = &results {
+            std::fs::create_dir_all(r).with_context(|| format!("creating {}", r.display()))?;
+        }
+        let mut argv = vec![exe.display().to_string()];
+        argv.extend(args);
+        (argv, results)
+    };
+    // A vm.json left from an earlier boot is no scenario result: keep it out of
+    // the inner run's summary (it is rewritten below).
+    if let (Some(root), Some(rel)) = (&writable, &kernel.release) {
+        let _ = std::fs::remove_file(record::path(root, rel));
+    }
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    eprintln!(
+        "vm: booting {} ({}) under {}, {} share, {} CPUs, {} MiB",
+        kernel.release.as_deref().unwrap_or("?"),
+        kernel.spec,
+        accel.as_str(),
+        share.as_str(),
+        opts.smp,
+        opts.memory_mb
+    );
+    let report = boot_guest(
+        &kernel,
+        &index,
+        share,
+        accel,
+        &opts.cache,
+        GuestRun {
+            argv: argv.clone(),
+            writable: writable.clone(),
+            preload: opts.preload.clone(),
+            cwd,
+            limits: Limits {
+                boot: opts.boot_timeout,
+                total: opts.timeout,
+            },
+            echo: Echo {
+                command: true,
+                boot: opts.verbose,
+            },
+            smp: opts.smp,
+            memory_mb: opts.memory_mb,
+        },
+    )?;
+    let release = report
+        .release
+        .clone()
+        .or(kernel.release.clone())
+        .unwrap_or_else(|| "unknown".into());
+    let code = report.outcome.exit_code();
+    eprintln!("vm: {}", summary_line(&release, accel, share, &report));
+    if let GuestOutcome::Infra(why) = &report.outcome {
+        eprintln!("vm: infrastructure failure (not a scenario result): {why}");
+        if !opts.verbose && !report.console_tail.is_empty() {
+            eprintln!("vm: last console lines:");
+            for l in &report.console_tail {
+                eprintln!("  | {l}");
+            }
+        }
+    }
+    if let Some(root) = writable {
+        let rec = VmRecord {
+            kernel_release: release.clone(),
+            kernel: kernel.spec.clone(),
+            packages: kernel.packages.clone(),
+            accel: accel.as_str().into(),
+            share: share.as_str().into(),
+            smp: opts.smp,
+            memory_mb: opts.memory_mb,
+            slow,
+            command: argv.iter().skip(1).cloned().collect(),
+            exit_code: code,
+            outcome: match report.outcome {
+                GuestOutcome::Exited(_) => "exited",
+                GuestOutcome::TimedOut => "timeout",
+                GuestOutcome::Infra(_) => "infra",
+            }
+            .into(),
+            infra_reason: match &report.outcome {
+                GuestOutcome::Infra(w) => Some(w.clone()),
+                _ => None,
+            },
+            boot_ms: report.boot.map(|d| d.as_millis() as u64),
+            run_ms: report.run.map(|d| d.as_millis() as u64),
+            total_ms: report.total.as_millis() as u64,
+            started_at,
+            host_kernel: crate::runner::kernel::release(),
+            qemu: qemu_version(),
+        };
+        match record::write(&root, &rec) {
+            Ok(p) => eprintln!("vm: wrote {}", p.display()),
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
+    Ok(code)
+}
+
+pub fn summary_line(release: &str, accel: Accel, share: Share, r: &BootReport) -> String {
+    let secs = |d: Option<Duration>| {
+        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "-".into())
+    };
+    let status = match &r.outcome {
+        GuestOutcome::Exited(c) => format!("exit {c}"),
+        GuestOutcome::TimedOut => format!("timed out (exit {EXIT_TIMEOUT})"),
+        GuestOutcome::Infra(_) => format!("infrastructure failure (exit {EXIT_INFRA})"),
+    };
+    format!(
+        "{release} [{}, {}]: boot {}, run {}, total {:.1} s, {status}",
+        accel.as_str(),
+        share.as_str(),
+        secs(r.boot),
+        secs(r.run),
+        r.total.as_secs_f64()
+    )
+}
+
+/// The inner faultlab arguments: an inner `run` gets `--results` (so results land
+/// in the writable share) and `--slow` unless given. Returns the results directory
+/// the guest writes to, if any.
+pub fn inner_args(
+    args: &[String],
+    results: &Path,
+    slow: f64,
+) -> Result<(Vec<String>, Option<PathBuf>)> {
+    let Some(first) = args.first() else {
+        bail!("nothing to run in the guest: add a faultlab command, e.g. `-- run scenarios/bridge-netfilter.toml`");
+    };
+    let mut out = args.to_vec();
+    if first != "run" {
+        return Ok((out, None));
+    }
+    let value_of = |flag: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            if a == flag {
+                args.get(i + 1).cloned()
+            } else {
+                a.strip_prefix(&format!("{flag}=")).map(str::to_owned)
+            }
+        })
+    };
+    let dir = if args.iter().any(|a| a == "--no-results") {
+        None
+    } else if let Some(r) = value_of("--results") {
+        Some(PathBuf::from(r))
+    } else {
+        out.push("--results".into());
+        out.push(results.display().to_string());
+        Some(results.to_owned())
+    };
+    if value_of("--slow").is_none() && slow != 1.0 {
+        out.push("--slow".into());
+        out.push(format!("{slow}"));
+    }
+    Ok((out, dir))
+}
+
+pub fn choose_share(choice: ShareChoice, index: &ModuleIndex, have_modules: bool) -> Result<Share> {
+    let has_virtiofs = !have_modules || index.has("virtiofs");
+    let has_9p = have_modules && index.has("9p") && index.has("9pnet_virtio");
+    let daemon = virtiofsd::find().is_some();
+    match choice {
+        ShareChoice::Virtiofs => {
+            if !daemon {
+                bail!("no virtiofsd: {}", virtiofsd::INSTALL_HINT);
+            }
+            Ok(Share::Virtiofs)
+        }
+        ShareChoice::NineP => Ok(Share::NineP),
+        ShareChoice::Auto if has_virtiofs && daemon => Ok(Share::Virtiofs),
+        ShareChoice::Auto if has_9p => Ok(Share::NineP),
+        ShareChoice::Auto if has_virtiofs => bail!(
+            "this kernel has no 9p, so it needs virtio-fs, and there is no virtiofsd: {}",
+            virtiofsd::INSTALL_HINT
+        ),
+        ShareChoice::Auto => {
+            bail!("this kernel has neither virtiofs nor 9p: it cannot mount the host root")
+        }
+    }
+}
+
+/// `--accel auto`: KVM if a short probe boot under it works (cached per kernel),
+/// else TCG. Stock kernels abort or hang under this machine's nested KVM.
+fn choose_accel(
+    opts: &VmOptions,
+    kernel: &Kernel,
+    index: &ModuleIndex,
+    share: Share,
+) -> Result<Accel> {
+    let kvm = Path::new("/dev/kvm");
+    match opts.accel {
+        AccelChoice::Tcg => return Ok(Accel::Tcg),
+        AccelChoice::Kvm if !kvm.exists() => {
+            bail!("--accel kvm: /dev/kvm is missing (use --accel tcg)")
+        }
+        AccelChoice::Kvm => return Ok(Accel::Kvm),
+        AccelChoice::Auto if !kvm.exists() => return Ok(Accel::Tcg),
+        AccelChoice::Auto => {}
+    }
+    let key = cache_key(kernel);
+    let cached = opts.cache.join("accel").join(&key);
+    if let Ok(v) = std::fs::read_to_string(&cached) {
+        return Ok(if v.trim() == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        });
+    }
+    eprintln!("vm: probing KVM with a short boot of {}", kernel.spec);
+    let report = boot_guest(
+        kernel,
+        index,
+        share,
+        Accel::Kvm,
+        &opts.cache,
+        GuestRun {
+            argv: vec!["/bin/true".into()],
+            writable: None,
+            preload: Vec::new(),
+            cwd: "/".into(),
+            limits: Limits {
+                boot: Duration::from_secs(15),
+                total: Duration::from_secs(20),
+            },
+            echo: Echo {
+                command: false,
+                boot: opts.verbose,
+            },
+            smp: 1,
+            memory_mb: opts.memory_mb,
+        },
+    )?;
+    let accel = match &report.outcome {
+        GuestOutcome::Exited(0) => Accel::Kvm,
+        other => {
+            let why = match other {
+                GuestOutcome::Infra(w) => w.lines().next().unwrap_or_default().to_owned(),
+                GuestOutcome::TimedOut => "timed out".into(),
+                GuestOutcome::Exited(c) => format!("probe exited {c}"),
+            };
+            eprintln!(
+                "vm: KVM does not boot this kernel here ({why}); using TCG (software emulation)"
+            );
+            Accel::Tcg
+        }
+    };
+    if let Some(dir) = cached.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&cached, accel.as_str());
+    Ok(accel)
+}
+
+/// A file-name-safe key for per-kernel cache entries.
+fn cache_key(kernel: &Kernel) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kernel.image.hash(&mut h);
+    if let Ok(m) = std::fs::metadata(&kernel.image) {
+        m.len().hash(&mut h);
+        m.modified().ok().hash(&mut h);
+    }
+    format!(
+        "{}-{:016x}",
+        kernel.release.as_deref().unwrap_or("own"),
+        h.finish()
+    )
+}
+
+struct GuestRun {
+    argv: Vec<String>,
+    writable: Option<PathBuf>,
+    preload: Vec<String>,
+    cwd: PathBuf,
+    limits: Limits,
+    echo: Echo,
+    smp: u32,
+    memory_mb: u32,
+}
+
+/// One boot: per-run initramfs, share daemons, QEMU; everything removed afterwards.
+fn boot_guest(
+    kernel: &Kernel,
+    index: &ModuleIndex,
+    share: Share,
+    accel: Accel,
+    cache: &Path,
+    run: GuestRun,
+) -> Result<BootReport> {
+    let (base, modules) = initramfs::base(cache, &cache_key(kernel), index, share)?;
+    let nonce = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let dir = RunDir::create(&cache.join("runs").join(&nonce))?;
+    let plan = GuestPlan {
+        nonce: nonce.clone(),
+        share,
+        initramfs_modules: modules,
+        kernel_modules: kernel.modules.clone(),
+        writable: run.writable.clone(),
+        preload: run.preload,
+        cwd: run.cwd,
+        argv: run.argv,
+        tty: run.echo.command && std::io::stdout().is_terminal(),
+    };
+    let initrd = dir.0.join("initrd.cpio");
+    initramfs::for_run(&base, &plan, &initrd)?;
+    let mut daemons = Vec::new();
+    let shares = match share {
+        Share::Virtiofs => {
+            let bin = virtiofsd::find().context(virtiofsd::INSTALL_HINT)?;
+            let root_socket = dir.0.join("root.sock");
+            daemons.push(virtiofsd::Virtiofsd::start(
+                &bin,
+                Path::new("/"),
+                &root_socket,
+                true,
+            )?);
+            let out_socket = match &run.writable {
+                Some(w) => {
+                    let s = dir.0.join("out.sock");
+                    daemons.push(virtiofsd::Virtiofsd::start(&bin, w, &s, false)?);
+                    Some(s)
+                }
+                None => None,
+            };
+            ShareSource::Virtiofs {
+                root_socket,
+                out_socket,
+            }
+        }
+        Share::NineP => ShareSource::NineP {
+            root: "/".into(),
+            out: run.writable.clone(),
+        },
+    };
+    let cfg = QemuConfig {
+        accel,
+        smp: run.smp,
+        memory_mb: run.memory_mb,
+        kernel: kernel.image.clone(),
+        initrd,
+        shares,
+        append: std::env::var("FAULTLAB_VM_APPEND").unwrap_or_default(),
+    };
+    let mut cmd = Command::new(qemu_bin());
+    cmd.args(qemu::args(&cfg));
+    let report = boot::boot(cmd, &nonce, &run.limits, &run.echo);
+    drop(daemons);
+    drop(dir);
+    report
+}
+
+/// `<cache>/runs/<nonce>/`, removed on drop.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create(p: &Path) -> Result<RunDir> {
+        std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(RunDir(p.to_owned()))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn qemu_version() -> String {
+    Command::new(qemu_bin())
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn inner_run_gets_results_and_slow() {
+        let (args, dir) = inner_args(
+            &s(&["run", "scenarios/a.toml"]),
+            Path::new("/w/results"),
+            10.0,
+        )
+        .unwrap();
+        assert_eq!(
+            args,
+            s(&[
+                "run",
+                "scenarios/a.toml",
+                "--results",
+                "/w/results",
+                "--slow",
+                "10"
+            ])
+        );
+        assert_eq!(dir, Some(PathBuf::from("/w/results")));
+    }
+
+    #[test]
+    fn inner_run_keeps_its_own_flags() {
+        let (args, dir) = inner_args(
+            &s(&["run", "--results=out", "--slow", "3"]),
+            Path::new("/w/results"),
+            10.0,
+        )
+        .unwrap();
+        assert_eq!(args, s(&["run", "--results=out", "--slow", "3"]));
+        assert_eq!(dir, Some(PathBuf::from("out")));
+        let (_, dir) = inner_args(&s(&["run", "--no-results"]), Path::new("/r"), 1.0).unwrap();
+        assert_eq!(dir, None);
+    }
+
+    #[test]
+    fn other_commands_pass_through() {
+        let (args, dir) = inner_args(&s(&["list"]), Path::new("/r"), 10.0).unwrap();
+        assert_eq!(args, s(&["list"]));
+        assert_eq!(dir, None);
+        assert!(inner_args(&[], Path::new("/r"), 1.0).is_err());
+    }
+
+    #[test]
+    fn worst_exit_code_wins() {
+        assert_eq!(combine(0, 1), 1);
+        assert_eq!(combine(1, EXIT_TIMEOUT), EXIT_TIMEOUT);
+        assert_eq!(combine(EXIT_INFRA, EXIT_TIMEOUT), EXIT_INFRA);
+        assert_eq!(combine(4, 0), 4);
+    }
+
+    #[test]
+    fn share_choice_follows_the_kernel() {
+        let cloud = ModuleIndex::parse("kernel/fs/fuse/virtiofs.ko:\n", "");
+        let generic =
+            ModuleIndex::parse("kernel/fs/9p/9p.ko:\nkernel/net/9p/9pnet_virtio.ko:\n", "");
+        assert_eq!(
+            choose_share(ShareChoice::Auto, &generic, true).unwrap(),
+            Share::NineP
+        );
+        if virtiofsd::find().is_some() {
+            assert_eq!(
+                choose_share(ShareChoice::Auto, &cloud, true).unwrap(),
+                Share::Virtiofs
+            );
+        } else {
+            assert!(choose_share(ShareChoice::Auto, &cloud, true).is_err());
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `faultlab vm` end to end: boots Debian's 6.1 cloud kernel (bookworm) under QEMU
+//! and checks the console markers carry the command's status back. Needs root,
+//! qemu-system-x86_64, virtiofsd and the Debian archive; skips with a printed
+//! reason when any is missing.
+#![cfg(feature = "lab")]
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const KERNEL: &str = "debian:cloud/bookworm";
+
+fn faultlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_faultlab"))
+        .args(args)
+        .output()
+        .expect("running faultlab")
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn archive_reachable() -> bool {
+    let Ok(mut addrs) = ("deb.debian.org", 80).to_socket_addrs() else {
+        return false;
+    };
+    addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok())
+}
+
+/// Why this machine cannot boot the test kernel, if it cannot.
+fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    if !on_path("qemu-system-x86_64") {
+        return Some(
+            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
+        );
+    }
+    if faultlab::vm::virtiofsd::find().is_none() {
+        return Some(format!(
+            "no virtiofsd: {}",
+            faultlab::vm::virtiofsd::INSTALL_HINT
+        ));
+    }
+    let cached = faultlab::vm::run::default_cache().join("apt/bookworm/lists/.faultlab-updated");
+    if !cached.exists() && !archive_reachable() {
+        return Some("the Debian archive (deb.debian.org) is unreachable".into());
+    }
+    None
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn boots_debian_6_1_and_carries_the_exit_status_back() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP vm test: {why}");
+        return;
+    }
+    // uname -r under the guest kernel, with exit status 0.
+    let o = faultlab(&[
+        "vm", "--kernel", KERNEL, "--accel", "tcg", "--exec", "--", "uname", "-r",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("6.1.") && l.ends_with("-cloud-amd64")),
+        "{}",
+        text(&o)
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("[tcg, virtiofs]: boot "), "{}", text(&o));
+
+    // A failing command's status comes back as is.
+    let o = faultlab(&[
+        "vm", "--kernel", KERNEL, "--accel", "tcg", "--exec", "--", "sh", "-c", "exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+
+    // A command that outlives --timeout is killed: 124.
+    let o = faultlab(&[
+        "vm",
+        "--kernel",
+        KERNEL,
+        "--accel",
+        "tcg",
+        "--timeout",
+        "25",
+        "--exec",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(o.status.code(), Some(124), "{}", text(&o));
+}
+
+#[test]
+fn a_kernel_that_cannot_boot_is_an_infrastructure_failure() {
+    if !on_path("qemu-system-x86_64") {
+        eprintln!("SKIP vm test: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("faultlab-vm-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("bzImage");
+    std::fs::write(&image, vec![0u8; 4096]).unwrap();
+    let o = faultlab(&[
+        "vm",
+        "--kernel",
+        image.to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--share",
+        "9p",
+        "--boot-timeout",
+        "30",
+        "--cache",
+        dir.join("cache").to_str().unwrap(),
+        "--exec",
+        "--",
+        "true",
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("infrastructure failure"),
+        "{}",
+        text(&o)
+    );
+}
