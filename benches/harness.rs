@@ -68,8 +68,9 @@ fn fingerprint(plan: &LabPlan) -> Result<String> {
             .iter()
             .map(|l| {
                 format!(
-                    "{} kind={} master={} mtu={} state={}",
-                    l["ifname"], l["linkinfo"]["info_kind"], l["master"], l["mtu"], l["operstate"]
+                    // Flags, not operstate: operstate follows linkwatch, which may lag.
+                    "{} kind={} master={} mtu={} flags={}",
+                    l["ifname"], l["linkinfo"]["info_kind"], l["master"], l["mtu"], l["flags"]
                 )
             })
             .collect();
@@ -103,6 +104,11 @@ fn fingerprint(plan: &LabPlan) -> Result<String> {
             rules += &String::from_utf8_lossy(&o.stdout)
                 .lines()
                 .filter(|l| !l.starts_with('#'))
+                // Chain policy counters ([packets:bytes]) count traffic, not config.
+                .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
+                    (true, Some(i)) => &l[..i],
+                    _ => l,
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
         }

@@ -1,1 +1,425 @@
-fn main() {}
+//! Writes results/bench/summary.md and results/bench/conntrack.svg from criterion's
+//! estimates (target/criterion) and the JSON the other benches record in
+//! results/bench/. Run after them: `cargo bench --features lab --bench report`
+//! (scripts/bench.sh does it).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// (group, function) -> mean time per iteration in ns, with its 95% interval.
+type Estimates = BTreeMap<(String, String), (f64, f64, f64)>;
+
+fn criterion_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+        .join("criterion")
+}
+
+fn read_json(p: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+}
+
+fn collect(dir: &Path, out: &mut Estimates) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if !p.is_dir() {
+            continue;
+        }
+        if p.file_name().and_then(|n| n.to_str()) == Some("new") {
+            if let (Some(b), Some(est)) = (
+                read_json(&p.join("benchmark.json")),
+                read_json(&p.join("estimates.json")),
+            ) {
+                let group = b["group_id"].as_str().unwrap_or("").to_string();
+                let func = b["function_id"]
+                    .as_str()
+                    .or(b["value_str"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let m = &est["mean"];
+                out.insert(
+                    (group, func),
+                    (
+                        m["point_estimate"].as_f64().unwrap_or(f64::NAN),
+                        m["confidence_interval"]["lower_bound"]
+                            .as_f64()
+                            .unwrap_or(f64::NAN),
+                        m["confidence_interval"]["upper_bound"]
+                            .as_f64()
+                            .unwrap_or(f64::NAN),
+                    ),
+                );
+            }
+        } else {
+            collect(&p, out);
+        }
+    }
+}
+
+/// Civil date (UTC) of a Unix time, Howard Hinnant's algorithm.
+fn utc_date(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let tod = secs % 86400;
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        tod / 3600,
+        (tod / 60) % 60
+    )
+}
+
+fn ms(ns: f64) -> String {
+    format!("{:.1} ms", ns / 1e6)
+}
+
+fn kpps(elements: f64, ns: f64) -> f64 {
+    elements / (ns / 1e9) / 1e3
+}
+
+/// The conntrack plot: throughput against entries/buckets (log scale), two series.
+fn svg(points: &[Value], entries: u64) -> String {
+    let (w, h) = (720.0, 430.0);
+    let (l, r, t, b) = (80.0, 190.0, 60.0, 60.0);
+    let pw = w - l - r;
+    let ph = h - t - b;
+    let ratios: Vec<f64> = points
+        .iter()
+        .map(|p| p["ratio"].as_f64().unwrap_or(1.0))
+        .collect();
+    let hit: Vec<f64> = points
+        .iter()
+        .map(|p| p["hit_pps"].as_f64().unwrap_or(0.0) / 1e3)
+        .collect();
+    let new: Vec<f64> = points
+        .iter()
+        .map(|p| p["new_per_s"].as_f64().unwrap_or(0.0) / 1e3)
+        .collect();
+    let ymax_raw = hit.iter().chain(&new).cloned().fold(0.0, f64::max).max(1.0);
+    let step = [10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]
+        .into_iter()
+        .find(|s| ymax_raw / s <= 8.0)
+        .unwrap_or(2000.0);
+    let ymax = (ymax_raw / step).ceil() * step;
+    let lx = |x: f64| {
+        let (a, bb) = (ratios[0].log2(), ratios[ratios.len() - 1].log2());
+        l + if bb > a { (x.log2() - a) / (bb - a) * pw } else { 0.0 }
+    };
+    let ly = |y: f64| t + ph - y / ymax * ph;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="13">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="26" font-size="16" font-weight="bold" text-anchor="middle">conntrack cost vs average chain length (entries / buckets)</text>"#,
+        l + pw / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="45" text-anchor="middle" fill="#555">{entries} UDP entries in the table, forwarded through one namespace; higher is better</text>"#,
+        l + pw / 2.0
+    );
+    let mut yv = 0.0;
+    while yv <= ymax + 1e-9 {
+        let y = ly(yv);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{l}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{yv:.0}</text>"##,
+            l + pw,
+            l - 8.0,
+            y + 4.0
+        );
+        yv += step;
+    }
+    for &x in &ratios {
+        let px = lx(x);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{px:.1}" y1="{t}" x2="{px:.1}" y2="{:.1}" stroke="#eee"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{x:.0}</text>"##,
+            t + ph,
+            t + ph + 20.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<line x1="{l}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black"/><line x1="{l}" y1="{t}" x2="{l}" y2="{:.1}" stroke="black"/>"#,
+        t + ph,
+        l + pw,
+        t + ph,
+        t + ph
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">entries / nf_conntrack_buckets (log scale)</text>"#,
+        l + pw / 2.0,
+        h - 14.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">thousand packets per second</text>"#,
+        t + ph / 2.0
+    );
+    for (vals, color, label) in [
+        (&hit, "#1f77b4", "packets of existing flows"),
+        (&new, "#d62728", "new connections"),
+    ] {
+        let pts: Vec<String> = ratios
+            .iter()
+            .zip(vals.iter())
+            .map(|(x, y)| format!("{:.1},{:.1}", lx(*x), ly(*y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2.5"/>"#,
+            pts.join(" ")
+        );
+        for (x, y) in ratios.iter().zip(vals.iter()) {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{color}"/><text x="{:.1}" y="{:.1}" fill="{color}" text-anchor="middle" font-size="11">{y:.0}</text>"#,
+                lx(*x),
+                ly(*y),
+                lx(*x),
+                ly(*y) - 9.0
+            );
+        }
+        let _ = label;
+    }
+    let lgx = l + pw + 20.0;
+    for (i, (color, label)) in [
+        ("#1f77b4", "existing flows (pps)"),
+        ("#d62728", "new connections/s"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let y = t + 20.0 + i as f64 * 24.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lgx}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{label}</text>"#,
+            lgx + 24.0,
+            lgx + 30.0,
+            y + 4.0
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
+fn main() {
+    let mut est = Estimates::new();
+    collect(&criterion_dir(), &mut est);
+    let dir = common::results_dir();
+    let harness = read_json(&dir.join("harness.json")).unwrap_or(Value::Null);
+    let fixcost = read_json(&dir.join("fixcost.json")).unwrap_or(Value::Null);
+    let conntrack = read_json(&dir.join("conntrack.json")).unwrap_or(Value::Null);
+    let get = |g: &str, f: &str| est.get(&(g.to_string(), f.to_string())).copied();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mut md = String::new();
+    let _ = writeln!(md, "# faultlab benchmarks\n");
+    let _ = writeln!(
+        md,
+        "- date: {}\n- kernel: {kernel}, {cpus} CPUs (shared with other work: ratios are measured side by side in one run)\n- reproduce (root): `scripts/bench.sh`\n",
+        utc_date(now)
+    );
+
+    let _ = writeln!(md, "## Harness: build + teardown of each template topology\n");
+    let _ = writeln!(
+        md,
+        "Mean time of one build + teardown (criterion, 95% CI in brackets). Same plan for every column \
+         (the benchmark first checks that all four build identical labs: links, masters, addresses, \
+         routes, rulesets). Goal: faultlab >= 10x faster than one process per step, >= 3x faster \
+         than the batched form.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| topology | faultlab | ip per step (processes) | speed-up | ip -batch (processes) | speed-up | kernel limit | faultlab / limit |\n|---|---|---|---|---|---|---|---|"
+    );
+    for topo in ["docker", "openstack-qbr", "calico"] {
+        let g = format!("build/{topo}");
+        let (Some(f), Some(a), Some(b), Some(k)) = (
+            get(&g, "faultlab"),
+            get(&g, "ip-per-step"),
+            get(&g, "ip-batch"),
+            get(&g, "kernel-limit"),
+        ) else {
+            let _ = writeln!(md, "| {topo} | not measured | | | | | | |");
+            continue;
+        };
+        let lim = &harness["limits"][topo];
+        let _ = writeln!(
+            md,
+            "| {topo} | {} [{:.1}-{:.1}] | {} ({}) | **{:.1}x** | {} ({}) | **{:.1}x** | {} | {:.1}x |",
+            ms(f.0),
+            f.1 / 1e6,
+            f.2 / 1e6,
+            ms(a.0),
+            lim["processes_per_step"],
+            a.0 / f.0,
+            ms(b.0),
+            lim["processes_batched"],
+            b.0 / f.0,
+            ms(k.0),
+            f.0 / k.0
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nKernel limit per part (mean microseconds per build + teardown):\n\n| topology | netns create | rtnetlink (requests) | sysctl | nftables batches | netns delete | total |\n|---|---|---|---|---|---|---|"
+    );
+    for topo in ["docker", "openstack-qbr", "calico"] {
+        let p = &harness["limits"][topo]["limit_parts_us"];
+        if p.is_null() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| {topo} | {} | {} ({}) | {} | {} | {} | {} |",
+            p["netns_create"],
+            p["rtnetlink"],
+            p["rtnetlink_requests"],
+            p["sysctl"],
+            p["nftables"],
+            p["netns_delete"],
+            p["total"]
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nMethod for the limit: the plan's operations are replayed in-process on raw netlink \
+         sockets with every request serialised before the clock starts (same rtnetlink builders \
+         as faultlab); only the syscalls that do the work are timed: `send`+`recv` of each \
+         rtnetlink request and its ack (the kernel handles a request synchronously inside \
+         `sendmsg`), `open`+`unshare`+`mount` per namespace, `umount2`+`unlink` to delete it, \
+         `open`+`write` per sysctl, and one `send` per nfnetlink batch that the real \
+         `iptables-nft-restore`/`nft` sends (captured once with `strace -e write=all` in a \
+         scratch namespace and replayed byte for byte; the loader's own cache dumps are not \
+         counted). Thread creation, setns, ifindex lookups, socket opening and waiting for \
+         carrier are not counted. The kernel's asynchronous netns cleanup is outside every \
+         column.\n"
+    );
+
+    let pps_table = |md: &mut String, group: &str, variants: &[&str], base: &str| {
+        let _ = writeln!(
+            md,
+            "| variant | kpps | vs {base} | delivered / sent |\n|---|---|---|---|"
+        );
+        let base_t = get(group, base).map(|e| e.0);
+        for v in variants {
+            let Some(e) = get(group, v) else {
+                let _ = writeln!(md, "| {v} | not measured | | |");
+                continue;
+            };
+            let d = &fixcost[group][v];
+            let frac = d["delivered"].as_f64().unwrap_or(0.0) / d["sent"].as_f64().unwrap_or(1.0);
+            let _ = writeln!(
+                md,
+                "| {v} | {:.0} | {:.2}x | {:.3} |",
+                kpps(16384.0, e.0),
+                base_t.map(|b| b / e.0).unwrap_or(f64::NAN),
+                frac
+            );
+        }
+    };
+    let _ = writeln!(
+        md,
+        "\n## Fix cost 1: NOTRACK vs conntrack in a NAT namespace\n\nUDP, 18-byte payloads \
+         (64-byte frames), 256 flows, tight `sendmmsg` sender; the namespace forwards and \
+         MASQUERADEs, the sink drops in prerouting.\n"
+    );
+    pps_table(
+        &mut md,
+        "nat",
+        &["no-netfilter", "conntrack", "notrack"],
+        "conntrack",
+    );
+    let _ = writeln!(
+        md,
+        "\n## Fix cost 2: bridge-nf-call-iptables 0 vs 1\n\nThe same traffic bridged \
+         (br0 with two veth ports) in a namespace whose FORWARD chain holds Neutron-like \
+         stateful rules (physdev, state RELATED,ESTABLISHED / INVALID, source accept).\n"
+    );
+    pps_table(
+        &mut md,
+        "bridge",
+        &["call-iptables-0", "call-iptables-1"],
+        "call-iptables-1",
+    );
+
+    let _ = writeln!(
+        md,
+        "\n## Fix cost 3 (seed 003): conntrack chain length\n"
+    );
+    let sweep = &conntrack["sweep"];
+    if let Some(points) = sweep["points"].as_array() {
+        let entries = sweep["entries"].as_u64().unwrap_or(0);
+        let _ = std::fs::write(dir.join("conntrack.svg"), svg(points, entries));
+        let _ = writeln!(
+            md,
+            "![conntrack plot](conntrack.svg)\n\n{entries} UDP flows fill the table of a forwarding \
+             namespace (nf_conntrack_max = {} so the garbage collector's near-full eviction \
+             stays off; nf_conntrack_udp_timeout 3600 s); nf_conntrack_buckets = entries / ratio. \
+             \"existing\": the same flows again in random order (each packet is one hash lookup \
+             that walks on average half a chain); \"new\": {} never-seen flows per pass (a lookup \
+             that walks a whole chain, then an insert). Two passes per ratio (ascending, then \
+             descending), mean of the medians.\n",
+            sweep["nf_conntrack_max"],
+            sweep["new_per_pass"]
+        );
+        let _ = writeln!(
+            md,
+            "| entries / buckets | buckets | existing flows kpps | vs ratio 1 | new conn/s (k) | vs ratio 1 | ns per packet added vs ratio 1 (existing) |\n|---|---|---|---|---|---|---|"
+        );
+        let h1 = points[0]["hit_pps"].as_f64().unwrap_or(f64::NAN);
+        let n1 = points[0]["new_per_s"].as_f64().unwrap_or(f64::NAN);
+        for p in points {
+            let h = p["hit_pps"].as_f64().unwrap_or(f64::NAN);
+            let n = p["new_per_s"].as_f64().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.2}x | {:.0} | {:.2}x | {:+.0} |",
+                p["ratio"],
+                p["buckets"],
+                h / 1e3,
+                h / h1,
+                n / 1e3,
+                n / n1,
+                1e9 / h - 1e9 / h1
+            );
+        }
+    } else {
+        let _ = writeln!(md, "not measured");
+    }
+    let _ = std::fs::write(dir.join("summary.md"), &md);
+    print!("{md}");
+}

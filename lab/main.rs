@@ -205,7 +205,17 @@ fn run(
         }
     }
     let kernel = runner::kernel::release();
-    let run_id = faultlab::build::new_run_id();
+    // FAULTLAB_RUN_ID fixes the run id (tests that look for what a run left behind).
+    let run_id = std::env::var("FAULTLAB_RUN_ID")
+        .ok()
+        .filter(|id| {
+            (1..=12).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        .unwrap_or_else(faultlab::build::new_run_id);
+    eprintln!("faultlab run {run_id}");
     // Without results, pcaps go to a directory of this run only (concurrent runs must
     // not write the same files), removed at the end.
     let scratch = results

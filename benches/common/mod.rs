@@ -61,13 +61,25 @@ pub fn run_step(step: &Step) -> Result<()> {
 }
 
 pub fn run_steps(steps: &[Step]) -> Result<()> {
-    steps.iter().try_for_each(run_step)
+    let debug = std::env::var_os("FAULTLAB_BENCH_DEBUG").is_some();
+    for s in steps {
+        let t = std::time::Instant::now();
+        run_step(s)?;
+        if debug {
+            eprintln!("{:>8.2} ms  {}", t.elapsed().as_secs_f64() * 1e3, s.argv.join(" "));
+        }
+    }
+    Ok(())
 }
 
 /// Waits until every up link of every node runs (what `Lab::build` does last).
 pub fn wait_running(plan: &LabPlan) -> Result<()> {
+    let t = std::time::Instant::now();
     for n in &plan.nodes {
         faultlab::netns::with_netlink(&n.netns, faultlab::build::node::wait_running)?;
+    }
+    if std::env::var_os("FAULTLAB_BENCH_DEBUG").is_some() {
+        eprintln!("{:>8.2} ms  wait for carrier", t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(())
 }

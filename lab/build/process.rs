@@ -22,6 +22,8 @@ pub struct LabProcess {
     pub(crate) child: Child,
 }
 
+const SELF_EXE: &str = "/proc/self/exe";
+
 /// argv with a first word of `faultlab` replaced by this executable.
 pub fn resolve_argv(argv: &[String]) -> Result<Vec<String>> {
     let Some(first) = argv.first() else {
@@ -29,10 +31,17 @@ pub fn resolve_argv(argv: &[String]) -> Result<Vec<String>> {
     };
     let mut out = argv.to_vec();
     if first == "faultlab" {
-        out[0] = std::env::current_exe()
-            .context("locate the faultlab executable")?
-            .to_string_lossy()
-            .into_owned();
+        // /proc/self/exe, not current_exe(): a rebuild that replaces the binary while a
+        // run goes on leaves current_exe() naming `... (deleted)`, which cannot be
+        // exec'd; the forked child's /proc/self/exe is still this very image.
+        out[0] = if Path::new(SELF_EXE).exists() {
+            SELF_EXE.to_string()
+        } else {
+            std::env::current_exe()
+                .context("locate the faultlab executable")?
+                .to_string_lossy()
+                .into_owned()
+        };
     }
     Ok(out)
 }
@@ -202,7 +211,7 @@ mod tests {
     #[test]
     fn faultlab_argv_is_this_executable() {
         let a = resolve_argv(&["faultlab".into(), "serve".into()]).unwrap();
-        assert_eq!(a[0], std::env::current_exe().unwrap().to_string_lossy());
+        assert_eq!(a[0], SELF_EXE);
         assert_eq!(a[1], "serve");
         assert_eq!(resolve_argv(&["sleep".into()]).unwrap(), vec!["sleep"]);
         assert!(resolve_argv(&[]).is_err());

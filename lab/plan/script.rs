@@ -114,6 +114,8 @@ fn route_args(r: &RoutePlan) -> Vec<String> {
             if *onlink {
                 a.push("onlink".into());
             }
+            // rtnetlink (faultlab) installs routes as RTPROT_STATIC; ip's default is boot.
+            a.extend(["proto".to_string(), "static".to_string()]);
         }
         RouteKind::Multipath { nexthops } => {
             a.push(dst);
@@ -127,10 +129,17 @@ fn route_args(r: &RoutePlan) -> Vec<String> {
                 }
                 a.extend(["weight".to_string(), nh.weight.to_string()]);
             }
+            a.extend(["proto".to_string(), "static".to_string()]);
         }
         RouteKind::Blackhole => a.extend(["blackhole".to_string(), dst]),
         RouteKind::Unreachable => a.extend(["unreachable".to_string(), dst]),
         RouteKind::Prohibit => a.extend(["prohibit".to_string(), dst]),
+    }
+    if matches!(
+        r.kind,
+        RouteKind::Blackhole | RouteKind::Unreachable | RouteKind::Prohibit
+    ) {
+        a.extend(["proto".to_string(), "static".to_string()]);
     }
     a
 }
@@ -637,9 +646,9 @@ mod tests {
         assert_eq!(steps.len(), 1 + 2 + 1 + 8 + 2 + 1 + 2 + 1 + 3 + 1 + 3);
         assert!(lines.contains(&"ip -n flTEST-a addr add 2001:db8::1/64 dev eth0 nodad".into()));
         assert!(lines.contains(
-            &"ip -n flTEST-a route add 198.51.100.0/24 nexthop via 192.0.2.2 dev eth0 weight 1 nexthop via 192.0.2.3 weight 3".into()
+            &"ip -n flTEST-a route add 198.51.100.0/24 nexthop via 192.0.2.2 dev eth0 weight 1 nexthop via 192.0.2.3 weight 3 proto static".into()
         ));
-        assert!(lines.contains(&"ip -n flTEST-a route add blackhole 203.0.113.0/24".into()));
+        assert!(lines.contains(&"ip -n flTEST-a route add blackhole 203.0.113.0/24 proto static".into()));
         assert!(lines.contains(
             &"ip -n flTEST-b link add vx0 mtu 1450 type vxlan id 42 local 192.0.2.2 dev p0 dstport 4789"
                 .into()

@@ -38,7 +38,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
 
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+    let bytes = std::fs::read(path).map_err(|e| ScenarioError {
         file: file.clone(),
         line: 0,
         column: 0,
@@ -46,6 +46,20 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         message: format!("cannot read the file: {e}"),
         fix: "check the path".into(),
     })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            // Point at the first byte that is not UTF-8, like any other error.
+            let at = e.utf8_error().valid_up_to();
+            let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+            return Err(SourceMap::new(&file, &valid).error(
+                at..at,
+                "-",
+                "the file is not valid UTF-8",
+                "save the file as UTF-8",
+            ));
+        }
+    };
     parse(&file, &text)
 }
 

@@ -223,11 +223,15 @@ pub fn table(a: &Side, b: &Side, cmp: &Comparison) -> String {
 }
 
 /// Every results/<kernel>/ directory with scenario results, oldest kernel first.
+/// Directories not named like a kernel release (e.g. results/bench/) are not kernels.
 pub fn load_all(root: &Path) -> Result<Vec<(Side, Option<super::record::VmRecord>)>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))? {
         let dir = e?.path();
-        if !dir.is_dir() || scenario_files(&dir)?.is_empty() {
+        let named_like_a_kernel = dir
+            .file_name()
+            .is_some_and(|n| crate::judge::KernelVersion::parse(&n.to_string_lossy()).is_ok());
+        if !dir.is_dir() || !named_like_a_kernel || scenario_files(&dir)?.is_empty() {
             continue;
         }
         let side = Side::load(&dir)?;
@@ -250,6 +254,19 @@ pub fn load_all(root: &Path) -> Result<Vec<(Side, Option<super::record::VmRecord
         );
     }
     Ok(out)
+}
+
+/// The versioned image package (not the metapackage) a VM run booted, or its spec.
+fn source(v: &super::record::VmRecord) -> String {
+    v.packages
+        .iter()
+        .find(|p| {
+            p.strip_prefix("linux-image-")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .or(v.packages.first())
+        .cloned()
+        .unwrap_or_else(|| v.kernel.clone())
 }
 
 /// Rows scenario::cell, a column per kernel; returns the markdown and whether any row differs.
@@ -300,10 +317,7 @@ pub fn matrix_markdown(kernels: &[(Side, Option<super::record::VmRecord>)]) -> (
                         md,
                         "| {} | {} | {} (slow x{}) | {} | {} |",
                         s.label,
-                        v.packages
-                            .first()
-                            .cloned()
-                            .unwrap_or_else(|| v.kernel.clone()),
+                        source(v),
                         v.accel,
                         v.slow,
                         secs(v.boot_ms),
@@ -457,6 +471,9 @@ mod tests {
         )
         .unwrap();
         std::fs::write(k.join("vm.json"), "{\"not\": \"a scenario\"}").unwrap();
+        let bench = dir.join("bench");
+        std::fs::create_dir_all(&bench).unwrap();
+        std::fs::write(bench.join("harness.json"), "{}").unwrap();
         let loaded = load_all(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
         let loaded = loaded.unwrap();

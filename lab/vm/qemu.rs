@@ -65,6 +65,9 @@ pub fn kernel_cmdline() -> String {
         "mitigations=off",
         "random.trust_cpu=on",
         "nokaslr",
+        // Real addresses in trace output (6.1 prints kfree_skb locations with %p),
+        // so they can be matched against /proc/kallsyms.
+        "no_hash_pointers",
     ]
     .join(" ")
 }
@@ -165,7 +168,7 @@ mod tests {
             },
             append: String::new(),
         };
-        insta::assert_snapshot!(args(&c).join(" "), @"-machine q35 -accel tcg,thread=multi -cpu max -nic none -nographic -no-reboot -smp 2 -m 2048M -kernel /cache/vmlinuz -initrd /cache/run.cpio -append console=ttyS0 panic=-1 oops=panic quiet loglevel=3 rdinit=/init mitigations=off random.trust_cpu=on nokaslr -object memory-backend-memfd,id=mem,size=2048M,share=on -numa node,memdev=mem -chardev socket,id=fsroot,path=/run/fl/root.sock -device vhost-user-fs-pci,queue-size=1024,chardev=fsroot,tag=faultlab-root -chardev socket,id=fsout,path=/run/fl/out.sock -device vhost-user-fs-pci,queue-size=1024,chardev=fsout,tag=faultlab-out");
+        insta::assert_snapshot!(args(&c).join(" "), @"-machine q35 -accel tcg,thread=multi -cpu max -nic none -nographic -no-reboot -smp 2 -m 2048M -kernel /cache/vmlinuz -initrd /cache/run.cpio -append console=ttyS0 panic=-1 oops=panic quiet loglevel=3 rdinit=/init mitigations=off random.trust_cpu=on nokaslr no_hash_pointers -object memory-backend-memfd,id=mem,size=2048M,share=on -numa node,memdev=mem -chardev socket,id=fsroot,path=/run/fl/root.sock -device vhost-user-fs-pci,queue-size=1024,chardev=fsroot,tag=faultlab-root -chardev socket,id=fsout,path=/run/fl/out.sock -device vhost-user-fs-pci,queue-size=1024,chardev=fsout,tag=faultlab-out");
     }
 
     #[test]
@@ -184,7 +187,7 @@ mod tests {
         };
         let a = args(&c).join(" ");
         assert!(a.contains("-accel kvm "));
-        assert!(a.contains("nokaslr loglevel=7 -fsdev"));
+        assert!(a.contains("no_hash_pointers loglevel=7 -fsdev"));
         assert!(a.contains("-fsdev local,id=fsroot,path=/,security_model=passthrough,multidevs=remap,readonly=on -device virtio-9p-pci,fsdev=fsroot,mount_tag=faultlab-root"));
         assert!(!a.contains("memory-backend"));
         assert!(!a.contains("fsout"));
