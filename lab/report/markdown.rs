@@ -21,6 +21,7 @@ fn text(s: &str) -> String {
 pub fn markdown_summary(results: &[ScenarioResult], kernel_release: &str) -> String {
     let mut out = format!("# faultlab results on Linux {kernel_release}\n\n");
     out.push_str(&format!("{}.\n", Totals::of_results(results).line()));
+    out.push_str(&time_spent(results));
     for r in results {
         out.push_str(&format!("\n## {}\n\n", text(&r.scenario)));
         if !r.about.is_empty() {
@@ -40,6 +41,44 @@ pub fn markdown_summary(results: &[ScenarioResult], kernel_release: &str) -> Str
             Totals::of(&r.cells).line(),
             r.file
         ));
+    }
+    out
+}
+
+/// Wall time per scenario and per phase (build, observe, evidence, traffic,
+/// teardown) summed over every cell: where the time of a catalogue run goes.
+fn time_spent(results: &[ScenarioResult]) -> String {
+    let total_ms: u64 = results.iter().map(|r| r.duration_ms).sum();
+    let mut phases: std::collections::BTreeMap<&str, u64> = Default::default();
+    for c in results.iter().flat_map(|r| &r.cells) {
+        for (p, ms) in &c.phases_ms {
+            *phases.entry(p.as_str()).or_insert(0) += ms;
+        }
+    }
+    let mut out = format!(
+        "\n## Where the time goes\n\nWall time of the scenarios: {:.1} s.\n\n| scenario | cells | seconds |\n|---|---|---|\n",
+        total_ms as f64 / 1000.0
+    );
+    for r in results {
+        out.push_str(&format!(
+            "| {} | {} | {:.1} |\n",
+            code(&r.scenario),
+            r.cells.len(),
+            r.duration_ms as f64 / 1000.0
+        ));
+    }
+    if !phases.is_empty() {
+        out.push_str("\n| phase | seconds | share |\n|---|---|---|\n");
+        let sum: u64 = phases.values().sum();
+        let mut by_time: Vec<_> = phases.into_iter().collect();
+        by_time.sort_by(|a, b| b.1.cmp(&a.1));
+        for (p, ms) in by_time {
+            out.push_str(&format!(
+                "| {p} | {:.1} | {:.0}% |\n",
+                ms as f64 / 1000.0,
+                100.0 * ms as f64 / sum.max(1) as f64
+            ));
+        }
     }
     out
 }
