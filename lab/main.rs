@@ -220,7 +220,7 @@ fn run(
     // not write the same files), removed at the end.
     let scratch = results
         .is_none()
-        .then(|| std::env::temp_dir().join(format!("faultlab-{run_id}-artifacts")));
+        .then(faultlab::build::state::scratch_dir);
     let opts = RunOptions {
         cell,
         repeat,

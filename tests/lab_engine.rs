@@ -449,6 +449,7 @@ fn a_dead_runs_state_is_swept() {
             original: current.clone(),
         }],
         tracefs_instances: vec![format!("{run_id}-drops")],
+        dirs: vec![],
     };
     std::fs::create_dir_all(state::STATE_DIR).unwrap();
     let path = state::state_path(&run_id);

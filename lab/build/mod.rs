@@ -258,6 +258,8 @@ impl Lab {
         }))?;
 
         if plan.nodes.iter().any(|n| !n.processes.is_empty()) {
+            let dir = self.log_dir.display().to_string();
+            self.update_state(|st| st.dirs.push(dir))?;
             std::fs::create_dir_all(&self.log_dir)
                 .with_context(|| format!("create log dir {}", self.log_dir.display()))?;
         }

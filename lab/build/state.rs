@@ -27,6 +27,9 @@ pub struct RunState {
     /// Names under /sys/kernel/tracing/instances.
     #[serde(default)]
     pub tracefs_instances: Vec<String>,
+    /// Scratch directories (helper logs), removed with everything in them.
+    #[serde(default)]
+    pub dirs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +282,24 @@ pub fn clean(state: &RunState) -> (Vec<String>, Vec<anyhow::Error>) {
             Err(e) => errors.push(e.context(format!("{id}: remove tracefs instance"))),
         }
     }
+    for d in &state.dirs {
+        let p = Path::new(d);
+        // Only our own scratch directories, whatever the file says.
+        let ours = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("faultlab-"))
+            && p.is_absolute();
+        if !ours {
+            errors.push(anyhow!("{id}: refusing to remove {d}: not a faultlab scratch dir"));
+            continue;
+        }
+        match std::fs::remove_dir_all(p) {
+            Ok(()) => done.push(format!("{id}: removed {d}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(anyhow!(e).context(format!("{id}: remove {d}"))),
+        }
+    }
     for s in state.host_sysctls.iter().rev() {
         match write_host_sysctl(&s.key, &s.original) {
             Ok(()) => done.push(format!("{id}: restored {} = {}", s.key, s.original)),
@@ -458,10 +479,48 @@ pub fn sweep_dead_holding(_lock: &HostLock) -> Result<Vec<String>> {
 /// restores a dead run's (it then leaves them for a later sweep).
 const HOST_LOCK_WAIT: Duration = Duration::from_secs(15);
 
+/// Names a runner's scratch directory for artifacts (`--no-results`) after the runner
+/// (pid and start time), so a sweep can tell a dead runner's directory without any
+/// state file: a run killed before it built its first lab has none.
+pub const SCRATCH_PREFIX: &str = "faultlab-artifacts-";
+
+/// `$TMPDIR/faultlab-artifacts-<pid>-<start>` of this process (not created).
+pub fn scratch_dir() -> PathBuf {
+    let pid = std::process::id();
+    std::env::temp_dir().join(format!(
+        "{SCRATCH_PREFIX}{pid}-{}",
+        process_start_time(pid).unwrap_or(0)
+    ))
+}
+
+/// Removes the scratch directories of dead runners.
+fn sweep_scratch(report: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(SCRATCH_PREFIX) else {
+            continue;
+        };
+        let mut parts = rest.splitn(2, '-');
+        let (Some(Ok(pid)), Some(Ok(start))) = (
+            parts.next().map(str::parse::<u32>),
+            parts.next().map(str::parse::<u64>),
+        ) else {
+            continue;
+        };
+        if !is_alive(pid, Some(start)) && std::fs::remove_dir_all(e.path()).is_ok() {
+            report.push(format!("removed {}", e.path().display()));
+        }
+    }
+}
+
 fn sweep(force: bool, holding_host_lock: bool) -> Result<Vec<String>> {
     let me = std::process::id();
     let mut report = Vec::new();
     let mut errors = Vec::new();
+    sweep_scratch(&mut report);
     for entry in read_states()? {
         let (path, st) = match entry {
             Entry::Temp(path, pid) => {

@@ -133,12 +133,29 @@ impl DropAggregator {
     }
 
     pub fn stats(&self) -> Vec<DropStat> {
-        self.counts
-            .iter()
-            .map(|((reason, location, node), &count)| DropStat {
-                reason: reason.clone(),
-                location: location.clone(),
-                node: node.clone(),
+        let needs_symbols = self
+            .counts
+            .keys()
+            .any(|(_, loc, _)| super::kallsyms::raw_address(loc).is_some());
+        let symbols = needs_symbols
+            .then(super::kallsyms::Kallsyms::load)
+            .flatten();
+        let mut merged: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+        for ((reason, location, node), &count) in &self.counts {
+            let function = super::kallsyms::raw_address(location)
+                .and_then(|a| symbols.as_ref()?.function_at(a))
+                .map(str::to_string)
+                .unwrap_or_else(|| location.clone());
+            *merged
+                .entry((reason.clone(), function, node.clone()))
+                .or_default() += count;
+        }
+        merged
+            .into_iter()
+            .map(|((reason, location, node), count)| DropStat {
+                reason,
+                location,
+                node,
                 count,
             })
             .collect()

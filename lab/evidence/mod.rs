@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod drops;
+mod kallsyms;
 pub mod filter;
 pub mod kmsg;
 pub mod packet;

@@ -25,6 +25,8 @@ pub fn write_summary(results_root: &Path, kernel: &str) -> anyhow::Result<PathBu
     let mut files: Vec<_> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        // vm.json holds `faultlab vm` boot/run timings, not a scenario.
+        .filter(|p| p.file_name().is_some_and(|n| n != "vm.json"))
         .collect();
     files.sort();
     for f in files {
