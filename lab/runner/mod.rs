@@ -1,6 +1,7 @@
 //! Runs scenarios cell by cell and collects verdicts.
 
 pub mod cell;
+pub mod hostlock;
 pub mod kernel;
 pub mod prereq;
 pub mod results;
