@@ -218,9 +218,7 @@ fn run(
     eprintln!("faultlab run {run_id}");
     // Without results, pcaps go to a directory of this run only (concurrent runs must
     // not write the same files), removed at the end.
-    let scratch = results
-        .is_none()
-        .then(faultlab::build::state::scratch_dir);
+    let scratch = results.is_none().then(faultlab::build::state::scratch_dir);
     let opts = RunOptions {
         cell,
         repeat,
@@ -235,7 +233,11 @@ fn run(
     let mut all = Vec::new();
     for s in &scenarios {
         let r = runner::run_scenario(s, &opts, &run_id);
-        if let Some(root) = &results {
+        // An interrupted scenario's results are partial: results/ keeps the last whole run.
+        if let Some(root) = results
+            .as_ref()
+            .filter(|_| !faultlab::build::signals::interrupted())
+        {
             if opts.cell.is_none() {
                 if let Err(e) = runner::results::write(root, &r) {
                     eprintln!("warning: {e:#}");

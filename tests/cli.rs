@@ -95,7 +95,10 @@ fn a_good_file_plans() {
 #[test]
 fn a_misspelled_field_is_exit_2_with_its_location() {
     let d = Scratch::new("typo");
-    let f = d.file("typo.toml", &GOOD.replace("[[links]]\na =", "[[links]]\nmtu = 1400\naa ="));
+    let f = d.file(
+        "typo.toml",
+        &GOOD.replace("[[links]]\na =", "[[links]]\nmtu = 1400\naa ="),
+    );
     for cmd in ["plan", "list", "run"] {
         let out = faultlab(&[cmd, f.to_str().unwrap()]);
         let err = text(&out.stderr);
@@ -122,7 +125,10 @@ fn an_undefined_node_is_exit_2_with_its_location() {
 #[test]
 fn a_bad_expression_is_exit_2_with_its_location() {
     let d = Scratch::new("expr");
-    let f = d.file("expr.toml", &GOOD.replace("ping.received == ping.sent", "ping.received =="));
+    let f = d.file(
+        "expr.toml",
+        &GOOD.replace("ping.received == ping.sent", "ping.received =="),
+    );
     let out = faultlab(&["list", f.to_str().unwrap()]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -255,7 +261,10 @@ fn show_prints_the_table_of_a_results_file() {
             .lines()
             .find(|l| l.contains(name))
             .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"));
-        assert!(line.contains("bridge-netfilter") && line.contains(outcome), "{line}");
+        assert!(
+            line.contains("bridge-netfilter") && line.contains(outcome),
+            "{line}"
+        );
     }
     let out = faultlab(&["show", &files[1]]);
     assert_eq!(out.status.code(), Some(4), "only skips is exit 4");
@@ -286,7 +295,10 @@ fn show_as_ktap_is_valid_ktap() {
     assert_eq!(tests[1].directive.as_deref(), Some("SKIP"));
     assert!(tests[1].ok);
     assert!(tests[2].ok && tests[2].subtests.is_empty());
-    assert!(ktap.ends_with("# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:6 error:1\n"), "{ktap}");
+    assert!(
+        ktap.ends_with("# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:6 error:1\n"),
+        "{ktap}"
+    );
 }
 
 #[test]
@@ -330,5 +342,9 @@ fn a_closed_stdout_is_not_a_panic() {
         .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
 }

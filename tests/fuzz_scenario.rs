@@ -37,15 +37,77 @@ fn seeds() -> &'static [(String, Vec<u8>)] {
 
 /// Tokens worth inserting: TOML syntax, scenario keys, odd values.
 const TOKENS: &[&str] = &[
-    "=", "[", "]", "[[", "]]", "{", "}", ",", "\"", "'", "\"\"\"", "'''", "#", "\n", ".",
-    "[[cells]]", "[[links]]", "[[traffic]]", "[nodes.x]", "[host_sysctls]", "[template]",
-    "name", "about", "expect", "trigger", "kind", "from", "to", "a", "b", "cells", "nodes",
-    "links", "traffic", "sysctls", "rulesets", "processes", "routes", "devices", "ports",
-    "expect_by_kernel", "kernel", "repeat", "requires", "params", "extra_rulesets",
-    "\"a:eth0 192.0.2.1/24\"", "\"x:\"", "\"default via 192.0.2.254\"", "\"<5.6\"",
-    "\">=99.99.99\"", "\"sum(drops.*) > 0\"", "\"a - b\"", "\"(((\"", "\"not\"",
-    "-1", "0", "4294967296", "1e999", "nan", "inf", "true", "1979-05-27T07:32:00Z", "\u{0}",
-    "\u{feff}", "é", "\\u0000", "\\", "\r\n", "\t", "  ",
+    "=",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "{",
+    "}",
+    ",",
+    "\"",
+    "'",
+    "\"\"\"",
+    "'''",
+    "#",
+    "\n",
+    ".",
+    "[[cells]]",
+    "[[links]]",
+    "[[traffic]]",
+    "[nodes.x]",
+    "[host_sysctls]",
+    "[template]",
+    "name",
+    "about",
+    "expect",
+    "trigger",
+    "kind",
+    "from",
+    "to",
+    "a",
+    "b",
+    "cells",
+    "nodes",
+    "links",
+    "traffic",
+    "sysctls",
+    "rulesets",
+    "processes",
+    "routes",
+    "devices",
+    "ports",
+    "expect_by_kernel",
+    "kernel",
+    "repeat",
+    "requires",
+    "params",
+    "extra_rulesets",
+    "\"a:eth0 192.0.2.1/24\"",
+    "\"x:\"",
+    "\"default via 192.0.2.254\"",
+    "\"<5.6\"",
+    "\">=99.99.99\"",
+    "\"sum(drops.*) > 0\"",
+    "\"a - b\"",
+    "\"(((\"",
+    "\"not\"",
+    "-1",
+    "0",
+    "4294967296",
+    "1e999",
+    "nan",
+    "inf",
+    "true",
+    "1979-05-27T07:32:00Z",
+    "\u{0}",
+    "\u{feff}",
+    "é",
+    "\\u0000",
+    "\\",
+    "\r\n",
+    "\t",
+    "  ",
 ];
 
 #[derive(Debug, Clone)]
@@ -60,7 +122,9 @@ enum Op {
 }
 
 fn lines_of(data: &[u8]) -> Vec<Vec<u8>> {
-    data.split_inclusive(|b| *b == b'\n').map(|l| l.to_vec()).collect()
+    data.split_inclusive(|b| *b == b'\n')
+        .map(|l| l.to_vec())
+        .collect()
 }
 
 /// Byte ranges of whitespace-separated tokens.
@@ -173,7 +237,10 @@ fn check_input(file: &str, data: &[u8], scratch: &Path) -> Result<bool, String> 
         let text = String::from_utf8_lossy(data);
         let lines = text.split('\n').count();
         if e.line > lines {
-            return Err(format!("line {} of a {lines}-line input: {rendered}", e.line));
+            return Err(format!(
+                "line {} of a {lines}-line input: {rendered}",
+                e.line
+            ));
         }
     }
     Ok(false)

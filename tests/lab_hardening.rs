@@ -93,7 +93,10 @@ fn wait_quiet(max: Duration) -> bool {
 }
 
 fn read_trim(p: &str) -> String {
-    std::fs::read_to_string(p).unwrap_or_default().trim().to_string()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Everything the run `id` could have left behind, described.
@@ -212,10 +215,14 @@ fn runs_killed_at_random_points_leave_nothing_behind() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let fx = fixture("host-sysctl-helper.toml");
-    assert!(wait_quiet(Duration::from_secs(180)), "the machine never got quiet");
+    assert!(
+        wait_quiet(Duration::from_secs(180)),
+        "the machine never got quiet"
+    );
     let original = read_trim(CONNTRACK_MAX);
     let mut rng = Rng::new();
     let mut sweeps_by_next_run = 0;
+    let mut sysctl_checks = 0;
     let mut log = Vec::new();
     let t0 = Instant::now();
     for i in 0..kills {
@@ -285,10 +292,12 @@ fn runs_killed_at_random_points_leave_nothing_behind() {
                 original,
                 "{sig:?} after {delay:?} ({how}): nf_conntrack_max not restored"
             );
+            sysctl_checks += 1;
         }
     }
     eprintln!(
-        "{kills} kills in {:.1} s ({sweeps_by_next_run} swept by the next run):\n  {}",
+        "{kills} kills in {:.1} s ({sweeps_by_next_run} swept by the next run, \
+         nf_conntrack_max checked {sysctl_checks} times):\n  {}",
         t0.elapsed().as_secs_f64(),
         log.join("\n  ")
     );
@@ -301,6 +310,7 @@ fn two_runs_at_the_same_time_do_not_interfere() {
     let fx = fixture("host-sysctl-helper.toml");
     let quiet = wait_quiet(Duration::from_secs(180));
     let original = read_trim(CONNTRACK_MAX);
+    let t0 = Instant::now();
     for (file, cells) in [(&bridge, 5), (&fx, 1)] {
         let spawn = || {
             faultlab()
@@ -334,6 +344,10 @@ fn two_runs_at_the_same_time_do_not_interfere() {
         }
         assert_ne!(ids[0], ids[1]);
     }
+    eprintln!(
+        "two pairs of concurrent runs: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     if quiet && live_runs(&[]).is_empty() {
         // The host-sysctl lock made the second run save the true original.
         assert_eq!(read_trim(CONNTRACK_MAX), original);
@@ -390,11 +404,20 @@ fn root_snapshot() -> BTreeMap<String, String> {
     // Link state, not statistics.
     s.insert("links".into(), cmd(&["ip", "-o", "link", "show"]));
     s.insert("addresses".into(), cmd(&["ip", "-o", "addr", "show"]));
-    s.insert("routes4".into(), cmd(&["ip", "-4", "route", "show", "table", "all"]));
-    s.insert("routes6".into(), cmd(&["ip", "-6", "route", "show", "table", "all"]));
+    s.insert(
+        "routes4".into(),
+        cmd(&["ip", "-4", "route", "show", "table", "all"]),
+    );
+    s.insert(
+        "routes6".into(),
+        cmd(&["ip", "-6", "route", "show", "table", "all"]),
+    );
     s.insert("rules4".into(), cmd(&["ip", "-4", "rule", "show"]));
     s.insert("rules6".into(), cmd(&["ip", "-6", "rule", "show"]));
-    s.insert("nft".into(), strip_counters(cmd(&["nft", "list", "ruleset"])));
+    s.insert(
+        "nft".into(),
+        strip_counters(cmd(&["nft", "list", "ruleset"])),
+    );
     for t in [
         "iptables-save",
         "ip6tables-save",
@@ -476,7 +499,10 @@ fn the_root_namespace_is_the_same_after_the_catalogue() {
         v
     };
     files.push(fixture("host-sysctl-helper.toml"));
-    assert!(wait_quiet(Duration::from_secs(180)), "the machine never got quiet");
+    assert!(
+        wait_quiet(Duration::from_secs(180)),
+        "the machine never got quiet"
+    );
     let before = root_snapshot();
     let t0 = Instant::now();
     let mut ran = Vec::new();
@@ -506,7 +532,11 @@ fn the_root_namespace_is_the_same_after_the_catalogue() {
     }
     let after = root_snapshot();
     let d = diff(&before, &after);
-    assert!(d.is_empty(), "the root namespace changed:\n{}", d.join("\n"));
+    assert!(
+        d.is_empty(),
+        "the root namespace changed:\n{}",
+        d.join("\n")
+    );
 }
 
 #[test]
@@ -525,12 +555,17 @@ fn not_root_is_a_skip_with_the_reason() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
     assert!(stdout.contains("not root"), "{stdout}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("warning"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("warning"),
+        "{stderr}"
+    );
 
     let out = nobody(&["run", &bridge, "--no-results", "--format", "ktap"]);
     let tests = support_reports::check_faultlab_ktap(&text(&out.stdout));
-    assert!(tests[0].subtests.iter().all(|c| c.directive.as_deref() == Some("SKIP")
-        && c.diagnostic.contains("not root")));
+    assert!(tests[0]
+        .subtests
+        .iter()
+        .all(|c| c.directive.as_deref() == Some("SKIP") && c.diagnostic.contains("not root")));
 
     let out = nobody(&["clean"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
@@ -575,7 +610,10 @@ fn a_missing_kernel_path_is_a_skip() {
     );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(4), "{stdout}");
-    assert!(stdout.contains("/proc/sys/net/nonexistent is missing"), "{stdout}");
+    assert!(
+        stdout.contains("/proc/sys/net/nonexistent is missing"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -595,7 +633,10 @@ fn without_tracefs_the_cells_are_judged_without_drop_evidence() {
     for c in r["cells"].as_array().unwrap() {
         assert_eq!(c["outcome"], "pass", "{c}");
         let reason = c["reason"].as_str().unwrap_or_default();
-        assert!(reason.starts_with("no drop evidence (tracefs disabled"), "{c}");
+        assert!(
+            reason.starts_with("no drop evidence (tracefs disabled"),
+            "{c}"
+        );
         assert!(c["observations"]
             .as_object()
             .unwrap()
@@ -629,7 +670,10 @@ fn ktap_and_junit_of_a_real_run_are_valid() {
     let tests = support_reports::check_faultlab_ktap(&ktap);
     assert_eq!(tests.len(), 2);
     assert!(tests[0].ok && tests[0].subtests.len() == 5);
-    assert!(tests[0].subtests.iter().all(|c| c.ok && c.directive.is_none()));
+    assert!(tests[0]
+        .subtests
+        .iter()
+        .all(|c| c.ok && c.directive.is_none()));
     assert_eq!(tests[1].directive.as_deref(), Some("SKIP"));
 
     let out = run(
@@ -639,5 +683,82 @@ fn ktap_and_junit_of_a_real_run_are_valid() {
     let suites = support_reports::check_junit(&text(&out.stdout));
     assert_eq!(suites[0].1.len(), 5);
     assert!(suites[0].1.iter().all(|(_, o)| *o == "pass"));
-    assert_eq!(suites[1].1, vec![("needs-nonexistent".to_string(), "skipped")]);
+    assert_eq!(
+        suites[1].1,
+        vec![("needs-nonexistent".to_string(), "skipped")]
+    );
+}
+
+/// A dead run's state that lists a tracefs instance made through a detached tracefs
+/// mount (tracefs need not be mounted), a namespace file that was never bind-mounted
+/// (runner killed in between) and a scratch dir: the sweep removes all of them.
+#[test]
+fn a_sweep_removes_detached_tracefs_instances_and_half_made_namespaces() {
+    use faultlab::build::state;
+    let _g = serial();
+    let id = run_id("w", 0);
+    let instance = format!("{id}-drops");
+    let inst = faultlab::evidence::tracefs::Instance::create(&instance).unwrap();
+    std::mem::forget(inst); // as if the runner died
+    assert!(faultlab::evidence::list_instances()
+        .unwrap()
+        .contains(&instance));
+    let half = format!("{id}-half");
+    std::fs::create_dir_all(faultlab::netns::NETNS_RUN_DIR).unwrap();
+    std::fs::write(faultlab::netns::path_of(&half).unwrap(), b"").unwrap();
+    let dir = std::env::temp_dir().join(format!("faultlab-{id}"));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let st = state::RunState {
+        run_id: id.clone(),
+        runner_pid: dead,
+        runner_start: Some(1),
+        namespaces: vec![half.clone()],
+        tracefs_instances: vec![instance.clone()],
+        dirs: vec![dir.display().to_string()],
+        ..Default::default()
+    };
+    std::fs::create_dir_all(state::STATE_DIR).unwrap();
+    std::fs::write(state::state_path(&id), serde_json::to_vec(&st).unwrap()).unwrap();
+    let report = state::sweep_dead()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .join("\n");
+    assert!(
+        report.contains(&format!("removed tracefs instance {instance}")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("deleted netns {half}")),
+        "{report}"
+    );
+    assert!(!dir.exists(), "{report}");
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+#[test]
+fn the_host_sysctl_lock_is_exclusive() {
+    use faultlab::build::state::HostLock;
+    let _g = serial();
+    let t0 = Instant::now();
+    let first = loop {
+        // Another run may hold it for a moment.
+        if let Some(l) = HostLock::try_acquire().unwrap() {
+            break l;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(HostLock::try_acquire().unwrap().is_none());
+    let t = Instant::now();
+    assert!(HostLock::acquire(Duration::from_millis(200), &|| false)
+        .unwrap()
+        .is_none());
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    // Released on drop; a waiter gets it as soon as it is.
+    let waiter = std::thread::spawn(|| HostLock::acquire(Duration::from_secs(10), &|| false));
+    std::thread::sleep(Duration::from_millis(100));
+    drop(first);
+    assert!(waiter.join().unwrap().unwrap().is_some());
 }

@@ -423,6 +423,18 @@ where
     results.into_iter().collect()
 }
 
+/// Devices created later inherit `default`: their link-local addresses then
+/// skip duplicate address detection too. While a link-local address is
+/// tentative, the first IPv6 packets of a fresh lab are delayed by about a
+/// second (neighbour discovery waits on it), which a scenario would misread as loss.
+fn no_dad_by_default(netns: &str) -> Result<()> {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return Ok(());
+    }
+    crate::netns::sysctl_write(netns, "net.ipv6.conf.default.accept_dad", "0")?;
+    crate::netns::sysctl_write(netns, "net.ipv6.conf.all.accept_dad", "0")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,16 +497,4 @@ mod tests {
             .to_string()
             .contains("two links"));
     }
-}
-
-/// Devices created later inherit `default`: their link-local addresses then
-/// skip duplicate address detection too. While a link-local address is
-/// tentative, the first IPv6 packets of a fresh lab are delayed by about a
-/// second (neighbour discovery waits on it), which a scenario would misread as loss.
-fn no_dad_by_default(netns: &str) -> Result<()> {
-    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        return Ok(());
-    }
-    crate::netns::sysctl_write(netns, "net.ipv6.conf.default.accept_dad", "0")?;
-    crate::netns::sysctl_write(netns, "net.ipv6.conf.all.accept_dad", "0")
 }

@@ -291,7 +291,9 @@ pub fn clean(state: &RunState) -> (Vec<String>, Vec<anyhow::Error>) {
             .is_some_and(|n| n.starts_with("faultlab-"))
             && p.is_absolute();
         if !ours {
-            errors.push(anyhow!("{id}: refusing to remove {d}: not a faultlab scratch dir"));
+            errors.push(anyhow!(
+                "{id}: refusing to remove {d}: not a faultlab scratch dir"
+            ));
             continue;
         }
         match std::fs::remove_dir_all(p) {
@@ -525,10 +527,10 @@ fn sweep(force: bool, holding_host_lock: bool) -> Result<Vec<String>> {
         let (path, st) = match entry {
             Entry::Temp(path, pid) => {
                 // A writer killed between writing and renaming; a live one's is left alone.
-                if pid.is_some_and(|p| p != me && !is_alive(p, None)) {
-                    if std::fs::remove_file(&path).is_ok() {
-                        report.push(format!("removed {}", path.display()));
-                    }
+                if pid.is_some_and(|p| p != me && !is_alive(p, None))
+                    && std::fs::remove_file(&path).is_ok()
+                {
+                    report.push(format!("removed {}", path.display()));
                 }
                 continue;
             }

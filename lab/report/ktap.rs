@@ -120,7 +120,10 @@ mod tests {
         c.checks.clear();
         c.reason = Some("skipped packets: 3".into());
         let out = ktap(&r);
-        assert!(out.contains("  not ok 1 call-iptables-on # - skipped packets: 3\n"), "{out}");
+        assert!(
+            out.contains("  not ok 1 call-iptables-on # - skipped packets: 3\n"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -133,7 +136,9 @@ mod tests {
         c.reason = Some("no drop evidence (tracefs disabled)".into());
         let out = ktap(&r);
         assert!(
-            out.contains("  # note: no drop evidence (tracefs disabled)\n  ok 1 call-iptables-on\n"),
+            out.contains(
+                "  # note: no drop evidence (tracefs disabled)\n  ok 1 call-iptables-on\n"
+            ),
             "{out}"
         );
     }

@@ -95,6 +95,15 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                         format!("faultlab bug: panicked: {msg}"),
                     )
                 });
+                // Cut short by SIGINT/SIGTERM: whatever it measured proves nothing.
+                let r = if crate::build::signals::interrupted() {
+                    cell::RepetitionResult::error(
+                        Outcome::Skip,
+                        "interrupted (SIGINT/SIGTERM): not judged".into(),
+                    )
+                } else {
+                    r
+                };
                 outcomes.push(r.outcome);
                 for (phase, ms) in &r.phases_ms {
                     *phases.entry(phase.clone()).or_insert(0) += ms;

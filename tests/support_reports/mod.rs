@@ -63,7 +63,10 @@ pub fn parse_ktap(text: &str) -> Result<Vec<KtapTest>, String> {
     while pos < lines.len() {
         let l = &lines[pos];
         if !l.text.starts_with('#') {
-            return Err(format!("line {}: unexpected after the last result: {:?}", l.no, l.text));
+            return Err(format!(
+                "line {}: unexpected after the last result: {:?}",
+                l.no, l.text
+            ));
         }
         pos += 1;
     }
@@ -71,7 +74,11 @@ pub fn parse_ktap(text: &str) -> Result<Vec<KtapTest>, String> {
 }
 
 fn parse_block(lines: &[Line], pos: &mut usize, indent: usize) -> Result<Vec<KtapTest>, String> {
-    let at = |p: usize| lines.get(p).ok_or_else(|| "unexpected end of output".to_string());
+    let at = |p: usize| {
+        lines
+            .get(p)
+            .ok_or_else(|| "unexpected end of output".to_string())
+    };
     let v = at(*pos)?;
     if v.indent != indent || v.text != "KTAP version 1" {
         return Err(format!(
@@ -103,7 +110,10 @@ fn parse_block(lines: &[Line], pos: &mut usize, indent: usize) -> Result<Vec<Kta
         }
         if l.text == "KTAP version 1" && l.indent == indent + 2 {
             if pending_subtests.is_some() {
-                return Err(format!("line {}: two nested blocks without a result between", l.no));
+                return Err(format!(
+                    "line {}: two nested blocks without a result between",
+                    l.no
+                ));
             }
             pending_subtests = Some(parse_block(lines, pos, indent + 2)?);
             continue;
@@ -252,10 +262,7 @@ pub fn check_junit(xml: &str) -> JunitSuites {
                 }
                 Some(&"skipped") => {
                     s += 1;
-                    let el = case
-                        .children()
-                        .find(|n| n.has_tag_name("skipped"))
-                        .unwrap();
+                    let el = case.children().find(|n| n.has_tag_name("skipped")).unwrap();
                     assert!(
                         !el.attribute("message").unwrap_or("").is_empty(),
                         "{cname}: a skip without a message"
@@ -290,7 +297,10 @@ mod tests {
         let text = "KTAP version 1\n1..1\n  KTAP version 1\n  1..3\n    KTAP version 1\n    1..1\n    # test_1: initializing test_1\n    ok 1 test_1\n  ok 1 example_test_1\n    KTAP version 1\n    1..2\n    ok 1 test_1 # SKIP test_1 skipped\n    ok 2 test_2\n  ok 2 example_test_2\n    KTAP version 1\n    1..3\n    ok 1 test_1\n    # test_2: FAIL\n    not ok 2 test_2\n    ok 3 test_3 # SKIP test_3 skipped\n  not ok 3 example_test_3\nnot ok 1 main_test\n";
         let t = parse_ktap(text).unwrap();
         assert_eq!(t[0].subtests.len(), 3);
-        assert_eq!(t[0].subtests[1].subtests[0].directive.as_deref(), Some("SKIP"));
+        assert_eq!(
+            t[0].subtests[1].subtests[0].directive.as_deref(),
+            Some("SKIP")
+        );
     }
 
     #[test]
@@ -298,7 +308,10 @@ mod tests {
         // Numbers out of sequence, a missing plan, ok over a failed subtest.
         assert!(parse_ktap("KTAP version 1\n1..2\nok 1 a\nok 3 b\n").is_err());
         assert!(parse_ktap("KTAP version 1\nok 1 a\n").is_err());
-        assert!(parse_ktap("KTAP version 1\n1..1\n  KTAP version 1\n  1..1\n  not ok 1 x\nok 1 a\n").is_err());
+        assert!(parse_ktap(
+            "KTAP version 1\n1..1\n  KTAP version 1\n  1..1\n  not ok 1 x\nok 1 a\n"
+        )
+        .is_err());
         assert!(parse_ktap("KTAP version 1\n1..2\nok 1 a\n").is_err());
     }
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes results/bench/summary.md and results/bench/conntrack.svg
+# (date, kernel, measured ratios). Needs root: namespaces, and the conntrack sweep
+# changes host-global nf_conntrack_buckets/max (restored, even on a panic).
+# Usage: sudo scripts/bench.sh [criterion options, e.g. --quick]
+# About 3-5 minutes on 2 CPUs, plus the first build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+# The kernel-limit replay captures the ruleset loaders' nfnetlink batches with strace.
+if ! command -v strace >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends strace >/dev/null
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+mkdir -p results/bench
+rm -f results/bench/harness.json results/bench/fixcost.json results/bench/conntrack.json
+cargo bench --features lab --bench harness --bench fixcost -- "$@"
+cargo bench --features lab --bench report
+echo "wrote results/bench/summary.md and results/bench/conntrack.svg"
