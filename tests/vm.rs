@@ -141,3 +141,34 @@ fn a_kernel_that_cannot_boot_is_an_infrastructure_failure() {
         text(&o)
     );
 }
+
+/// The regression-suite use: a subset of the catalogue under another kernel
+/// (Debian's 6.12 cloud kernel), every cell passing there too.
+#[test]
+fn runs_the_bridge_scenario_under_debian_6_12() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP vm test: {why}");
+        return;
+    }
+    let results = std::env::temp_dir().join(format!("faultlab-vm-test-{}", std::process::id()));
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/bridge-netfilter.toml"
+    );
+    let o = faultlab(&[
+        "vm",
+        "--kernel",
+        "debian:cloud/trixie",
+        "--accel",
+        "tcg",
+        "--",
+        "run",
+        scenario,
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    let _ = std::fs::remove_dir_all(&results);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("5 passed, 0 failed"), "{out}");
+}

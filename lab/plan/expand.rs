@@ -483,35 +483,37 @@ fn check_sysctl_key(cx: &Ctx, key: &Spanned<String>, field: &str) -> R<()> {
 }
 
 fn merge_sysctls(cx: &Ctx, into: &mut Vec<Sysctl>, map: &SysctlMap, field: &str) -> R<()> {
-    for (k, v) in map {
-        let f = format!("{field}.\"{}\"", k.get_ref());
-        check_sysctl_key(cx, k, &f)?;
-        let value = sysctl_value(cx, &f, v)?;
-        match into.iter_mut().find(|s| &s.key == k.get_ref()) {
-            Some(s) => s.value = value,
-            None => into.push(Sysctl {
-                key: k.get_ref().clone(),
-                value,
-            }),
-        }
-    }
-    Ok(())
+    merge_checked(cx, into, map, field, check_sysctl_key)
 }
 
 fn merge_host_sysctls(cx: &Ctx, into: &mut Vec<Sysctl>, map: &SysctlMap, field: &str) -> R<()> {
+    merge_checked(cx, into, map, field, |cx, k, f| {
+        if HOST_GLOBAL_SYSCTLS.contains(&k.get_ref().as_str()) {
+            return Ok(());
+        }
+        cx.fail(
+            k.span(),
+            f,
+            format!("`{}` is not a host-global sysctl faultlab may change", k.get_ref()),
+            &format!(
+                "per-namespace keys go in nodes.NAME.sysctls; host-global ones allowed here: {}",
+                HOST_GLOBAL_SYSCTLS.join(", ")
+            ),
+        )
+    })
+}
+
+/// Later values of a key replace earlier ones in place; new keys keep file order.
+fn merge_checked(
+    cx: &Ctx,
+    into: &mut Vec<Sysctl>,
+    map: &SysctlMap,
+    field: &str,
+    check: impl Fn(&Ctx, &Spanned<String>, &str) -> R<()>,
+) -> R<()> {
     for (k, v) in map {
         let f = format!("{field}.\"{}\"", k.get_ref());
-        if !HOST_GLOBAL_SYSCTLS.contains(&k.get_ref().as_str()) {
-            return cx.fail(
-                k.span(),
-                &f,
-                format!("`{}` is not a host-global sysctl faultlab may change", k.get_ref()),
-                &format!(
-                    "per-namespace keys go in nodes.NAME.sysctls; host-global ones allowed here: {}",
-                    HOST_GLOBAL_SYSCTLS.join(", ")
-                ),
-            );
-        }
+        check(cx, k, &f)?;
         let value = sysctl_value(cx, &f, v)?;
         match into.iter_mut().find(|s| &s.key == k.get_ref()) {
             Some(s) => s.value = value,
@@ -817,26 +819,14 @@ fn expand_traffic(
                 }
             }
         }
-        let spec: crate::traffic::TrafficSpec =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    cx.err(
-                        span.clone(),
-                        &where_,
-                        (
-                            e.message().to_string(),
-                            "see \"Traffic kinds\" in README.md for each kind's parameters".into(),
-                        ),
-                    )
-                })?;
-        spec.validate().map_err(|m| {
-            cx.err(
-                span.clone(),
-                &where_,
-                (m, "fix the value as the message says".into()),
-            )
-        })?;
+        let spec: crate::traffic::TrafficSpec = typed(
+            cx,
+            table,
+            span.clone(),
+            &where_,
+            "see \"Traffic kinds\" in README.md for each kind's parameters",
+            crate::traffic::TrafficSpec::validate,
+        )?;
         for node in spec.nodes() {
             if lab.node(&node).is_none() {
                 return cx.fail(
@@ -859,48 +849,64 @@ fn expand_traffic(
     Ok(out)
 }
 
-fn expand_captures(
+/// A table of the file deserialized into a typed spec, validated by the spec
+/// itself; errors point at the table.
+fn typed<T: serde::de::DeserializeOwned>(
     cx: &Ctx,
-    file: &ScenarioFile,
-    lab: &LabPlan,
-) -> R<Vec<crate::evidence::CaptureSpec>> {
-    let mut out: Vec<crate::evidence::CaptureSpec> = Vec::new();
-    for (i, c) in file.captures.iter().enumerate() {
-        let field = format!("captures[{i}]");
-        let spec: crate::evidence::CaptureSpec = toml::Value::Table(c.get_ref().clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                cx.err(
-                    c.span(),
-                    &field,
-                    (
-                        e.message().to_string(),
-                        "a capture has name, node, dev, optional filter and [count]".into(),
-                    ),
-                )
-            })?;
-        spec.validate().map_err(|m| {
-            cx.err(
-                c.span(),
-                &field,
-                (m, "fix the filter as the message says".into()),
-            )
+    table: toml::Table,
+    span: Range<usize>,
+    field: &str,
+    hint: &str,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> R<T> {
+    let spec: T = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            cx.err(span.clone(), field, (e.message().to_string(), hint.into()))
         })?;
-        let Some(node) = lab.node(&spec.node) else {
+    validate(&spec)
+        .map_err(|m| cx.err(span, field, (m, "fix the value as the message says".into())))?;
+    Ok(spec)
+}
+
+/// Named evidence collectors (captures, kmsg counters): typed, on a defined
+/// node, each name used once.
+fn named_specs<T: serde::de::DeserializeOwned>(
+    cx: &Ctx,
+    tables: &[Spanned<toml::Table>],
+    what: (&str, &str),
+    lab: &LabPlan,
+    validate: impl Fn(&T) -> Result<(), String>,
+    name_and_node: impl Fn(&T) -> (String, Option<String>),
+) -> R<Vec<T>> {
+    let (key, hint) = what;
+    let mut out: Vec<T> = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, t) in tables.iter().enumerate() {
+        let field = format!("{key}[{i}]");
+        let spec: T = typed(cx, t.get_ref().clone(), t.span(), &field, hint, &validate)?;
+        let (name, node) = name_and_node(&spec);
+        if let Some(node) = node.filter(|n| lab.node(n).is_none()) {
             return cx.fail(
-                c.span(),
+                t.span(),
                 &format!("{field}.node"),
-                format!("undefined node `{}`", spec.node),
-                "capture on a node defined under [nodes]",
+                format!("undefined node `{node}`"),
+                &format!(
+                    "use one of: {}",
+                    lab.nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             );
-        };
-        let _ = node;
-        if out.iter().any(|o| o.name == spec.name) {
+        }
+        if !names.insert(name.clone()) {
             return cx.fail(
-                c.span(),
+                t.span(),
                 &format!("{field}.name"),
-                format!("two captures are named `{}`", spec.name),
-                "give each capture a distinct name",
+                format!("two {key} entries are named `{name}`"),
+                "give each a distinct name",
             );
         }
         out.push(spec);
@@ -908,50 +914,36 @@ fn expand_captures(
     Ok(out)
 }
 
+fn expand_captures(
+    cx: &Ctx,
+    file: &ScenarioFile,
+    lab: &LabPlan,
+) -> R<Vec<crate::evidence::CaptureSpec>> {
+    named_specs(
+        cx,
+        &file.captures,
+        (
+            "captures",
+            "a capture has name, node, dev, optional filter and [count]",
+        ),
+        lab,
+        crate::evidence::CaptureSpec::validate,
+        |c: &crate::evidence::CaptureSpec| (c.name.clone(), Some(c.node.clone())),
+    )
+}
+
 fn expand_kmsg(cx: &Ctx, file: &ScenarioFile, lab: &LabPlan) -> R<Vec<crate::evidence::KmsgSpec>> {
-    let mut out: Vec<crate::evidence::KmsgSpec> = Vec::new();
-    for (i, k) in file.kmsg.iter().enumerate() {
-        let field = format!("kmsg[{i}]");
-        let spec: crate::evidence::KmsgSpec = toml::Value::Table(k.get_ref().clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                cx.err(
-                    k.span(),
-                    &field,
-                    (
-                        e.message().to_string(),
-                        "a kmsg counter has name, contains and an optional node".into(),
-                    ),
-                )
-            })?;
-        spec.validate().map_err(|m| {
-            cx.err(
-                k.span(),
-                &field,
-                (m, "fix the field as the message says".into()),
-            )
-        })?;
-        if let Some(node) = &spec.node {
-            if lab.node(node).is_none() {
-                return cx.fail(
-                    k.span(),
-                    &format!("{field}.node"),
-                    format!("undefined node `{node}`"),
-                    "name a node defined under [nodes], or leave `node` out to count every namespace",
-                );
-            }
-        }
-        if out.iter().any(|o| o.name == spec.name) {
-            return cx.fail(
-                k.span(),
-                &format!("{field}.name"),
-                format!("two kmsg counters are named `{}`", spec.name),
-                "give each kmsg counter a distinct name",
-            );
-        }
-        out.push(spec);
-    }
-    Ok(out)
+    named_specs(
+        cx,
+        &file.kmsg,
+        (
+            "kmsg",
+            "a kmsg counter has name, contains and an optional node",
+        ),
+        lab,
+        crate::evidence::KmsgSpec::validate,
+        |k: &crate::evidence::KmsgSpec| (k.name.clone(), k.node.clone()),
+    )
 }
 
 fn requirements(

@@ -71,7 +71,7 @@ fn time_spent(results: &[ScenarioResult]) -> String {
         out.push_str("\n| phase | seconds | share |\n|---|---|---|\n");
         let sum: u64 = phases.values().sum();
         let mut by_time: Vec<_> = phases.into_iter().collect();
-        by_time.sort_by(|a, b| b.1.cmp(&a.1));
+        by_time.sort_by_key(|p| std::cmp::Reverse(p.1));
         for (p, ms) in by_time {
             out.push_str(&format!(
                 "| {p} | {:.1} | {:.0}% |\n",
