@@ -66,7 +66,11 @@ pub fn run_steps(steps: &[Step]) -> Result<()> {
         let t = std::time::Instant::now();
         run_step(s)?;
         if debug {
-            eprintln!("{:>8.2} ms  {}", t.elapsed().as_secs_f64() * 1e3, s.argv.join(" "));
+            eprintln!(
+                "{:>8.2} ms  {}",
+                t.elapsed().as_secs_f64() * 1e3,
+                s.argv.join(" ")
+            );
         }
     }
     Ok(())
@@ -79,7 +83,10 @@ pub fn wait_running(plan: &LabPlan) -> Result<()> {
         faultlab::netns::with_netlink(&n.netns, faultlab::build::node::wait_running)?;
     }
     if std::env::var_os("FAULTLAB_BENCH_DEBUG").is_some() {
-        eprintln!("{:>8.2} ms  wait for carrier", t.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "{:>8.2} ms  wait for carrier",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     Ok(())
 }

@@ -58,7 +58,10 @@ mod tests {
              ffffffffc0360000 d some_data\t[nf_tables]\n",
         );
         assert_eq!(k.function_at(0xffffffffc0354650), Some("nft_do_chain"));
-        assert_eq!(k.function_at(0xffffffffc0354800), Some("nft_immediate_eval"));
+        assert_eq!(
+            k.function_at(0xffffffffc0354800),
+            Some("nft_immediate_eval")
+        );
         assert_eq!(k.function_at(0x10), None);
         assert_eq!(raw_address("ffffffffc0354650"), Some(0xffffffffc0354650));
         assert_eq!(raw_address("0xffffffffc0354650"), Some(0xffffffffc0354650));

@@ -3,8 +3,8 @@
 
 pub mod capture;
 pub mod drops;
-mod kallsyms;
 pub mod filter;
+mod kallsyms;
 pub mod kmsg;
 pub mod packet;
 mod packet_socket;

@@ -494,7 +494,10 @@ fn merge_host_sysctls(cx: &Ctx, into: &mut Vec<Sysctl>, map: &SysctlMap, field: 
         cx.fail(
             k.span(),
             f,
-            format!("`{}` is not a host-global sysctl faultlab may change", k.get_ref()),
+            format!(
+                "`{}` is not a host-global sysctl faultlab may change",
+                k.get_ref()
+            ),
             &format!(
                 "per-namespace keys go in nodes.NAME.sysctls; host-global ones allowed here: {}",
                 HOST_GLOBAL_SYSCTLS.join(", ")

@@ -648,7 +648,8 @@ mod tests {
         assert!(lines.contains(
             &"ip -n flTEST-a route add 198.51.100.0/24 nexthop via 192.0.2.2 dev eth0 weight 1 nexthop via 192.0.2.3 weight 3 proto static".into()
         ));
-        assert!(lines.contains(&"ip -n flTEST-a route add blackhole 203.0.113.0/24 proto static".into()));
+        assert!(lines
+            .contains(&"ip -n flTEST-a route add blackhole 203.0.113.0/24 proto static".into()));
         assert!(lines.contains(
             &"ip -n flTEST-b link add vx0 mtu 1450 type vxlan id 42 local 192.0.2.2 dev p0 dstport 4789"
                 .into()

@@ -12,9 +12,12 @@ fn check(expr: &str, ok: bool, detail: &str) -> Check {
 
 fn cell(name: &str, outcome: Outcome, duration_ms: u64) -> CellResult {
     CellResult {
-        phases_ms: [("build".to_string(), 30), ("traffic".to_string(), duration_ms / 2)]
-            .into_iter()
-            .collect(),
+        phases_ms: [
+            ("build".to_string(), 30),
+            ("traffic".to_string(), duration_ms / 2),
+        ]
+        .into_iter()
+        .collect(),
         name: name.into(),
         about: String::new(),
         outcome,
