@@ -239,6 +239,76 @@ fn svg(points: &[Value], entries: u64) -> String {
     s
 }
 
+/// "Race sender": results/bench/race.json of benches/race.rs.
+fn race_section(md: &mut String, r: &Value) {
+    let _ = writeln!(md, "\n## Race sender\n");
+    let (Some(f), Some(c)) = (
+        r["faultlab"]["median_pps"].as_f64(),
+        r["c"]["median_pps"].as_f64(),
+    ) else {
+        let _ = writeln!(md, "not measured");
+        return;
+    };
+    let k = |v: &Value| v.as_f64().unwrap_or(f64::NAN) / 1e3;
+    let _ = writeln!(
+        md,
+        "- date: {}\n- kernel: {}, {} CPUs\n- command (root): `{}`\n",
+        utc_date(r["unix_time"].as_u64().unwrap_or(0)),
+        r["kernel"].as_str().unwrap_or("?"),
+        r["cpus"],
+        r["command"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        md,
+        "{}-byte IPv4/UDP packets from `gen` through `mid` (forwards; nft `ct state` rule, so \
+         conntrack) to `sink` (drops in prerouting); median of {} interleaved rounds, \
+         {} packets per sender per round, a fresh destination port per round.\n",
+        r["packet_bytes"],
+        r["rounds"],
+        r["iterations_per_round"].as_u64().unwrap_or(0) * r["threads"].as_u64().unwrap_or(0)
+    );
+    let _ = writeln!(
+        md,
+        "| sender | kpps (median) | min-max | delivered / sent | clashres |\n|---|---|---|---|---|"
+    );
+    for (name, d) in [
+        (
+            "faultlab `race` (raw, udp, threads 2, gap_ms 0, barrier included)",
+            &r["faultlab"],
+        ),
+        ("C `sendto` loop (one raw socket, one thread)", &r["c"]),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} | {:.0}-{:.0} | {:.3} | {:.0} |",
+            k(&d["median_pps"]),
+            k(&d["min_pps"]),
+            k(&d["max_pps"]),
+            d["conntrack"]["delivered_at_sink"].as_f64().unwrap_or(0.0)
+                / d["sent"].as_f64().unwrap_or(1.0),
+            d["conntrack"]["clashres"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n- pps ratio faultlab / C: **{:.2}x** (goal >= 1.0; median of per-round ratios {:.2}x). \
+         faultlab sends from 2 threads on 2 CPUs, the C loop from one: per thread the ratio is {:.2}x.\n\
+         - race fire rate: **{:.3} clashres per iteration** ({:.0} clashes in {:.0} iterations, \
+         mid's /proc/net/stat/nf_conntrack around each generator run); the C sender's clashres: {:.0}.",
+        f / c,
+        r["median_round_ratio"].as_f64().unwrap_or(f64::NAN),
+        r["per_thread_ratio"].as_f64().unwrap_or(f64::NAN),
+        r["faultlab"]["clashres_per_iteration"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        r["faultlab"]["conntrack"]["clashres"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        r["faultlab"]["iterations"].as_f64().unwrap_or(f64::NAN),
+        r["c"]["conntrack"]["clashres"].as_f64().unwrap_or(f64::NAN)
+    );
+}
+
 fn main() {
     let mut est = Estimates::new();
     collect(&criterion_dir(), &mut est);
@@ -246,6 +316,7 @@ fn main() {
     let harness = read_json(&dir.join("harness.json")).unwrap_or(Value::Null);
     let fixcost = read_json(&dir.join("fixcost.json")).unwrap_or(Value::Null);
     let conntrack = read_json(&dir.join("conntrack.json")).unwrap_or(Value::Null);
+    let race = read_json(&dir.join("race.json")).unwrap_or(Value::Null);
     let get = |g: &str, f: &str| est.get(&(g.to_string(), f.to_string())).copied();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -496,6 +567,7 @@ fn main() {
     } else {
         let _ = writeln!(md, "not measured");
     }
+    race_section(&mut md, &race["race"]);
     let _ = std::fs::write(dir.join("summary.md"), &md);
     print!("{md}");
 }

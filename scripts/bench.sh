@@ -14,7 +14,7 @@ if ! command -v strace >/dev/null 2>&1; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 mkdir -p results/bench
-rm -f results/bench/harness.json results/bench/fixcost.json results/bench/conntrack.json
-cargo bench --features lab --bench harness --bench fixcost -- "$@"
+rm -f results/bench/harness.json results/bench/fixcost.json results/bench/conntrack.json results/bench/race.json
+cargo bench --features lab --bench harness --bench fixcost --bench race -- "$@"
 cargo bench --features lab --bench report
 echo "wrote results/bench/summary.md and results/bench/conntrack.svg"
