@@ -40,15 +40,22 @@ fn colored(o: Outcome, padded: &str, color: bool) -> String {
     format!("\x1b[{code}m{word}\x1b[0m{}", &padded[word.len()..])
 }
 
-/// One row per cell, failing and inconclusive cells followed by their top drop reasons,
-/// then the totals line.
+/// One row per cell, then the totals line. Failing and inconclusive cells, and
+/// cells whose verdict reads drop reasons (dropping cells), are followed by their
+/// top drop reasons.
 pub fn table(results: &[ScenarioResult], color: bool) -> String {
     let rows: Vec<(Outcome, [String; 5], Vec<String>)> = results
         .iter()
         .flat_map(|r| r.cells.iter().map(move |c| (r, c)))
         .map(|(r, c)| {
-            let drops = match c.outcome {
-                Outcome::Fail | Outcome::Inconclusive => top_drops(c, 5)
+            let reads_drops = c
+                .checks
+                .iter()
+                .chain(&c.trigger)
+                .any(|k| k.expr.contains("drops."));
+            let show = matches!(c.outcome, Outcome::Fail | Outcome::Inconclusive) || reads_drops;
+            let drops = match show {
+                true => top_drops(c, 5)
                     .into_iter()
                     .map(|d| {
                         format!(
@@ -58,7 +65,7 @@ pub fn table(results: &[ScenarioResult], color: bool) -> String {
                         )
                     })
                     .collect(),
-                _ => Vec::new(),
+                false => Vec::new(),
             };
             let cols = [
                 ascii_clip(&r.scenario, 60),
@@ -120,6 +127,29 @@ mod tests {
     #[test]
     fn verdict_table() {
         insta::assert_snapshot!(table(&results(), false));
+    }
+
+    #[test]
+    fn a_passing_cell_that_reads_drops_shows_them() {
+        let mut rs = results();
+        let cell = rs[0]
+            .cells
+            .iter_mut()
+            .find(|c| c.outcome == Outcome::Pass)
+            .unwrap();
+        cell.drops = vec![crate::verdict::DropStat {
+            reason: "NETFILTER_DROP".into(),
+            location: "nft_do_chain".into(),
+            node: Some("sw".into()),
+            count: 20,
+        }];
+        assert!(!table(&rs, false).contains("NETFILTER_DROP@nft_do_chain (sw)"));
+        rs[0].cells[0].checks.push(crate::verdict::Check {
+            expr: "drops.NETFILTER_DROP >= 20".into(),
+            ok: true,
+            detail: "drops.NETFILTER_DROP=20".into(),
+        });
+        assert!(table(&rs, false).contains("NETFILTER_DROP@nft_do_chain (sw)"));
     }
 
     #[test]
