@@ -68,12 +68,12 @@ fn d_connect_timeout() -> u64 {
 
 impl ChurnParams {
     pub(crate) fn validate(&self) -> Result<(), String> {
-        check::node("from", &self.from)?;
-        if let Some(s) = &self.server {
-            check::node("server", s)?;
-        }
-        check::unicast("to", self.to)?;
-        check::range("port", self.port, 1, 65535)?;
+        check::flow(
+            &self.from,
+            self.server.as_deref().map(|s| ("server", s)),
+            self.to,
+            self.port,
+        )?;
         check::range("connections", self.connections, 1, 1_000_000)?;
         if !(self.rate >= 0.0 && self.rate <= 1e6) {
             return Err(format!("rate = {} is out of range: set it between 0 (as fast as possible) and 1000000 per second", self.rate));

@@ -170,6 +170,23 @@ pub fn run(spec: &TrafficSpec, ctx: &TrafficContext) -> anyhow::Result<Metrics> 
 /// Shared checks for `validate()` implementations.
 pub(crate) mod check {
     /// `value` must lie in `lo..=hi`.
+    /// The part every client/server generator shares: the sending node, the
+    /// optional node that serves or receives (`peer_field` names it), a unicast
+    /// destination and a port.
+    pub fn flow(
+        from: &str,
+        peer: Option<(&str, &str)>,
+        to: std::net::IpAddr,
+        port: u16,
+    ) -> Result<(), String> {
+        node("from", from)?;
+        if let Some((field, value)) = peer {
+            node(field, value)?;
+        }
+        unicast("to", to)?;
+        range("port", port, 1, 65535)
+    }
+
     pub fn range<T: PartialOrd + std::fmt::Display>(
         field: &str,
         value: T,

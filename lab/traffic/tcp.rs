@@ -60,12 +60,12 @@ fn d_io() -> u64 {
 
 impl TcpParams {
     pub(crate) fn validate(&self) -> Result<(), String> {
-        check::node("from", &self.from)?;
-        if let Some(s) = &self.server {
-            check::node("server", s)?;
-        }
-        check::unicast("to", self.to)?;
-        check::range("port", self.port, 1, 65535)?;
+        check::flow(
+            &self.from,
+            self.server.as_deref().map(|s| ("server", s)),
+            self.to,
+            self.port,
+        )?;
         check::range("connections", self.connections, 1, 100_000)?;
         check::range("bytes", self.bytes, 0, 1 << 34)?;
         check::range("connect_timeout_ms", self.connect_timeout_ms, 1, 120_000)?;

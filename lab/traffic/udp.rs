@@ -67,12 +67,12 @@ fn d_timeout() -> u64 {
 
 impl UdpParams {
     pub(crate) fn validate(&self) -> Result<(), String> {
-        check::node("from", &self.from)?;
-        if let Some(r) = &self.receiver {
-            check::node("receiver", r)?;
-        }
-        check::unicast("to", self.to)?;
-        check::range("port", self.port, 1, 65535)?;
+        check::flow(
+            &self.from,
+            self.receiver.as_deref().map(|r| ("receiver", r)),
+            self.to,
+            self.port,
+        )?;
         check::range("count", self.count, 1, 10_000_000)?;
         check::range("size", self.size, 16, 65000)?;
         check::range("interval_ms", self.interval_ms, 0, 60_000)?;
