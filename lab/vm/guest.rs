@@ -107,6 +107,9 @@ echo "${{M}}BOOTED $(uname -r)"
         let q = sh_quote(module);
         let _ = writeln!(s, "insmod /modules/{q} || infra \"insmod {q} failed\"");
     }
+    // /run gets a fresh tmpfs (the host's run state must stay invisible); /tmp
+    // does not: the overlay already makes it writable, and a checkout under the
+    // host's /tmp (as CI clones) must stay reachable from the guest.
     let root_mount = p.share.mount(ROOT_TAG, "/lower", true);
     let _ = write!(
         s,
@@ -119,7 +122,7 @@ mount -t proc proc $R/proc && mount -t sysfs sysfs $R/sys && mount -t devtmpfs d
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o ptmxmode=0666 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
-mount -t tmpfs -o mode=0755 tmpfs $R/run && mount -t tmpfs -o mode=1777 tmpfs $R/tmp || infra "cannot mount /run or /tmp"
+mount -t tmpfs -o mode=0755 tmpfs $R/run || infra "cannot mount /run"
 mount -t tracefs tracefs $R/sys/kernel/tracing || infra "cannot mount tracefs"
 mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
