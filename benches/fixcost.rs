@@ -473,10 +473,8 @@ fn sweep_once(ratio: usize) -> Result<SweepPoint> {
 
 fn conntrack_sweep() -> Result<()> {
     // nf_conntrack_buckets/max and a quarter million entries in the (global) hash
-    // reach every namespace on the host: hold the runner's host lock exclusively, so
-    // no faultlab cell runs meanwhile (the lab's own host-sysctl lock also keeps other
-    // labs that change host sysctls out).
-    let _host = faultlab::runner::hostlock::acquire(true)?;
+    // reach every namespace on the host: each sweep lab sets host sysctls, so it holds
+    // the host lock exclusively and no other faultlab lab runs while it measures.
     let before_max = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")?;
     let before_buckets = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_buckets")?;
     let mut points: Vec<Vec<SweepPoint>> = vec![Vec::new(); RATIOS.len()];

@@ -203,6 +203,17 @@ impl Lab {
                 Err(e) => eprintln!("warning: could not sweep leftovers of earlier runs: {e:#}"),
             }
             self.host_lock = Some(lock);
+        } else {
+            // Shared: this lab must not run while another has host sysctls changed.
+            let lock = state::HostLock::acquire_shared(HOST_LOCK_TIMEOUT, &signals::interrupted)?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "another faultlab run has held the host-sysctl lock ({}/{}) for {HOST_LOCK_TIMEOUT:?}",
+                        state::STATE_DIR,
+                        state::HOST_LOCK_FILE
+                    )
+                })?;
+            self.host_lock = Some(lock);
         }
         for s in self.plan.host_sysctls.clone() {
             let original = crate::netns::sysctl::read_here(&s.key)

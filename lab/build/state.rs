@@ -313,7 +313,9 @@ pub fn clean(state: &RunState) -> (Vec<String>, Vec<anyhow::Error>) {
 
 /// Exclusive right to change host-global sysctls, held by a [`crate::build::Lab`] from
 /// saving the originals until they are restored (and by a sweep restoring a dead run's).
-/// Without it two concurrent runs would save each other's values as "original". It is
+/// Without it two concurrent runs would save each other's values as "original". Every
+/// other lab holds it shared for its lifetime: host-global values (nf_conntrack_max)
+/// reach every namespace, so no lab may run while another has them changed. It is
 /// an `flock`, so the kernel releases it when its holder dies, however it dies.
 #[derive(Debug)]
 pub struct HostLock {
@@ -325,6 +327,10 @@ pub const HOST_LOCK_FILE: &str = "host-sysctls.lock";
 impl HostLock {
     /// The lock if nobody holds it, None if someone does.
     pub fn try_acquire() -> Result<Option<HostLock>> {
+        Self::try_acquire_mode(libc::LOCK_EX)
+    }
+
+    fn try_acquire_mode(mode: libc::c_int) -> Result<Option<HostLock>> {
         use std::os::fd::AsRawFd;
         std::fs::create_dir_all(STATE_DIR).with_context(|| format!("create {STATE_DIR}"))?;
         let path = Path::new(STATE_DIR).join(HOST_LOCK_FILE);
@@ -335,7 +341,7 @@ impl HostLock {
             .open(&path)
             .with_context(|| format!("open {}", path.display()))?;
         // SAFETY: flock(2) on a file descriptor we own.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let r = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
         if r == 0 {
             return Ok(Some(HostLock { _file: file }));
         }
@@ -352,7 +358,20 @@ impl HostLock {
     /// over as soon as it is released: polling would starve behind a run that releases
     /// and re-takes it cell after cell.
     pub fn acquire(timeout: Duration, stop: &dyn Fn() -> bool) -> Result<Option<HostLock>> {
-        if let Some(l) = Self::try_acquire()? {
+        Self::acquire_mode(libc::LOCK_EX, timeout, stop)
+    }
+
+    /// The shared form: many labs at once, none while a lab changes host sysctls.
+    pub fn acquire_shared(timeout: Duration, stop: &dyn Fn() -> bool) -> Result<Option<HostLock>> {
+        Self::acquire_mode(libc::LOCK_SH, timeout, stop)
+    }
+
+    fn acquire_mode(
+        mode: libc::c_int,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<HostLock>> {
+        if let Some(l) = Self::try_acquire_mode(mode)? {
             return Ok(Some(l));
         }
         let path = Path::new(STATE_DIR).join(HOST_LOCK_FILE);
@@ -367,7 +386,7 @@ impl HostLock {
             use std::os::fd::AsRawFd;
             // SAFETY: flock(2) on a file descriptor this thread owns.
             let r = loop {
-                let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+                let r = unsafe { libc::flock(file.as_raw_fd(), mode) };
                 if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                     break r;
                 }

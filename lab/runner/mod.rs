@@ -1,7 +1,6 @@
 //! Runs scenarios cell by cell and collects verdicts.
 
 pub mod cell;
-pub mod hostlock;
 pub mod kernel;
 pub mod prereq;
 pub mod results;
