@@ -141,16 +141,13 @@ fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, DeviceSets)> {
             let ep = syntax::parse_endpoint(spec.get_ref())
                 .map_err(|e| cx.err(spec.span(), &field, e))?;
             let Some(devs) = devices.get_mut(&ep.node) else {
-                return cx.fail(
+                return Err(undefined_node(
+                    cx,
                     spec.span(),
                     &field,
-                    format!("undefined node `{}`", ep.node),
-                    &format!(
-                        "define [nodes.{}] or use one of: {}",
-                        ep.node,
-                        node_names.join(", ")
-                    ),
-                );
+                    &ep.node,
+                    node_names.iter().map(String::as_str),
+                ));
             };
             if !devs.insert(ep.dev.clone()) {
                 return cx.fail(
@@ -545,6 +542,25 @@ fn ruleset_kind(cx: &Ctx, key: &Spanned<String>, field: &str) -> R<RulesetKind> 
         })
 }
 
+/// "undefined node" naming the nodes that do exist.
+fn undefined_node<'a>(
+    cx: &Ctx,
+    span: Range<usize>,
+    field: &str,
+    node: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> ScenarioError {
+    let known: Vec<&str> = known.into_iter().collect();
+    cx.err(
+        span,
+        field,
+        (
+            format!("undefined node `{node}`"),
+            format!("define [nodes.{node}] or use one of: {}", known.join(", ")),
+        ),
+    )
+}
+
 fn cell_node<'p>(
     cx: &Ctx,
     plan: &'p mut LabPlan,
@@ -554,12 +570,13 @@ fn cell_node<'p>(
     let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
     match plan.nodes.iter_mut().find(|n| &n.name == node.get_ref()) {
         Some(n) => Ok(n),
-        None => cx.fail(
+        None => Err(undefined_node(
+            cx,
             node.span(),
             field,
-            format!("undefined node `{}`", node.get_ref()),
-            &format!("use one of: {}", names.join(", ")),
-        ),
+            node.get_ref(),
+            names.iter().map(String::as_str),
+        )),
     }
 }
 
@@ -832,19 +849,13 @@ fn expand_traffic(
         )?;
         for node in spec.nodes() {
             if lab.node(&node).is_none() {
-                return cx.fail(
+                return Err(undefined_node(
+                    cx,
                     span,
                     &where_,
-                    format!("undefined node `{node}`"),
-                    &format!(
-                        "use one of: {}",
-                        lab.nodes
-                            .iter()
-                            .map(|n| n.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
+                    &node,
+                    lab.nodes.iter().map(|n| n.name.as_str()),
+                ));
             }
         }
         out.push(spec);
@@ -890,19 +901,13 @@ fn named_specs<T: serde::de::DeserializeOwned>(
         let spec: T = typed(cx, t.get_ref().clone(), t.span(), &field, hint, &validate)?;
         let (name, node) = name_and_node(&spec);
         if let Some(node) = node.filter(|n| lab.node(n).is_none()) {
-            return cx.fail(
+            return Err(undefined_node(
+                cx,
                 t.span(),
                 &format!("{field}.node"),
-                format!("undefined node `{node}`"),
-                &format!(
-                    "use one of: {}",
-                    lab.nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
+                &node,
+                lab.nodes.iter().map(|n| n.name.as_str()),
+            ));
         }
         if !names.insert(name.clone()) {
             return cx.fail(
