@@ -27,7 +27,7 @@ mod common;
 use anyhow::{Context, Result};
 use common::*;
 use faultlab::build::{new_run_id, Lab};
-use faultlab::plan::LabPlan;
+use faultlab::model::LabPlan;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -349,7 +349,7 @@ fn sweep_once(ratio: usize) -> Result<SweepPoint> {
     let mut plan = routed_plan(mid_rules, &host).for_run(&new_run_id());
     // Entries must outlive the measurement (default UDP timeout: 30 s).
     let m = plan.nodes.iter_mut().find(|n| n.name == "mid").unwrap();
-    m.sysctls.push(faultlab::plan::Sysctl {
+    m.sysctls.push(faultlab::model::Sysctl {
         key: "net.netfilter.nf_conntrack_udp_timeout".into(),
         value: "3600".into(),
     });

@@ -20,7 +20,8 @@ use anyhow::{bail, Context, Result};
 use common::*;
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode};
 use faultlab::build::{new_run_id, Lab};
-use faultlab::plan::{batched, batched_teardown, shell_steps, shell_teardown, LabPlan};
+use faultlab::model::LabPlan;
+use faultlab::plan::{batched, batched_teardown, shell_steps, shell_teardown};
 use std::time::{Duration, Instant};
 
 const TOPOLOGIES: [(&str, &str, &str); 3] = [
@@ -277,7 +278,7 @@ fn harness(c: &mut Criterion) {
 /// Thread creation, setns, ifindex lookups and socket opening are not timed.
 pub mod replay {
     use super::*;
-    use faultlab::plan::{DeviceKind, RouteKind, RulesetKind};
+    use faultlab::model::{DeviceKind, RouteKind, RulesetKind};
     use rtnetlink::packet_core::{
         NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
         NLM_F_REQUEST,
@@ -606,7 +607,7 @@ pub mod replay {
         Ok(parts)
     }
 
-    fn configure_here(n: &faultlab::plan::NodePlan, batches: &[Vec<u8>]) -> Result<Parts> {
+    fn configure_here(n: &faultlab::model::NodePlan, batches: &[Vec<u8>]) -> Result<Parts> {
         let mut p = Parts::default();
         let fd = nl_socket(libc::NETLINK_ROUTE)?;
         let mut seq = 100u32;

@@ -44,7 +44,7 @@ const PAYLOAD: usize = 32;
 const SPORT: u16 = 1024;
 const THREADS: usize = 2;
 
-fn plan() -> faultlab::plan::LabPlan {
+fn plan() -> faultlab::model::LabPlan {
     plan_from_toml(&format!(
         r#"
 name = "bench"

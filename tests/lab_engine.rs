@@ -2,8 +2,8 @@
 #![cfg(feature = "lab")]
 
 use faultlab::build::{self, state, Lab};
+use faultlab::model::*;
 use faultlab::netns;
-use faultlab::plan::*;
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

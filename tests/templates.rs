@@ -1,7 +1,7 @@
 //! Each topology template expands to the same plan model as a hand-written
 //! topology; these snapshots pin what they build (reviewable without root).
 
-use faultlab::plan::LabPlan;
+use faultlab::model::LabPlan;
 
 fn expand(template: &str, params: &str) -> LabPlan {
     let text = format!(

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use anyhow::{bail, Context, Result};
-use faultlab::plan::{LabPlan, Step};
+use faultlab::model::LabPlan;
+use faultlab::plan::Step;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -11,7 +11,7 @@ pub mod state;
 
 pub use process::LabProcess;
 
-use crate::plan::{LabPlan, VethPlan};
+use crate::model::{LabPlan, VethPlan};
 use anyhow::{anyhow, bail, Context, Result};
 use state::{SavedSysctl, StateFile};
 use std::collections::{BTreeMap, HashSet};
@@ -449,7 +449,7 @@ fn no_dad_by_default(netns: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Endpoint, NodePlan};
+    use crate::model::{Endpoint, NodePlan};
 
     fn node(name: &str, ns: &str) -> NodePlan {
         NodePlan {

@@ -1,7 +1,7 @@
 //! The namespace-local part of a build: one node, on a thread inside its namespace.
 
+use crate::model::{DeviceKind, LabPlan, NodePlan, VethPlan};
 use crate::netns::netlink::{describe_route, Netlink, VxlanSpec};
-use crate::plan::{DeviceKind, LabPlan, NodePlan, VethPlan};
 use anyhow::{Context, Result};
 
 /// First ifindex given to veth ends; each veth of the plan gets two.

@@ -1,7 +1,7 @@
 //! Helper processes of a lab: started inside a node's namespace, logged to a file,
 //! waited for until their port is bound, stopped by their own pid.
 
-use crate::plan::ProcessPlan;
+use crate::model::ProcessPlan;
 use anyhow::{anyhow, bail, Context, Result};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

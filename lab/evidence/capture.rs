@@ -1,10 +1,11 @@
 //! Packet capture on one device of one namespace: AF_PACKET socket in a thread that has
 //! entered the namespace, a pcap file, and named counters over the packets seen.
 
-use super::filter::Filter;
-use super::packet::{Framing, PacketInfo};
 use super::packet_socket::{sll_header, PacketSocket};
 use super::pcap::{LinkType, PcapWriter};
+use crate::model::capture::{CaptureSpec, Compiled, DEFAULT_SNAPLEN};
+use crate::model::capture_filter::Filter;
+use crate::model::packet_info::{Framing, PacketInfo};
 use crate::verdict::Observations;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -17,93 +18,8 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Observation names a count may not take.
-const RESERVED: [&str; 3] = ["packets", "seen", "lost"];
-const DEFAULT_SNAPLEN: u32 = 262_144;
 /// Parsed packets kept in memory for tests; the pcap file has them all.
 const MAX_KEPT: usize = 100_000;
-
-/// One `[[captures]]` entry of a scenario.
-#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CaptureSpec {
-    /// Observation prefix: `capture.<name>.<counter>`.
-    pub name: String,
-    pub node: String,
-    /// Device name inside the node, or `any`.
-    pub dev: String,
-    /// What is written to the pcap file; every packet when absent.
-    #[serde(default)]
-    pub filter: Option<String>,
-    /// Named counters, each a filter evaluated on every packet seen on the device
-    /// (whether or not `filter` keeps it).
-    #[serde(default)]
-    pub count: BTreeMap<String, String>,
-    #[serde(default)]
-    pub snaplen: Option<u32>,
-}
-
-impl CaptureSpec {
-    pub fn validate(&self) -> Result<(), String> {
-        self.compile().map(|_| ())
-    }
-
-    fn compile(&self) -> Result<Compiled, String> {
-        let ctx = format!("capture `{}`", self.name);
-        let ident = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
-        if !ident(&self.name) {
-            return Err(format!(
-                "{ctx}: field `name` must be non-empty letters, digits, `_` or `-` \
-                 (it prefixes observations capture.<name>.*)"
-            ));
-        }
-        if self.node.is_empty() {
-            return Err(format!(
-                "{ctx}: field `node` is empty; name the node to capture in"
-            ));
-        }
-        if self.dev.is_empty() || self.dev.len() > 15 || self.dev.contains('/') {
-            return Err(format!(
-                "{ctx}: field `dev` = {:?} is not a device name (1-15 characters, no `/`); \
-                 use a device of node `{}` or \"any\"",
-                self.dev, self.node
-            ));
-        }
-        if self.snaplen == Some(0) {
-            return Err(format!(
-                "{ctx}: field `snaplen` must be > 0 (or omitted: {DEFAULT_SNAPLEN})"
-            ));
-        }
-        let keep = match &self.filter {
-            Some(f) => Some(
-                Filter::parse(f).map_err(|e| format!("{ctx}: field `filter`, {e} (in {f:?})"))?,
-            ),
-            None => None,
-        };
-        let mut counts = Vec::new();
-        for (name, f) in &self.count {
-            if !ident(name) || RESERVED.contains(&name.as_str()) {
-                return Err(format!(
-                    "{ctx}: count name `{name}` must be letters, digits, `_` or `-` and not one \
-                     of {RESERVED:?} (observations already use those names); rename it"
-                ));
-            }
-            let filter = Filter::parse(f)
-                .map_err(|e| format!("{ctx}: field `count.{name}`, {e} (in {f:?})"))?;
-            counts.push((name.clone(), filter));
-        }
-        Ok(Compiled { keep, counts })
-    }
-}
-
-struct Compiled {
-    keep: Option<Filter>,
-    counts: Vec<(String, Filter)>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapturedPacket {

@@ -5,51 +5,14 @@
 //! namespace inode (`stat /run/netns/<netns>`) as a whole number, as the netfilter
 //! messages do ("in netns <inode>").
 
+pub use crate::model::kmsg::KmsgSpec;
 use crate::verdict::Observations;
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 const KMSG: &str = "/dev/kmsg";
-
-/// One `[[kmsg]]` entry of a scenario: observation `kmsg.<name>`.
-#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KmsgSpec {
-    /// Observation name: `kmsg.<name>` counts the matching lines.
-    pub name: String,
-    /// Text the message must contain (plain substring, case-sensitive).
-    pub contains: String,
-    /// Only lines that carry this node's netns inode as a whole number.
-    #[serde(default)]
-    pub node: Option<String>,
-}
-
-impl KmsgSpec {
-    pub fn validate(&self) -> Result<(), String> {
-        let ok = !self.name.is_empty()
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !ok {
-            return Err(format!(
-                "kmsg `{}`: field `name` must be non-empty letters, digits, `_` or `-` \
-                 (observation kmsg.<name>)",
-                self.name
-            ));
-        }
-        if self.contains.trim().is_empty() {
-            return Err(format!(
-                "kmsg `{}`: field `contains` is empty; give the text the kernel line carries",
-                self.name
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Does one message (the text after `;` of a /dev/kmsg record) count?
 pub fn matches(message: &str, contains: &str, inode: Option<u64>) -> bool {

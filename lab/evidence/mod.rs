@@ -3,17 +3,16 @@
 
 pub mod capture;
 pub mod drops;
-pub mod filter;
 mod kallsyms;
 pub mod kmsg;
-pub mod packet;
 mod packet_socket;
 pub mod pcap;
 pub mod tracefs;
 
-pub use capture::{Capture, CaptureSpec, CaptureSummary, CapturedPacket};
+pub use crate::model::capture::CaptureSpec;
+pub use crate::model::capture_filter::{Filter, FilterError};
+pub use crate::model::packet_info::PacketInfo;
+pub use capture::{Capture, CaptureSummary, CapturedPacket};
 pub use drops::{drops_observations, DropReport, DropTrace};
-pub use filter::{Filter, FilterError};
 pub use kmsg::{KmsgSpec, KmsgWatch};
-pub use packet::PacketInfo;
 pub use tracefs::{list_instances, remove_instance};

@@ -1,7 +1,7 @@
 //! Evaluating a parsed expression against observations, remembering what it read.
 
-use super::ast::{Arith, Cmp, Expr, GlobFn};
 use super::{fmt_num, glob, suggest, EvalError};
+use crate::model::expr::ast::{Arith, Cmp, Expr, GlobFn};
 use crate::verdict::Observations;
 
 pub struct Eval<'a> {

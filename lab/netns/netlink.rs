@@ -5,7 +5,7 @@
 //! [`with_netlink`] which does both). It drives rtnetlink on a private current-thread
 //! tokio runtime; its methods block.
 
-use crate::plan::{RouteKind, RoutePlan};
+use crate::model::{RouteKind, RoutePlan};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -488,12 +488,12 @@ mod tests {
             dst: "10.9.0.0/16".parse().unwrap(),
             kind: RouteKind::Multipath {
                 nexthops: vec![
-                    crate::plan::Nexthop {
+                    crate::model::Nexthop {
                         via: Some("10.0.0.1".parse().unwrap()),
                         dev: None,
                         weight: 1,
                     },
-                    crate::plan::Nexthop {
+                    crate::model::Nexthop {
                         via: Some("10.0.1.1".parse().unwrap()),
                         dev: Some("eth1".into()),
                         weight: 3,

@@ -1,7 +1,7 @@
 //! Reading a node's counters from inside its namespace (needs root).
 
 use super::{NodeCounters, ProcTexts};
-use crate::plan::RulesetKind;
+use crate::model::RulesetKind;
 use anyhow::{Context, Result};
 use std::io::ErrorKind;
 

@@ -31,7 +31,7 @@ pub use names::{comment_segment, segment};
 pub use netdev::DevStats;
 pub use snmp::SnmpCounters;
 
-use crate::plan::RulesetKind;
+use crate::model::RulesetKind;
 use crate::verdict::Observations;
 use std::collections::BTreeMap;
 

@@ -1,12 +1,6 @@
-//! Pure planning: scenario file → validated cells → the labs `build` creates.
-//! No syscalls here, so everything is testable without root.
+//! A lab plan as shell commands (`ip`, `sysctl`, ruleset loaders): what the benches
+//! compare faultlab's in-process engine against. Pure: no syscalls.
 
-mod cell;
-mod expand;
-mod model;
 mod script;
 
-pub use cell::*;
-pub use expand::expand_cells;
-pub use model::*;
 pub use script::*;

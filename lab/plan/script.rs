@@ -15,7 +15,9 @@
 //! per node devices, bridge ports, sysctls, addresses, up, routes, neighbours, rulesets.
 //! Helper processes are not translated (the bench topologies have none).
 
-use super::{AddressPlan, DeviceKind, LabPlan, NodePlan, RouteKind, RoutePlan, RulesetKind};
+use crate::model::{
+    AddressPlan, DeviceKind, LabPlan, NodePlan, RouteKind, RoutePlan, RulesetKind, Sysctl,
+};
 use std::fmt::Write as _;
 
 /// One command: its argv and, for ruleset loaders and `ip -batch -`, its standard input.
@@ -44,7 +46,7 @@ fn s(words: &[&str]) -> Vec<String> {
 /// The `sysctl(8)` spelling of a key: dotted, unless a device segment has a dot
 /// (`net.ipv4.conf.eth0.100.rp_filter`), which sysctl(8) needs as a slash path.
 fn sysctl_key(key: &str) -> String {
-    match crate::netns::sysctl::key_to_path(key) {
+    match crate::model::sysctl_key::key_to_path(key) {
         Ok(p) => {
             let rel = p
                 .strip_prefix("/proc/sys")
@@ -154,7 +156,7 @@ fn address_args(a: &AddressPlan) -> Vec<String> {
 }
 
 /// `ip link add` arguments of every veth: both ends created directly in their namespaces.
-fn veth_args(plan: &LabPlan, v: &super::VethPlan, a_in_args: bool) -> Vec<String> {
+fn veth_args(plan: &LabPlan, v: &crate::model::VethPlan, a_in_args: bool) -> Vec<String> {
     let ns = |node: &str| {
         plan.node(node)
             .map(|n| n.netns.clone())
@@ -392,7 +394,7 @@ pub fn batched(plan: &LabPlan) -> Vec<Step> {
 
 /// Teardown one process per step: `ip netns del` per namespace (reverse order), then the
 /// host sysctls back to `originals` (the values read before the build).
-pub fn shell_teardown(plan: &LabPlan, originals: &[super::Sysctl]) -> Vec<Step> {
+pub fn shell_teardown(plan: &LabPlan, originals: &[Sysctl]) -> Vec<Step> {
     let mut out: Vec<Step> = plan
         .nodes
         .iter()
@@ -410,7 +412,7 @@ pub fn shell_teardown(plan: &LabPlan, originals: &[super::Sysctl]) -> Vec<Step> 
 }
 
 /// Teardown in one `ip -batch -` (plus one `sysctl` for the host keys).
-pub fn batched_teardown(plan: &LabPlan, originals: &[super::Sysctl]) -> Vec<Step> {
+pub fn batched_teardown(plan: &LabPlan, originals: &[Sysctl]) -> Vec<Step> {
     let mut out = Vec::new();
     let dels: Vec<Vec<String>> = plan
         .nodes
@@ -478,9 +480,7 @@ pub fn render_sh(steps: &[Step]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{
-        DevicePlan, Endpoint, NeighbourPlan, Nexthop, RulesetPlan, Sysctl, VethPlan,
-    };
+    use crate::model::{DevicePlan, Endpoint, NeighbourPlan, Nexthop, RulesetPlan, VethPlan};
 
     fn node(name: &str) -> NodePlan {
         NodePlan {

@@ -2,7 +2,7 @@
 
 use crate::build::Lab;
 use crate::evidence::{Capture, DropTrace};
-use crate::plan::CellPlan;
+use crate::model::CellPlan;
 use crate::verdict::{Check, DropStat, Observations, Outcome};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -93,7 +93,7 @@ fn drive(cell: &CellPlan, env: &CellEnv, phases: &mut Phases) -> anyhow::Result<
 
 fn observe_traffic(
     cell: &CellPlan,
-    plan: &crate::plan::LabPlan,
+    plan: &crate::model::LabPlan,
     lab: &Lab,
     env: &CellEnv,
     phases: &mut Phases,
@@ -164,7 +164,7 @@ struct Evidence {
 
 fn start_evidence(
     cell: &CellPlan,
-    plan: &crate::plan::LabPlan,
+    plan: &crate::model::LabPlan,
     lab: &Lab,
     env: &CellEnv,
     netns: &BTreeMap<String, String>,
@@ -261,7 +261,7 @@ fn failures_read_only_drops(expects: &[crate::judge::Expectation], checks: &[Che
 
 /// Counters of every node, read in parallel (one thread per namespace).
 fn snapshot_all(
-    plan: &crate::plan::LabPlan,
+    plan: &crate::model::LabPlan,
 ) -> anyhow::Result<BTreeMap<String, crate::observe::NodeCounters>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = plan
@@ -294,7 +294,7 @@ pub const NO_TRACEFS_ENV: &str = "FAULTLAB_NO_TRACEFS";
 fn start_drop_trace(
     lab: &Lab,
     instance: &str,
-    plan: &crate::plan::LabPlan,
+    plan: &crate::model::LabPlan,
 ) -> anyhow::Result<Result<DropTrace, String>> {
     if std::env::var_os(NO_TRACEFS_ENV).is_some() {
         return Ok(Err(format!("tracefs disabled by {NO_TRACEFS_ENV}")));
@@ -312,7 +312,7 @@ fn start_drop_trace(
 }
 
 /// Device name → node, for devices whose name is unique in the lab (drop attribution).
-fn device_owners(plan: &crate::plan::LabPlan) -> BTreeMap<String, String> {
+fn device_owners(plan: &crate::model::LabPlan) -> BTreeMap<String, String> {
     let mut owners: BTreeMap<String, Option<String>> = BTreeMap::new();
     for node in &plan.nodes {
         for dev in node.up.iter().filter(|d| *d != "lo") {

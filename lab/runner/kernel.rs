@@ -1,6 +1,6 @@
 //! The running kernel, and which expectations apply to it.
 
-use crate::plan::CellPlan;
+use crate::model::CellPlan;
 
 pub fn release() -> String {
     nix::sys::utsname::uname()

@@ -1,7 +1,7 @@
 //! Prerequisites of a cell: a missing one makes the cell a skip with the reason,
 //! never a failure.
 
-use crate::plan::Requirements;
+use crate::model::Requirements;
 use std::path::Path;
 
 /// Why this cell cannot run here, or None when everything is present.

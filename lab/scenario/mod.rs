@@ -1,11 +1,12 @@
 //! Scenario files: discovery, parsing and validation into runnable cells.
 
 pub mod error;
+mod expand;
 pub mod schema;
 pub mod syntax;
 pub mod template;
 
-use crate::plan::CellPlan;
+use crate::model::CellPlan;
 pub use error::{ScenarioError, SourceMap};
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         toml::from_str(text).map_err(|e| toml_error(&src, text, &e))?;
     let dir = Path::new(file).parent().unwrap_or(Path::new("."));
     template::apply(&mut raw, &src, dir)?;
-    let cells = crate::plan::expand_cells(&raw, &src)?;
+    let cells = expand::expand_cells(&raw, &src)?;
     Ok(Scenario {
         file: file.to_string(),
         name: raw.name.into_inner(),

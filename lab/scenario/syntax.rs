@@ -2,7 +2,7 @@
 //! link endpoints (`node:dev 192.0.2.1/24`), routes (`default via 192.0.2.254`),
 //! neighbours (`192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0`).
 
-use crate::plan::{Nexthop, RouteKind, RoutePlan};
+use crate::model::{Nexthop, RouteKind, RoutePlan};
 use ipnet::IpNet;
 use std::net::IpAddr;
 

@@ -8,9 +8,11 @@ use std::net::IpAddr;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
+#[cfg(test)]
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+#[cfg(test)]
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
@@ -173,21 +175,7 @@ pub fn icmp_echo_request(v6: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8>
     m
 }
 
-/// Parses TCP flag letters (`S A R F P`, any order) into the flags byte.
-pub fn parse_tcp_flags(s: &str) -> Result<u8, String> {
-    let mut f = 0u8;
-    for c in s.chars() {
-        f |= match c.to_ascii_uppercase() {
-            'S' => TCP_SYN,
-            'A' => TCP_ACK,
-            'R' => TCP_RST,
-            'F' => TCP_FIN,
-            'P' => TCP_PSH,
-            other => return Err(format!("unknown TCP flag letter '{other}' (use S A R F P)")),
-        };
-    }
-    Ok(f)
-}
+pub use crate::model::steps::check::parse_tcp_flags;
 
 /// A parsed TCP segment seen by a capture.
 #[derive(Debug, Clone, PartialEq, Eq)]

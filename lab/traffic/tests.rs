@@ -1,6 +1,7 @@
 //! Spec parsing and validation (no root needed).
 
 use super::*;
+use crate::model::steps::*;
 
 #[derive(serde::Deserialize)]
 struct File {

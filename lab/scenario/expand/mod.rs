@@ -1,7 +1,7 @@
 //! Scenario file → one [`CellPlan`] per cell. Every semantic check happens here,
 //! so a file that loads is a file that can run.
 
-use super::*;
+use crate::model::*;
 use crate::scenario::error::{ScenarioError, SourceMap};
 use crate::scenario::schema::*;
 use crate::scenario::syntax;

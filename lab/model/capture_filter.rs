@@ -12,7 +12,7 @@
 //!            | len (> | < | >= | <= | == | !=) N  (L3 length in bytes)
 //! ```
 
-use super::packet::{self, PacketInfo};
+use super::packet_info::{self as packet, PacketInfo};
 use ipnet::IpNet;
 use std::fmt;
 use std::net::IpAddr;
@@ -377,12 +377,12 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::packet::Framing;
+    use crate::model::packet_info::Framing;
 
     fn rst() -> PacketInfo {
         PacketInfo::parse(
             Framing::Ethernet,
-            &crate::evidence::packet::tests::tcp_rst_frame(),
+            &crate::model::packet_info::tests::tcp_rst_frame(),
         )
     }
 

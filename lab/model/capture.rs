@@ -1,0 +1,92 @@
+//! One `[[captures]]` entry of a scenario: where to capture and the named counters.
+
+use super::capture_filter::Filter;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Observation names a count may not take.
+const RESERVED: [&str; 3] = ["packets", "seen", "lost"];
+pub const DEFAULT_SNAPLEN: u32 = 262_144;
+
+/// One `[[captures]]` entry of a scenario.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// Observation prefix: `capture.<name>.<counter>`.
+    pub name: String,
+    pub node: String,
+    /// Device name inside the node, or `any`.
+    pub dev: String,
+    /// What is written to the pcap file; every packet when absent.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Named counters, each a filter evaluated on every packet seen on the device
+    /// (whether or not `filter` keeps it).
+    #[serde(default)]
+    pub count: BTreeMap<String, String>,
+    #[serde(default)]
+    pub snaplen: Option<u32>,
+}
+
+impl CaptureSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        self.compile().map(|_| ())
+    }
+
+    pub fn compile(&self) -> Result<Compiled, String> {
+        let ctx = format!("capture `{}`", self.name);
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !ident(&self.name) {
+            return Err(format!(
+                "{ctx}: field `name` must be non-empty letters, digits, `_` or `-` \
+                 (it prefixes observations capture.<name>.*)"
+            ));
+        }
+        if self.node.is_empty() {
+            return Err(format!(
+                "{ctx}: field `node` is empty; name the node to capture in"
+            ));
+        }
+        if self.dev.is_empty() || self.dev.len() > 15 || self.dev.contains('/') {
+            return Err(format!(
+                "{ctx}: field `dev` = {:?} is not a device name (1-15 characters, no `/`); \
+                 use a device of node `{}` or \"any\"",
+                self.dev, self.node
+            ));
+        }
+        if self.snaplen == Some(0) {
+            return Err(format!(
+                "{ctx}: field `snaplen` must be > 0 (or omitted: {DEFAULT_SNAPLEN})"
+            ));
+        }
+        let keep = match &self.filter {
+            Some(f) => Some(
+                Filter::parse(f).map_err(|e| format!("{ctx}: field `filter`, {e} (in {f:?})"))?,
+            ),
+            None => None,
+        };
+        let mut counts = Vec::new();
+        for (name, f) in &self.count {
+            if !ident(name) || RESERVED.contains(&name.as_str()) {
+                return Err(format!(
+                    "{ctx}: count name `{name}` must be letters, digits, `_` or `-` and not one \
+                     of {RESERVED:?} (observations already use those names); rename it"
+                ));
+            }
+            let filter = Filter::parse(f)
+                .map_err(|e| format!("{ctx}: field `count.{name}`, {e} (in {f:?})"))?;
+            counts.push((name.clone(), filter));
+        }
+        Ok(Compiled { keep, counts })
+    }
+}
+
+/// A capture spec with its filters parsed.
+pub struct Compiled {
+    pub keep: Option<Filter>,
+    pub counts: Vec<(String, Filter)>,
+}

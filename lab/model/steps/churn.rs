@@ -1,0 +1,78 @@
+//! `kind = "churn"`: many short TCP connections (SCENARIOS.md §2, conntrack table full).
+//! Parameters (the model); the generator is in `crate::traffic`.
+
+use super::check;
+use std::net::IpAddr;
+
+/// How the client closes each connection.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseMode {
+    /// Orderly close (FIN); the closing side goes through TIME_WAIT.
+    #[default]
+    Fin,
+    /// Abortive close (SO_LINGER 0 → RST).
+    Rst,
+}
+
+/// Short connections. Metrics: `attempted`, `connected`, `failed` (all that did not connect:
+/// `timed_out` + `refused` + other errors), `timed_out`, `refused`, `server_accepted`
+/// (only when the generator runs the server).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnParams {
+    /// Observation prefix (default "churn").
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Node that connects.
+    pub from: String,
+    /// Server address (IPv4 or IPv6), as the client sees it.
+    pub to: IpAddr,
+    /// Server port (default 8080).
+    #[serde(default = "d_port")]
+    pub port: u16,
+    /// Node where the generator starts the server (default: none; something must listen).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Number of connections (default 1000).
+    #[serde(default = "d_connections")]
+    pub connections: u32,
+    /// Connection attempts per second; 0 = as fast as possible (default 0).
+    #[serde(default)]
+    pub rate: f64,
+    /// "fin" (default) or "rst" (SO_LINGER 0).
+    #[serde(default)]
+    pub close: CloseMode,
+    /// The server closes first (its side then holds TIME_WAIT) (default false).
+    #[serde(default)]
+    pub server_closes_first: bool,
+    /// Connect timeout in ms (default 1000). A SYN dropped for a full table is retried by
+    /// the kernel after 1 s, so shorter values count such drops as timeouts.
+    #[serde(default = "d_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+fn d_port() -> u16 {
+    8080
+}
+fn d_connections() -> u32 {
+    1000
+}
+fn d_connect_timeout() -> u64 {
+    1000
+}
+
+impl ChurnParams {
+    pub fn validate(&self) -> Result<(), String> {
+        check::flow(
+            &self.from,
+            self.server.as_deref().map(|s| ("server", s)),
+            self.to,
+            self.port,
+        )?;
+        check::range("connections", self.connections, 1, 1_000_000)?;
+        if !(self.rate >= 0.0 && self.rate <= 1e6) {
+            return Err(format!("rate = {} is out of range: set it between 0 (as fast as possible) and 1000000 per second", self.rate));
+        }
+        check::range("connect_timeout_ms", self.connect_timeout_ms, 1, 120_000)
+    }
+}
