@@ -1,0 +1,246 @@
+//! One `[[cells]]` entry: the base lab with its overrides, its steps and its expectations.
+
+use super::*;
+
+pub(super) fn expand_cell(
+    cx: &Ctx,
+    file: &ScenarioFile,
+    (base, devices): &(LabPlan, DeviceSets),
+    cell: &CellSpec,
+    i: usize,
+) -> R<CellPlan> {
+    let cf = format!("cells[{i}]");
+    let mut lab = base.clone();
+
+    // Sysctls: node's own, then the cell's overrides.
+    for (name, spec) in &file.nodes {
+        let node = node_mut(&mut lab, name.get_ref());
+        merge_sysctls(
+            cx,
+            &mut node.sysctls,
+            &spec.sysctls,
+            &format!("nodes.{}.sysctls", name.get_ref()),
+        )?;
+    }
+    for (node, map) in &cell.sysctls {
+        let field = format!("{cf}.sysctls.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        merge_sysctls(cx, &mut n.sysctls, map, &field)?;
+    }
+    merge_host_sysctls(
+        cx,
+        &mut lab.host_sysctls,
+        &file.host_sysctls,
+        "host_sysctls",
+    )?;
+    merge_host_sysctls(
+        cx,
+        &mut lab.host_sysctls,
+        &cell.host_sysctls,
+        &format!("{cf}.host_sysctls"),
+    )?;
+
+    // Rulesets: node's own by kind, replaced by the cell's, then extras
+    // (the node's, then the cell's).
+    for (name, spec) in &file.nodes {
+        let mut by_kind: BTreeMap<RulesetKind, Vec<String>> = BTreeMap::new();
+        for (k, text) in &spec.rulesets {
+            let kind = ruleset_kind(cx, k, &format!("nodes.{}.rulesets", name.get_ref()))?;
+            by_kind.insert(kind, text.texts());
+        }
+        if let Some(over) = cell
+            .rulesets
+            .iter()
+            .find(|(n, _)| n.get_ref() == name.get_ref())
+        {
+            for (k, text) in over.1 {
+                let kind = ruleset_kind(cx, k, &format!("{cf}.rulesets.{}", name.get_ref()))?;
+                by_kind.insert(kind, text.texts());
+            }
+        }
+        let mut rulesets: Vec<RulesetPlan> = by_kind
+            .into_iter()
+            .flat_map(|(kind, texts)| {
+                texts
+                    .into_iter()
+                    .map(move |text| RulesetPlan { kind, text })
+            })
+            .collect();
+        for (k, text) in &spec.extra_rulesets {
+            let kind = ruleset_kind(cx, k, &format!("nodes.{}.extra_rulesets", name.get_ref()))?;
+            rulesets.extend(
+                text.texts()
+                    .into_iter()
+                    .map(|text| RulesetPlan { kind, text }),
+            );
+        }
+        node_mut(&mut lab, name.get_ref()).rulesets = rulesets;
+    }
+    for node in cell.rulesets.keys() {
+        cell_node(
+            cx,
+            &mut lab,
+            node,
+            &format!("{cf}.rulesets.{}", node.get_ref()),
+        )?;
+    }
+    for (node, map) in &cell.extra_rulesets {
+        let field = format!("{cf}.extra_rulesets.{}", node.get_ref());
+        let mut extra = Vec::new();
+        for (k, text) in map {
+            let kind = ruleset_kind(cx, k, &field)?;
+            extra.extend(
+                text.texts()
+                    .into_iter()
+                    .map(|text| RulesetPlan { kind, text }),
+            );
+        }
+        cell_node(cx, &mut lab, node, &field)?
+            .rulesets
+            .extend(extra);
+    }
+    for (node, routes) in &cell.extra_routes {
+        let field = format!("{cf}.extra_routes.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        let devs = &devices[&n.name];
+        let extra = expand_routes(cx, routes, &field, &n.name.clone(), devs)?;
+        n.routes.extend(extra);
+    }
+
+    let traffic = expand_traffic(cx, file, cell, &cf, &lab)?;
+    let captures = expand_captures(cx, file, &lab)?;
+    let kmsg = expand_kmsg(cx, file, &lab)?;
+
+    let expect = expressions(cx, &cell.expect, &format!("{cf}.expect"))?;
+    if expect.is_empty() && cell.expect_by_kernel.is_empty() {
+        return cx.fail(
+            cell.name.span(),
+            &format!("{cf}.expect"),
+            format!("cell `{}` expects nothing", cell.name.get_ref()),
+            "add expect = [\"...\"] with what the kernel should do, e.g. \"ping.received == ping.sent\"",
+        );
+    }
+    let trigger = match cell.trigger.as_ref().or(file.trigger.as_ref()) {
+        Some(t) if t.get_ref().trim().is_empty() => None,
+        Some(t) => Some(expression(cx, t, &format!("{cf}.trigger"))?),
+        None => None,
+    };
+    let mut by_kernel = Vec::new();
+    for (j, k) in cell.expect_by_kernel.iter().enumerate() {
+        let field = format!("{cf}.expect_by_kernel[{j}]");
+        crate::judge::KernelRange::parse(k.kernel.get_ref()).map_err(|e| {
+            cx.err(
+                k.kernel.span(),
+                &format!("{field}.kernel"),
+                (
+                    e.to_string(),
+                    "write e.g. \">=5.6\", \"<4.19\" or \">=4.19, <5.6\"".into(),
+                ),
+            )
+        })?;
+        by_kernel.push(KernelExpect {
+            kernel: k.kernel.get_ref().clone(),
+            trigger: k
+                .trigger
+                .as_ref()
+                .map(|t| expression(cx, t, &format!("{field}.trigger")))
+                .transpose()?,
+            expect: expressions(cx, &k.expect, &format!("{field}.expect"))?,
+        });
+    }
+
+    let repeat = cell.repeat.as_ref().or(file.repeat.as_ref());
+    if let Some(r) = repeat {
+        if *r.get_ref() == 0 {
+            return cx.fail(r.span(), "repeat", "repeat is 0".into(), "use 1 or more");
+        }
+    }
+    let requires = requirements(file, cell, &lab, &traffic);
+    Ok(CellPlan {
+        name: cell.name.get_ref().clone(),
+        about: cell.about.clone(),
+        repeat: repeat.map(|r| *r.get_ref()).unwrap_or(1),
+        requires,
+        lab,
+        traffic,
+        captures,
+        kmsg,
+        drops: file.evidence.drops.unwrap_or(true),
+        trigger,
+        expect,
+        by_kernel,
+    })
+}
+
+pub(super) fn expression(cx: &Ctx, e: &Spanned<String>, field: &str) -> R<String> {
+    crate::judge::Expectation::parse(e.get_ref()).map_err(|err| {
+        cx.err(
+            e.span(),
+            field,
+            (
+                format!("`{}`: {err}", e.get_ref()),
+                "write a comparison over observation names, e.g. \"conntrack.sw.drop > 0\"".into(),
+            ),
+        )
+    })?;
+    Ok(e.get_ref().clone())
+}
+
+pub(super) fn expressions(cx: &Ctx, list: &[Spanned<String>], field: &str) -> R<Vec<String>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, e)| expression(cx, e, &format!("{field}[{i}]")))
+        .collect()
+}
+
+pub(super) fn requirements(
+    file: &ScenarioFile,
+    cell: &CellSpec,
+    lab: &LabPlan,
+    _traffic: &[crate::traffic::TrafficSpec],
+) -> Requirements {
+    let mut programs: BTreeSet<String> = BTreeSet::new();
+    let mut paths: BTreeSet<String> = BTreeSet::new();
+    programs.extend(file.requires.programs.iter().cloned());
+    programs.extend(cell.requires.programs.iter().cloned());
+    paths.extend(file.requires.paths.iter().cloned());
+    paths.extend(cell.requires.paths.iter().cloned());
+    for node in &lab.nodes {
+        for r in &node.rulesets {
+            programs.insert(r.kind.loader().0.to_string());
+            programs.insert(r.kind.dumper().0.to_string());
+        }
+        if node.addresses.iter().any(|a| a.addr.addr().is_ipv6()) {
+            paths.insert("/proc/sys/net/ipv6".into());
+        }
+        if node
+            .sysctls
+            .iter()
+            .any(|s| s.key.starts_with("net.bridge."))
+        {
+            paths.insert("/proc/sys/net/bridge".into());
+        }
+    }
+    let cpus = cell.requires.cpus.or(file.requires.cpus).unwrap_or(1);
+    Requirements {
+        programs: programs.into_iter().collect(),
+        paths: paths.into_iter().collect(),
+        cpus,
+    }
+}
+
+pub(super) fn ruleset_kind(cx: &Ctx, key: &Spanned<String>, field: &str) -> R<RulesetKind> {
+    RulesetKind::ALL
+        .into_iter()
+        .find(|k| k.key() == key.get_ref())
+        .ok_or_else(|| {
+            cx.err(
+                key.span(),
+                field,
+                (
+                    format!("unknown ruleset kind `{}`", key.get_ref()),
+                    "use nft, iptables, ip6tables, iptables-legacy or ip6tables-legacy".into(),
+                ),
+            )
+        })
+}
