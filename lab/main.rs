@@ -14,6 +14,10 @@ const EXIT_USAGE: u8 = 2;
 #[derive(Parser)]
 #[command(name = "faultlab", version, about)]
 struct Cli {
+    /// Where templates are looked for after the scenario's own topologies/ directory
+    /// (before the built-in ones); may be repeated.
+    #[arg(long, global = true, value_name = "DIR")]
+    templates: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +93,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    faultlab::scenario::template::set_template_dirs(cli.templates.clone());
     match cli.command {
         Command::List { paths } => list(&paths),
         Command::Run {

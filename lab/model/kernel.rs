@@ -118,7 +118,8 @@ enum Op {
 ///
 /// Like Cargo's version requirements, a constraint compares only as many components as
 /// it spells: `<=6.1` includes 6.1.40, `>6.1` starts at 6.2, `>=5.6` at 5.6.0.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
 pub struct KernelRange {
     source: String,
     constraints: Vec<(Op, Vec<u32>)>,
@@ -177,6 +178,12 @@ impl KernelRange {
 impl fmt::Display for KernelRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
+    }
+}
+
+impl From<KernelRange> for String {
+    fn from(r: KernelRange) -> String {
+        r.source
     }
 }
 

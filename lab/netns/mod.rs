@@ -1,6 +1,8 @@
 //! The namespace engine: named network namespaces (iproute2-compatible), running code
 //! and programs inside them, sysctls, and typed rtnetlink operations. No `ip` processes.
 
+pub mod changes;
+pub mod ctnetlink;
 pub mod exec;
 pub mod netlink;
 pub mod ns;

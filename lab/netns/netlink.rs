@@ -21,8 +21,8 @@ use std::os::fd::AsRawFd;
 
 /// An rtnetlink connection bound to the namespace of the thread that opened it.
 pub struct Netlink {
-    rt: tokio::runtime::Runtime,
-    handle: Handle,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) handle: Handle,
     /// Namespace name, for error messages.
     netns: String,
 }
@@ -98,7 +98,7 @@ impl Netlink {
         &self.netns
     }
 
-    fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, rtnetlink::Error>>,
     ) -> Result<T> {
@@ -353,7 +353,7 @@ impl Netlink {
             .with_context(what)
     }
 
-    fn route_message(
+    pub(crate) fn route_message(
         &self,
         route: &RoutePlan,
     ) -> Result<netlink_packet_route::route::RouteMessage> {

@@ -2,7 +2,8 @@
 
 use crate::build::Lab;
 use crate::evidence::{Capture, DropTrace};
-use crate::model::CellPlan;
+use crate::model::steps::Action;
+use crate::model::{CellPlan, Expectation, LabPlan, RulesetKind};
 use crate::verdict::{Check, DropStat, Observations, Outcome};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -56,14 +57,17 @@ pub struct CellEnv<'a> {
 }
 
 pub fn run_once(cell: &CellPlan, env: &CellEnv) -> RepetitionResult {
-    let (trigger, expect) = super::kernel::expectations_for(cell, env.kernel);
+    let (trigger, expect) = cell.expectations_for(env.kernel);
     let mut phases = Phases::default();
     let mut result = match drive(cell, env, &mut phases) {
         Ok(run) => match run.drops_unavailable.clone() {
-            None => judge(run, trigger.as_deref(), &expect),
-            Some(why) => judge_without_drops(run, trigger.as_deref(), &expect, &why),
+            None => judge(run, trigger, expect),
+            Some(why) => judge_without_drops(run, trigger, expect, &why),
         },
-        Err(e) => RepetitionResult::error(Outcome::Fail, format!("{e:#}")),
+        Err(e) => match e.downcast_ref::<super::timeline::StepVerdict>() {
+            Some(v) => RepetitionResult::error(v.outcome, format!("{e:#}")),
+            None => RepetitionResult::error(Outcome::Fail, format!("{e:#}")),
+        },
     };
     result.phases_ms = phases.0;
     result
@@ -82,7 +86,7 @@ fn drive(cell: &CellPlan, env: &CellEnv, phases: &mut Phases) -> anyhow::Result<
     let lab = phases
         .time("build", || Lab::build(&plan))
         .context("building the lab")?;
-    let result = observe_traffic(cell, &plan, &lab, env, phases);
+    let result = observe_timeline(cell, &plan, &lab, env, phases);
     let errors = phases.time("teardown", || lab.teardown());
     let driven = result?;
     if let Some(e) = errors.into_iter().next() {
@@ -91,9 +95,55 @@ fn drive(cell: &CellPlan, env: &CellEnv, phases: &mut Phases) -> anyhow::Result<
     Ok(driven)
 }
 
-fn observe_traffic(
+/// Ruleset kinds whose counters are read on each node: those the node is built with
+/// and those a `configure` step loads into it.
+fn ruleset_kinds(cell: &CellPlan) -> BTreeMap<String, Vec<RulesetKind>> {
+    let mut kinds: BTreeMap<String, Vec<RulesetKind>> = cell
+        .lab
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.rulesets.iter().map(|r| r.kind).collect()))
+        .collect();
+    for step in &cell.steps {
+        if let Action::Configure(c) = &step.action {
+            kinds
+                .entry(c.node.clone())
+                .or_default()
+                .extend(c.load.iter().map(|r| r.kind));
+        }
+    }
+    for k in kinds.values_mut() {
+        k.sort();
+        k.dedup();
+    }
+    kinds
+}
+
+/// Every observation name any expression of the cell reads (triggers, expectations
+/// on every kernel, waits).
+fn referenced_names(cell: &CellPlan) -> Vec<String> {
+    let mut names = Vec::new();
+    let exprs = cell.trigger.iter().chain(&cell.expect).chain(
+        cell.by_kernel
+            .iter()
+            .flat_map(|k| k.trigger.iter().chain(&k.expect)),
+    );
+    for e in exprs {
+        names.extend(e.names());
+    }
+    for step in &cell.steps {
+        if let Action::Wait(w) = &step.action {
+            names.extend(w.until.names());
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn observe_timeline(
     cell: &CellPlan,
-    plan: &crate::model::LabPlan,
+    plan: &LabPlan,
     lab: &Lab,
     env: &CellEnv,
     phases: &mut Phases,
@@ -103,11 +153,11 @@ fn observe_traffic(
         .iter()
         .map(|n| (n.name.clone(), n.netns.clone()))
         .collect();
-    let before = phases.time("observe", || snapshot_all(plan))?;
+    let kinds = ruleset_kinds(cell);
+    let before = phases.time("observe", || snapshot_all(plan, &kinds))?;
 
     let evidence = phases.time("evidence", || start_evidence(cell, plan, lab, env, &netns))?;
 
-    let mut observations = Observations::new();
     let interrupted = || crate::build::signals::interrupted();
     let ctx = crate::traffic::TrafficContext {
         netns: &netns,
@@ -115,29 +165,30 @@ fn observe_traffic(
         interrupted: &interrupted,
         slow: env.slow,
     };
-    let traffic_result = phases.time("traffic", || {
-        for spec in &cell.traffic {
-            if crate::build::signals::interrupted() {
-                anyhow::bail!("interrupted");
-            }
-            let metrics = crate::traffic::run(spec, &ctx)
-                .with_context(|| format!("traffic step `{}`", spec.name()))?;
-            let prefix = spec.name();
-            observations.extend(
-                metrics
-                    .into_iter()
-                    .map(|(k, v)| (format!("{prefix}.{k}"), v)),
-            );
-        }
-        Ok(())
+    let live = super::live::Live {
+        plan,
+        kinds: &kinds,
+        before: &before,
+    };
+    let referenced = referenced_names(cell);
+    let evidence = std::sync::Mutex::new(evidence);
+    let collectors = || evidence.lock().map(|e| e.live()).unwrap_or_default();
+    let walked = phases.time("traffic", || {
+        super::timeline::walk(&cell.steps, &ctx, &live, &collectors, &referenced)
     });
+    // Conntrack queries the expectations read at the end, while the lab still stands.
+    let end_queries = super::live::ct_queries(&referenced);
+    let at_end = phases.time("observe", || live.conntrack(&end_queries));
 
+    let evidence = evidence.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut drops_unavailable = evidence.drops_unavailable.clone();
+    let mut observations = Observations::new();
     let (drops, capture_files) = phases.time("evidence", || {
         stop_evidence(cell, evidence, &mut observations, &mut drops_unavailable)
     })?;
-    traffic_result?;
-    let after = phases.time("observe", || snapshot_all(plan))?;
+    observations.extend(walked?);
+    observations.extend(at_end?);
+    let after = phases.time("observe", || snapshot_all(plan, &kinds))?;
     for node in &plan.nodes {
         observations.extend(crate::observe::observations_delta(
             &node.name,
@@ -162,9 +213,16 @@ struct Evidence {
     kmsg: Option<crate::evidence::KmsgWatch>,
 }
 
+impl Evidence {
+    /// What the collectors have seen so far (captures' counters).
+    fn live(&self) -> Observations {
+        Observations::new()
+    }
+}
+
 fn start_evidence(
     cell: &CellPlan,
-    plan: &crate::model::LabPlan,
+    plan: &LabPlan,
     lab: &Lab,
     env: &CellEnv,
     netns: &BTreeMap<String, String>,
@@ -246,7 +304,7 @@ fn stop_evidence(
 
 /// True when every failed check reads drop-reason observations: with lost trace
 /// events such a failure says nothing about the kernel.
-fn failures_read_only_drops(expects: &[crate::judge::Expectation], checks: &[Check]) -> bool {
+fn failures_read_only_drops(expects: &[Expectation], checks: &[Check]) -> bool {
     let failed: Vec<_> = expects
         .iter()
         .zip(checks)
@@ -260,19 +318,18 @@ fn failures_read_only_drops(expects: &[crate::judge::Expectation], checks: &[Che
 }
 
 /// Counters of every node, read in parallel (one thread per namespace).
-fn snapshot_all(
-    plan: &crate::model::LabPlan,
+pub(super) fn snapshot_all(
+    plan: &LabPlan,
+    kinds: &BTreeMap<String, Vec<RulesetKind>>,
 ) -> anyhow::Result<BTreeMap<String, crate::observe::NodeCounters>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = plan
             .nodes
             .iter()
             .map(|node| {
+                let kinds = kinds.get(&node.name).map(Vec::as_slice).unwrap_or(&[]);
                 s.spawn(move || {
-                    let mut kinds: Vec<_> = node.rulesets.iter().map(|r| r.kind).collect();
-                    kinds.sort();
-                    kinds.dedup();
-                    crate::observe::snapshot_node(&node.netns, &kinds)
+                    crate::observe::snapshot_node(&node.netns, kinds)
                         .with_context(|| format!("reading counters of node `{}`", node.name))
                         .map(|c| (node.name.clone(), c))
                 })
@@ -280,7 +337,7 @@ fn snapshot_all(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("snapshot thread panicked"))
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
 }
@@ -294,7 +351,7 @@ pub const NO_TRACEFS_ENV: &str = "FAULTLAB_NO_TRACEFS";
 fn start_drop_trace(
     lab: &Lab,
     instance: &str,
-    plan: &crate::model::LabPlan,
+    plan: &LabPlan,
 ) -> anyhow::Result<Result<DropTrace, String>> {
     if std::env::var_os(NO_TRACEFS_ENV).is_some() {
         return Ok(Err(format!("tracefs disabled by {NO_TRACEFS_ENV}")));
@@ -312,7 +369,7 @@ fn start_drop_trace(
 }
 
 /// Device name → node, for devices whose name is unique in the lab (drop attribution).
-fn device_owners(plan: &crate::model::LabPlan) -> BTreeMap<String, String> {
+fn device_owners(plan: &LabPlan) -> BTreeMap<String, String> {
     let mut owners: BTreeMap<String, Option<String>> = BTreeMap::new();
     for node in &plan.nodes {
         for dev in node.up.iter().filter(|d| *d != "lo") {
@@ -328,21 +385,15 @@ fn device_owners(plan: &crate::model::LabPlan) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn judge(run: Driven, trigger: Option<&str>, expect: &[String]) -> RepetitionResult {
-    use crate::judge::Expectation;
-    let trigger = trigger.map(|t| Expectation::parse(t).expect("validated at load"));
-    let expects: Vec<Expectation> = expect
-        .iter()
-        .map(|e| Expectation::parse(e).expect("validated at load"))
-        .collect();
+fn judge(run: Driven, trigger: Option<&Expectation>, expects: &[Expectation]) -> RepetitionResult {
     let (mut outcome, mut reason, trigger, checks) =
-        crate::judge::judge_cell(trigger.as_ref(), &expects, &run.observations);
+        crate::judge::judge_cell(trigger, expects, &run.observations);
     let lost = run
         .observations
         .get("drops.lost_events")
         .copied()
         .unwrap_or(0.0);
-    if outcome == Outcome::Fail && lost > 0.0 && failures_read_only_drops(&expects, &checks) {
+    if outcome == Outcome::Fail && lost > 0.0 && failures_read_only_drops(expects, &checks) {
         outcome = Outcome::Inconclusive;
         reason = Some(format!(
             "the drop-reason trace lost {lost} events (buffer overflow from other traffic on the host): {}",
@@ -362,7 +413,7 @@ fn judge(run: Driven, trigger: Option<&str>, expect: &[String]) -> RepetitionRes
 }
 
 /// True when the expression reads drop-reason observations (`drops.…`).
-fn reads_drops(e: &crate::judge::Expectation) -> bool {
+fn reads_drops(e: &Expectation) -> bool {
     e.names()
         .iter()
         .any(|n| n == "drops" || n.starts_with("drops.") || n.starts_with("drops*"))
@@ -374,19 +425,18 @@ fn reads_drops(e: &crate::judge::Expectation) -> bool {
 /// here: a skip, with the reason.
 fn judge_without_drops(
     run: Driven,
-    trigger: Option<&str>,
-    expect: &[String],
+    trigger: Option<&Expectation>,
+    expect: &[Expectation],
     why: &str,
 ) -> RepetitionResult {
-    use crate::judge::Expectation;
-    let on_drops = |e: &str| reads_drops(&Expectation::parse(e).expect("validated at load"));
-    let (skipped, kept): (Vec<String>, Vec<String>) =
-        expect.iter().cloned().partition(|e| on_drops(e));
+    let (skipped, kept): (Vec<Expectation>, Vec<Expectation>) =
+        expect.iter().cloned().partition(reads_drops);
     let mut note = format!("no drop evidence ({why})");
     if !skipped.is_empty() {
-        note.push_str(&format!("; not evaluated: {}", skipped.join(", ")));
+        let list: Vec<&str> = skipped.iter().map(Expectation::source).collect();
+        note.push_str(&format!("; not evaluated: {}", list.join(", ")));
     }
-    if trigger.is_some_and(on_drops) || (kept.is_empty() && !skipped.is_empty()) {
+    if trigger.is_some_and(reads_drops) || (kept.is_empty() && !skipped.is_empty()) {
         let mut r = RepetitionResult::error(Outcome::Skip, note);
         r.observations = run.observations;
         r.captures = run.captures;
@@ -413,8 +463,12 @@ mod tests {
         }
     }
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
+    fn s(v: &[&str]) -> Vec<Expectation> {
+        v.iter().map(|x| Expectation::parse(x).unwrap()).collect()
+    }
+
+    fn t(x: &str) -> Option<Expectation> {
+        Some(Expectation::parse(x).unwrap())
     }
 
     #[test]
@@ -422,7 +476,7 @@ mod tests {
         let obs = [("ping.sent", 20.0), ("ping.received", 0.0)];
         let r = judge_without_drops(
             driven(&obs),
-            Some("ping.sent > 0"),
+            t("ping.sent > 0").as_ref(),
             &s(&["ping.received == 0", "drops.NETFILTER_DROP >= ping.sent"]),
             "no tracefs",
         );
@@ -463,7 +517,7 @@ mod tests {
         assert_eq!(r.outcome, Outcome::Skip);
         let r = judge_without_drops(
             driven(&obs),
-            Some("exists(drops.NETFILTER_DROP)"),
+            t("exists(drops.NETFILTER_DROP)").as_ref(),
             &s(&["ping.sent > 0"]),
             "no tracefs",
         );

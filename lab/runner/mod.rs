@@ -1,9 +1,12 @@
 //! Runs scenarios cell by cell and collects verdicts.
 
 pub mod cell;
+mod configure;
 pub mod kernel;
+pub mod live;
 pub mod prereq;
 pub mod results;
+pub mod timeline;
 
 use crate::scenario::Scenario;
 use crate::verdict::{CellResult, Outcome, ScenarioResult};

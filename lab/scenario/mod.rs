@@ -122,6 +122,29 @@ fn field_at(text: &str, offset: usize) -> String {
 /// Expand command-line arguments (files, directories, or scenario names) into
 /// scenario files. Directories are searched for `*.toml` (not recursing into
 /// `topologies/`); names are looked up as `scenarios/NAME.toml`.
+/// Scenario files in a directory and its subdirectories (`selftests/`), sorted;
+/// `topologies/` directories hold templates, not scenarios.
+fn scenario_files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "topologies") {
+                dirs.push(p);
+            }
+        } else if p.extension().is_some_and(|x| x == "toml") {
+            files.push(p);
+        }
+    }
+    files.sort();
+    dirs.sort();
+    for d in dirs {
+        files.extend(scenario_files_under(&d)?);
+    }
+    Ok(files)
+}
+
 pub fn discover(args: &[String], scenarios_dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     let args: Vec<String> = if args.is_empty() {
@@ -132,13 +155,7 @@ pub fn discover(args: &[String], scenarios_dir: &Path) -> Result<Vec<PathBuf>, S
     for a in &args {
         let p = Path::new(a);
         if p.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| format!("{a}: {e}"))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            files.sort();
-            out.extend(files);
+            out.extend(scenario_files_under(p).map_err(|e| format!("{a}: {e}"))?);
         } else if p.is_file() {
             out.push(p.to_path_buf());
         } else {
@@ -158,3 +175,5 @@ pub fn discover(args: &[String], scenarios_dir: &Path) -> Result<Vec<PathBuf>, S
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timeline_tests;

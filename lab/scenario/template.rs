@@ -23,22 +23,74 @@ struct TopologyPart {
     links: Vec<LinkSpec>,
 }
 
-/// Expand `file.template` (if any) from `dir/topologies/` and merge it in.
+/// Templates compiled into the binary (scenarios/topologies/), the last place looked.
+const BUILTIN: [(&str, &str); 3] = [
+    (
+        "calico",
+        include_str!("../../scenarios/topologies/calico.toml"),
+    ),
+    (
+        "docker",
+        include_str!("../../scenarios/topologies/docker.toml"),
+    ),
+    (
+        "openstack-qbr",
+        include_str!("../../scenarios/topologies/openstack-qbr.toml"),
+    ),
+];
+
+static TEMPLATE_DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Directories searched after the scenario's own `topologies/` (`--templates DIR`).
+pub fn set_template_dirs(dirs: Vec<std::path::PathBuf>) {
+    *TEMPLATE_DIRS.lock().unwrap_or_else(|p| p.into_inner()) = dirs;
+}
+
+/// A template's file name and text: `DIR/topologies/NAME.toml` next to the scenario,
+/// then each `--templates DIR` (`DIR/NAME.toml`), then the built-in ones. On failure,
+/// the places looked.
+fn find(name: &str, dir: &Path) -> Result<(String, String), Vec<String>> {
+    let mut candidates = vec![dir.join("topologies").join(format!("{name}.toml"))];
+    for d in TEMPLATE_DIRS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        candidates.push(d.join(format!("{name}.toml")));
+    }
+    let mut looked = Vec::new();
+    for c in candidates {
+        match std::fs::read_to_string(&c) {
+            Ok(text) => return Ok((c.display().to_string(), text)),
+            Err(_) => looked.push(c.display().to_string()),
+        }
+    }
+    match BUILTIN.iter().find(|(n, _)| *n == name) {
+        Some((n, text)) => Ok((format!("built-in topologies/{n}.toml"), text.to_string())),
+        None => {
+            looked.push("the built-in templates".into());
+            Err(looked)
+        }
+    }
+}
+
+/// Expand `file.template` (if any) and merge it in.
 pub fn apply(file: &mut ScenarioFile, src: &SourceMap, dir: &Path) -> Result<(), ScenarioError> {
     let Some(tu) = file.template.take() else {
         return Ok(());
     };
     let name = tu.name.get_ref();
-    let path = dir.join("topologies").join(format!("{name}.toml"));
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let (tfile, text) = find(name, dir).map_err(|looked| {
         src.error(
             tu.name.span(),
             "template.name",
-            format!("cannot read template {}: {e}", path.display()),
-            format!("use a file stem from {}", dir.join("topologies").display()),
+            format!("no template `{name}`: looked in {}", looked.join(", ")),
+            format!(
+                "use one of the built-in templates ({}) or put {name}.toml in a topologies/ directory next to the scenario, or pass --templates DIR",
+                BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
         )
     })?;
-    let tfile = path.display().to_string();
     let tsrc = SourceMap::new(&tfile, &text);
     let mut table: Table = toml::from_str(&text).map_err(|e| {
         let (line, column) = tsrc.line_col(e.span().map(|s| s.start).unwrap_or(0));

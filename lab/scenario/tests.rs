@@ -119,8 +119,9 @@ fn traffic_override_applies() {
         ),
     )
     .unwrap();
-    let json = serde_json::to_value(&s.cells[0].traffic[0]).unwrap();
-    assert_eq!(json["count"], 3);
+    let json = serde_json::to_value(&s.cells[0].steps[0]).unwrap();
+    assert_eq!(json["action"]["kind"], "ping");
+    assert_eq!(json["action"]["count"], 3);
 }
 
 #[test]
@@ -141,8 +142,8 @@ fn skip_leaves_a_step_out_of_a_cell() {
         "to = \"192.0.2.2\"\nskip = true\n",
     ) + "[[cells]]\nname = \"two\"\ntraffic.ping = { skip = false }\nexpect = [\"ping.sent > 0\"]\n";
     let s = parse("t.toml", &text).unwrap();
-    assert!(s.cells[0].traffic.is_empty());
-    assert_eq!(s.cells[1].traffic.len(), 1);
+    assert!(s.cells[0].steps.is_empty());
+    assert_eq!(s.cells[1].steps.len(), 1);
     let e = err(&MINI.replace("to = \"192.0.2.2\"\n", "to = \"192.0.2.2\"\nskip = 1\n"));
     assert!(e.message.contains("not a boolean"), "{e}");
 }

@@ -38,6 +38,13 @@ pub struct TrafficContext<'a> {
     pub slow: f64,
 }
 
+impl TrafficContext<'_> {
+    /// A duration from a scenario's milliseconds, stretched under emulation.
+    pub fn slow_ms(&self, ms: u64) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(ms as f64 / 1000.0 * self.slow.max(0.01))
+    }
+}
+
 /// Measured values, names WITHOUT the prefix; the runner prefixes "<name>.".
 pub type Metrics = BTreeMap<String, f64>;
 

@@ -165,10 +165,23 @@ fn is_ident_char(c: char) -> bool {
 }
 
 /// `-` belongs to a name only between two alphanumerics (`sw-a`); `a - b` subtracts.
+/// A dotted name directly followed by `(` takes the balanced group as part of the
+/// name: `ct.r.count(proto=udp dport=53)` and `ct.r.entry(dport=80).timeout` are
+/// single observation names whose argument is a query (functions such as `sum(`
+/// have no dot, so they stay function calls).
 fn ident_len(s: &[char]) -> usize {
     let mut n = 1;
     while n < s.len() {
         let c = s[n];
+        if c == '(' && s[..n].contains(&'.') && s[n - 1] != '.' {
+            match group_len(&s[n..]) {
+                Some(g) => {
+                    n += g;
+                    continue;
+                }
+                None => break,
+            }
+        }
         let hyphen = c == '-'
             && s[n - 1].is_ascii_alphanumeric()
             && s.get(n + 1).is_some_and(char::is_ascii_alphanumeric);
@@ -178,6 +191,24 @@ fn ident_len(s: &[char]) -> usize {
         n += 1;
     }
     n
+}
+
+/// Length of a balanced `( ... )` group at the start of `s`, or None if unclosed.
+fn group_len(s: &[char]) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, &c) in s.iter().enumerate() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn number_len(s: &[char]) -> usize {
@@ -199,6 +230,21 @@ fn number_len(s: &[char]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_names_keep_their_argument() {
+        let toks = lex("ct.r.count(proto=udp dport=53) >= sum(a.*)").unwrap();
+        assert_eq!(
+            toks[0].tok,
+            Tok::Ident("ct.r.count(proto=udp dport=53)".into())
+        );
+        assert_eq!(toks[2].tok, Tok::Ident("sum".into()));
+        let toks = lex("ct.r.entry(dport=80 status=ASSURED).timeout > 0").unwrap();
+        assert_eq!(
+            toks[0].tok,
+            Tok::Ident("ct.r.entry(dport=80 status=ASSURED).timeout".into())
+        );
+    }
 
     fn toks(s: &str) -> Vec<Tok> {
         lex(s).unwrap().into_iter().map(|t| t.tok).collect()

@@ -9,6 +9,7 @@ mod ping;
 mod race;
 mod tcp;
 mod tcp_inject;
+mod timeline;
 mod udp;
 
 pub use churn::{ChurnParams, CloseMode};
@@ -18,6 +19,7 @@ pub use ping::PingParams;
 pub use race::{RaceMode, RaceParams, RaceProto};
 pub use tcp::TcpParams;
 pub use tcp_inject::{Injection, TcpInjectParams};
+pub use timeline::*;
 pub use udp::UdpParams;
 
 /// One traffic step as written in a scenario file: `[[traffic]] kind = "ping" ...`.

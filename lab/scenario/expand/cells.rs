@@ -99,6 +99,39 @@ pub(super) fn expand_cell(
             .rulesets
             .extend(extra);
     }
+    for (node, routes) in &cell.routes {
+        let field = format!("{cf}.routes.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        let devs = &devices[&n.name];
+        n.routes = expand_routes(cx, routes, &field, &n.name.clone(), devs)?;
+    }
+    for (node, dsts) in &cell.remove_routes {
+        let field = format!("{cf}.remove_routes.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        for (i, d) in dsts.iter().enumerate() {
+            let dst = syntax::parse_route(&format!("{} dev lo", d.get_ref()))
+                .map_err(|e| cx.err(d.span(), &format!("{field}[{i}]"), e))?
+                .dst;
+            let before = n.routes.len();
+            n.routes.retain(|r| r.dst != dst);
+            if n.routes.len() == before {
+                let have: Vec<String> = n.routes.iter().map(|r| r.dst.to_string()).collect();
+                return cx.fail(
+                    d.span(),
+                    &format!("{field}[{i}]"),
+                    format!("node `{}` has no route to {dst}", n.name),
+                    &format!(
+                        "remove one of: {}",
+                        if have.is_empty() {
+                            "(none)".into()
+                        } else {
+                            have.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+    }
     for (node, routes) in &cell.extra_routes {
         let field = format!("{cf}.extra_routes.{}", node.get_ref());
         let n = cell_node(cx, &mut lab, node, &field)?;
@@ -106,8 +139,43 @@ pub(super) fn expand_cell(
         let extra = expand_routes(cx, routes, &field, &n.name.clone(), devs)?;
         n.routes.extend(extra);
     }
+    for skip in &cell.skip_processes {
+        let before: usize = lab.nodes.iter().map(|n| n.processes.len()).sum();
+        for n in &mut lab.nodes {
+            n.processes.retain(|p| &p.name != skip.get_ref());
+        }
+        if lab.nodes.iter().map(|n| n.processes.len()).sum::<usize>() == before {
+            return cx.fail(
+                skip.span(),
+                &format!("{cf}.skip_processes"),
+                format!("no helper process named `{}`", skip.get_ref()),
+                "name a process of a node's `processes`",
+            );
+        }
+    }
+    for (node, procs) in &cell.processes {
+        let field = format!("{cf}.processes.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        for (i, p) in procs.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            check_name(cx, &p.name, &format!("{f}.name"), "process")?;
+            if p.run.get_ref().is_empty() {
+                return cx.fail(
+                    p.run.span(),
+                    &format!("{f}.run"),
+                    "empty command".into(),
+                    "write the argv, e.g. run = [\"faultlab\", \"serve\", \"dns\"]",
+                );
+            }
+            n.processes.push(ProcessPlan {
+                name: p.name.get_ref().clone(),
+                argv: p.run.get_ref().clone(),
+                ready_port: p.ready_port,
+            });
+        }
+    }
 
-    let traffic = expand_traffic(cx, file, cell, &cf, &lab)?;
+    let steps = expand_steps(cx, file, cell, &cf, &lab, devices)?;
     let captures = expand_captures(cx, file, &lab)?;
     let kmsg = expand_kmsg(cx, file, &lab)?;
 
@@ -125,10 +193,29 @@ pub(super) fn expand_cell(
         Some(t) => Some(expression(cx, t, &format!("{cf}.trigger"))?),
         None => None,
     };
+    // A race that was not proven to fire says nothing: such a cell needs a trigger.
+    let race = steps
+        .iter()
+        .find(|s| matches!(s.action, Action::Traffic(TrafficSpec::Race(_))));
+    if let (Some(race), None) = (race, &trigger) {
+        return cx.fail(
+            cell.name.span(),
+            &format!("{cf}.trigger"),
+            format!(
+                "cell `{}` runs the race step `{}` but has no trigger",
+                cell.name.get_ref(),
+                race.name
+            ),
+            &format!(
+                "add trigger = \"sum(conntrack.*.clashres) + sum(conntrack.*.insert_failed) > 0\" (or what proves `{}` fired) to the cell or the scenario",
+                race.name
+            ),
+        );
+    }
     let mut by_kernel = Vec::new();
     for (j, k) in cell.expect_by_kernel.iter().enumerate() {
         let field = format!("{cf}.expect_by_kernel[{j}]");
-        crate::judge::KernelRange::parse(k.kernel.get_ref()).map_err(|e| {
+        let kernel = crate::model::kernel::KernelRange::parse(k.kernel.get_ref()).map_err(|e| {
             cx.err(
                 k.kernel.span(),
                 &format!("{field}.kernel"),
@@ -139,7 +226,7 @@ pub(super) fn expand_cell(
             )
         })?;
         by_kernel.push(KernelExpect {
-            kernel: k.kernel.get_ref().clone(),
+            kernel,
             trigger: k
                 .trigger
                 .as_ref()
@@ -155,14 +242,14 @@ pub(super) fn expand_cell(
             return cx.fail(r.span(), "repeat", "repeat is 0".into(), "use 1 or more");
         }
     }
-    let requires = requirements(file, cell, &lab, &traffic);
+    let requires = requirements(file, cell, &lab, &steps);
     Ok(CellPlan {
         name: cell.name.get_ref().clone(),
         about: cell.about.clone(),
         repeat: repeat.map(|r| *r.get_ref()).unwrap_or(1),
         requires,
         lab,
-        traffic,
+        steps,
         captures,
         kmsg,
         drops: file.evidence.drops.unwrap_or(true),
@@ -172,8 +259,8 @@ pub(super) fn expand_cell(
     })
 }
 
-pub(super) fn expression(cx: &Ctx, e: &Spanned<String>, field: &str) -> R<String> {
-    crate::judge::Expectation::parse(e.get_ref()).map_err(|err| {
+pub(super) fn expression(cx: &Ctx, e: &Spanned<String>, field: &str) -> R<Expectation> {
+    Expectation::parse(e.get_ref()).map_err(|err| {
         cx.err(
             e.span(),
             field,
@@ -182,11 +269,10 @@ pub(super) fn expression(cx: &Ctx, e: &Spanned<String>, field: &str) -> R<String
                 "write a comparison over observation names, e.g. \"conntrack.sw.drop > 0\"".into(),
             ),
         )
-    })?;
-    Ok(e.get_ref().clone())
+    })
 }
 
-pub(super) fn expressions(cx: &Ctx, list: &[Spanned<String>], field: &str) -> R<Vec<String>> {
+pub(super) fn expressions(cx: &Ctx, list: &[Spanned<String>], field: &str) -> R<Vec<Expectation>> {
     list.iter()
         .enumerate()
         .map(|(i, e)| expression(cx, e, &format!("{field}[{i}]")))
@@ -197,7 +283,7 @@ pub(super) fn requirements(
     file: &ScenarioFile,
     cell: &CellSpec,
     lab: &LabPlan,
-    _traffic: &[crate::traffic::TrafficSpec],
+    steps: &[Step],
 ) -> Requirements {
     let mut programs: BTreeSet<String> = BTreeSet::new();
     let mut paths: BTreeSet<String> = BTreeSet::new();
@@ -219,6 +305,14 @@ pub(super) fn requirements(
             .any(|s| s.key.starts_with("net.bridge."))
         {
             paths.insert("/proc/sys/net/bridge".into());
+        }
+    }
+    for step in steps {
+        if let Action::Configure(c) = &step.action {
+            for r in &c.load {
+                programs.insert(r.kind.loader().0.to_string());
+                programs.insert(r.kind.dumper().0.to_string());
+            }
         }
     }
     let cpus = cell.requires.cpus.or(file.requires.cpus).unwrap_or(1);

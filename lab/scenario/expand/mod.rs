@@ -1,6 +1,7 @@
 //! Scenario file → one [`CellPlan`] per cell. Every semantic check happens here,
 //! so a file that loads is a file that can run.
 
+use crate::model::steps::*;
 use crate::model::*;
 use crate::scenario::error::{ScenarioError, SourceMap};
 use crate::scenario::schema::*;
@@ -10,6 +11,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 mod cells;
+mod control;
 mod steps;
 mod sysctls;
 mod topology;
@@ -23,19 +25,30 @@ type R<T> = Result<T, ScenarioError>;
 
 struct Ctx<'a> {
     src: &'a SourceMap,
+    /// When set, every error points here: the spans of a table that was re-read
+    /// from its own text (a step's nested tables) do not index the file.
+    at: Option<Range<usize>>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     fn err(&self, span: Range<usize>, field: &str, (msg, fix): (String, String)) -> ScenarioError {
-        self.src.error(span, field, msg, fix)
+        self.src
+            .error(self.at.clone().unwrap_or(span), field, msg, fix)
     }
     fn fail<T>(&self, span: Range<usize>, field: &str, msg: String, fix: &str) -> R<T> {
-        Err(self.src.error(span, field, msg, fix))
+        Err(self.err(span, field, (msg, fix.to_string())))
+    }
+    /// The same context with every error pinned to `span`.
+    fn pinned(&self, span: Range<usize>) -> Ctx<'a> {
+        Ctx {
+            src: self.src,
+            at: Some(span),
+        }
     }
 }
 
 pub fn expand_cells(file: &ScenarioFile, src: &SourceMap) -> R<Vec<CellPlan>> {
-    let cx = Ctx { src };
+    let cx = Ctx { src, at: None };
     if file.cells.is_empty() {
         return cx.fail(
             file.name.span(),

@@ -10,13 +10,24 @@ pub(super) fn step_name(t: &toml::Table) -> String {
         .to_string()
 }
 
-pub(super) fn expand_traffic(
+/// One step table as it will be typed: the file's table with the cell's override
+/// merged in, and where errors point.
+struct RawStep {
+    table: toml::Table,
+    span: Range<usize>,
+    field: String,
+}
+
+/// The cell's timeline: the file's `[[traffic]]` steps with the cell's overrides and
+/// skips, and the cell's `extra_steps` placed at the end or `before` a named step.
+pub(super) fn expand_steps(
     cx: &Ctx,
     file: &ScenarioFile,
     cell: &CellSpec,
     cf: &str,
     lab: &LabPlan,
-) -> R<Vec<crate::traffic::TrafficSpec>> {
+    devices: &DeviceSets,
+) -> R<Vec<Step>> {
     let names: Vec<String> = file
         .traffic
         .iter()
@@ -32,73 +43,243 @@ pub(super) fn expand_traffic(
             );
         }
     }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
+    let mut raw = Vec::new();
     for (i, t) in file.traffic.iter().enumerate() {
-        let field = format!("traffic[{i}]");
         let name = &names[i];
+        let mut step = RawStep {
+            table: t.get_ref().clone(),
+            span: t.span(),
+            field: format!("traffic[{i}]"),
+        };
+        if let Some((_, over)) = cell.traffic.iter().find(|(n, _)| n.get_ref() == name) {
+            for (k, v) in over.get_ref() {
+                step.table.insert(k.clone(), v.clone());
+            }
+            step.span = over.span();
+            step.field = format!("{cf}.traffic.{name}");
+        }
+        raw.push(step);
+    }
+    for (j, t) in cell.extra_steps.iter().enumerate() {
+        let mut table = t.get_ref().clone();
+        let field = format!("{cf}.extra_steps[{j}]");
+        let at = match table.remove("before") {
+            None => raw.len(),
+            Some(toml::Value::String(before)) => {
+                match raw.iter().position(|r| step_name(&r.table) == before) {
+                    Some(at) => at,
+                    None => {
+                        let known: Vec<String> = raw.iter().map(|r| step_name(&r.table)).collect();
+                        return cx.fail(
+                            t.span(),
+                            &format!("{field}.before"),
+                            format!("no step named `{before}`"),
+                            &format!("use one of: {}", known.join(", ")),
+                        );
+                    }
+                }
+            }
+            Some(other) => {
+                return cx.fail(
+                    t.span(),
+                    &format!("{field}.before"),
+                    format!("before = {other} is not a step name"),
+                    "write before = \"NAME\" (the step this one runs before)",
+                )
+            }
+        };
+        raw.insert(
+            at,
+            RawStep {
+                table,
+                span: t.span(),
+                field,
+            },
+        );
+    }
+
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<Step> = Vec::new();
+    for r in raw {
+        let name = step_name(&r.table);
         if !seen.insert(name.clone()) {
             return cx.fail(
-                t.span(),
-                &field,
-                format!("two traffic steps are named `{name}`"),
+                r.span,
+                &r.field,
+                format!("two steps are named `{name}`"),
                 "give each step a distinct `name`",
             );
         }
-        let mut table = t.get_ref().clone();
-        let mut span = t.span();
-        let mut where_ = field.clone();
-        if let Some((_, over)) = cell.traffic.iter().find(|(n, _)| n.get_ref() == name) {
-            for (k, v) in over.get_ref() {
-                table.insert(k.clone(), v.clone());
-            }
-            span = over.span();
-            where_ = format!("{cf}.traffic.{name}");
+        if let Some(step) = typed_step(cx, r, lab, devices)? {
+            out.push(step);
         }
-        // `skip = true` (in the step or a cell's override) leaves the step out of this cell.
-        if let Some(skip) = table.remove("skip") {
-            match skip.as_bool() {
-                Some(true) => continue,
-                Some(false) => {}
-                None => {
+    }
+    check_joins(cx, file, &out)?;
+    Ok(out)
+}
+
+/// A `join` names background steps that run before it.
+fn check_joins(cx: &Ctx, file: &ScenarioFile, steps: &[Step]) -> R<()> {
+    for (i, s) in steps.iter().enumerate() {
+        if let Action::Join { steps: wanted } = &s.action {
+            for w in wanted {
+                let ok = steps[..i].iter().any(|b| b.background && &b.name == w);
+                if !ok {
+                    let bg: Vec<&str> = steps[..i]
+                        .iter()
+                        .filter(|b| b.background)
+                        .map(|b| b.name.as_str())
+                        .collect();
                     return cx.fail(
-                        span,
-                        &format!("{where_}.skip"),
-                        format!("skip = {skip} is not a boolean"),
-                        "write skip = true (leave the step out) or skip = false",
-                    )
+                        file.name.span(),
+                        &format!("steps.{}.steps", s.name),
+                        format!("join `{}` waits for `{w}`, which is not a background step before it", s.name),
+                        &format!(
+                            "name one of the background steps before it ({}) or set background = true on `{w}`",
+                            if bg.is_empty() { "none".to_string() } else { bg.join(", ") }
+                        ),
+                    );
                 }
             }
         }
-        let spec: crate::traffic::TrafficSpec = typed(
+    }
+    Ok(())
+}
+
+fn take_bool(cx: &Ctx, r: &mut RawStep, key: &str) -> R<Option<bool>> {
+    match r.table.remove(key) {
+        None => Ok(None),
+        Some(toml::Value::Boolean(b)) => Ok(Some(b)),
+        Some(v) => cx.fail(
+            r.span.clone(),
+            &format!("{}.{key}", r.field),
+            format!("{key} = {v} is not a boolean"),
+            &format!("write {key} = true or {key} = false"),
+        ),
+    }
+}
+
+/// Common keys (skip, background, sample), then the kind's own parameters.
+fn typed_step(cx: &Ctx, mut r: RawStep, lab: &LabPlan, devices: &DeviceSets) -> R<Option<Step>> {
+    if take_bool(cx, &mut r, "skip")? == Some(true) {
+        return Ok(None);
+    }
+    let background = take_bool(cx, &mut r, "background")?.unwrap_or(false);
+    let sample = sampling(cx, &mut r)?;
+    let name = step_name(&r.table);
+    let kind = r
+        .table
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let action = if CONTROL_KINDS.contains(&kind.as_str()) {
+        if background || sample.is_some() {
+            return cx.fail(
+                r.span,
+                &r.field,
+                format!("a `{kind}` step cannot run in the background or be sampled"),
+                "put background / sample on a traffic step",
+            );
+        }
+        super::control::control_action(cx, &r.table, r.span.clone(), &r.field, lab, devices)?
+    } else {
+        let spec: TrafficSpec = typed(
             cx,
-            table,
-            span.clone(),
-            &where_,
-            "see \"Traffic kinds\" in README.md for each kind's parameters",
-            crate::traffic::TrafficSpec::validate,
+            r.table,
+            r.span.clone(),
+            &r.field,
+            "see \"Traffic kinds\" and \"Timelines\" in README.md for each kind's parameters",
+            TrafficSpec::validate,
         )?;
         for node in spec.nodes() {
             if lab.node(&node).is_none() {
                 return Err(undefined_node(
                     cx,
-                    span,
-                    &where_,
+                    r.span,
+                    &r.field,
                     &node,
                     lab.nodes.iter().map(|n| n.name.as_str()),
                 ));
             }
         }
-        out.push(spec);
+        Action::Traffic(spec)
+    };
+    Ok(Some(Step {
+        name,
+        background,
+        sample,
+        action,
+    }))
+}
+
+fn sampling(cx: &Ctx, r: &mut RawStep) -> R<Option<Sampling>> {
+    let every = r.table.remove("sample_every_ms");
+    let Some(list) = r.table.remove("sample") else {
+        if every.is_some() {
+            return cx.fail(
+                r.span.clone(),
+                &format!("{}.sample_every_ms", r.field),
+                "sample_every_ms without sample".into(),
+                "add sample = [\"ct.NODE.count\", ...] (what to read while the step runs)",
+            );
+        }
+        return Ok(None);
+    };
+    let fix =
+        "write sample = [\"ct.NODE.count\", \"conntrack.NODE.insert\"] (live observation names)";
+    let field = format!("{}.sample", r.field);
+    let toml::Value::Array(items) = list else {
+        return cx.fail(r.span.clone(), &field, "sample is not a list".into(), fix);
+    };
+    let mut observe = Vec::new();
+    for item in items {
+        let Some(name) = item.as_str() else {
+            return cx.fail(
+                r.span.clone(),
+                &field,
+                format!("{item} is not a string"),
+                fix,
+            );
+        };
+        // A name parses as an operand: check it inside a comparison.
+        let e = Expectation::parse(&format!("{name} == 0")).map_err(|e| {
+            cx.err(
+                r.span.clone(),
+                &field,
+                (format!("`{name}`: {e}"), fix.into()),
+            )
+        })?;
+        if e.names() != [name.trim()] {
+            return cx.fail(
+                r.span.clone(),
+                &field,
+                format!("`{name}` is not one observation name"),
+                fix,
+            );
+        }
+        observe.push(name.trim().to_string());
     }
-    Ok(out)
+    let every_ms = match every {
+        None => 50,
+        Some(toml::Value::Integer(n)) if (1..=60_000).contains(&n) => n as u64,
+        Some(v) => {
+            return cx.fail(
+                r.span.clone(),
+                &format!("{}.sample_every_ms", r.field),
+                format!("sample_every_ms = {v} is out of range"),
+                "set it between 1 and 60000 (default 50)",
+            )
+        }
+    };
+    Ok(Some(Sampling { every_ms, observe }))
 }
 
 pub(super) fn expand_captures(
     cx: &Ctx,
     file: &ScenarioFile,
     lab: &LabPlan,
-) -> R<Vec<crate::evidence::CaptureSpec>> {
+) -> R<Vec<crate::model::capture::CaptureSpec>> {
     named_specs(
         cx,
         &file.captures,
@@ -107,8 +288,8 @@ pub(super) fn expand_captures(
             "a capture has name, node, dev, optional filter and [count]",
         ),
         lab,
-        crate::evidence::CaptureSpec::validate,
-        |c: &crate::evidence::CaptureSpec| (c.name.clone(), Some(c.node.clone())),
+        crate::model::capture::CaptureSpec::validate,
+        |c: &crate::model::capture::CaptureSpec| (c.name.clone(), Some(c.node.clone())),
     )
 }
 
@@ -116,7 +297,7 @@ pub(super) fn expand_kmsg(
     cx: &Ctx,
     file: &ScenarioFile,
     lab: &LabPlan,
-) -> R<Vec<crate::evidence::KmsgSpec>> {
+) -> R<Vec<crate::model::kmsg::KmsgSpec>> {
     named_specs(
         cx,
         &file.kmsg,
@@ -125,8 +306,8 @@ pub(super) fn expand_kmsg(
             "a kmsg counter has name, contains and an optional node",
         ),
         lab,
-        crate::evidence::KmsgSpec::validate,
-        |k: &crate::evidence::KmsgSpec| (k.name.clone(), k.node.clone()),
+        crate::model::kmsg::KmsgSpec::validate,
+        |k: &crate::model::kmsg::KmsgSpec| (k.name.clone(), k.node.clone()),
     )
 }
 

@@ -6,7 +6,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
 
+mod steps;
 mod topology;
+pub use steps::*;
 pub use topology::*;
 
 pub type SpannedStr = Spanned<String>;
@@ -129,6 +131,22 @@ pub struct CellSpec {
     /// Per node routes added after the node's own.
     #[serde(default)]
     pub extra_routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// Per node routes that replace the node's whole route list.
+    #[serde(default)]
+    pub routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// Per node destinations whose routes this cell removes (`default`, `10.0.0.0/8`).
+    #[serde(default)]
+    pub remove_routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// Per node helper processes added in this cell.
+    #[serde(default)]
+    pub processes: BTreeMap<SpannedStr, Vec<ProcessSpec>>,
+    /// Helper processes (by name, any node) this cell does not start.
+    #[serde(default)]
+    pub skip_processes: Vec<SpannedStr>,
+    /// Steps added to this cell's timeline: at the end, or before the step named
+    /// by `before = "..."`.
+    #[serde(default)]
+    pub extra_steps: Vec<Spanned<toml::Table>>,
     /// Per traffic step (by name) parameter overrides.
     #[serde(default)]
     pub traffic: BTreeMap<SpannedStr, Spanned<toml::Table>>,

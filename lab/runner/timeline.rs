@@ -1,0 +1,372 @@
+//! Walks a cell's timeline. Every step kind implements [`StepKind`]; the walker
+//! itself knows nothing of kinds: it runs a step in the foreground or on a scoped
+//! thread (`background = true`), samples live observations beside it when asked,
+//! and prefixes what the step returns with the step's name.
+//!
+//! Observation names a timeline adds:
+//!   `<step>.<metric>`                       what a step measured
+//!   `at.<checkpoint>.<observation>`         every live observation at a checkpoint
+//!   `<step>.sample.{min,max,last}.<name>`   sampled while the step ran
+
+use super::live::{ct_queries, Live};
+use crate::model::steps::{Action, ConntrackPlan, CtOp, OnTimeout, Step, WaitPlan};
+use crate::traffic::TrafficContext;
+use crate::verdict::{Observations, Outcome};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::thread::ScopedJoinHandle;
+use std::time::{Duration, Instant};
+
+/// A verdict a step reaches by itself (a `wait` that timed out).
+#[derive(Debug)]
+pub struct StepVerdict {
+    pub outcome: Outcome,
+    pub reason: String,
+}
+
+impl std::fmt::Display for StepVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for StepVerdict {}
+
+/// What every step kind does: run to its end and return what it measured (names
+/// without the step's prefix). Parameters were validated when the file loaded.
+pub trait StepKind: Sync {
+    fn run(&self, cx: &StepCx) -> Result<Observations>;
+}
+
+impl<T: StepKind> StepKind for &T {
+    fn run(&self, cx: &StepCx) -> Result<Observations> {
+        (**self).run(cx)
+    }
+}
+
+/// A running evidence collector (capture, drop trace, kernel log): it was started
+/// before the first step; it can be read while running and is stopped after the last.
+pub trait Collector {
+    /// What it has seen so far (cheap), for `wait` and checkpoints.
+    fn live(&self) -> Observations {
+        Observations::new()
+    }
+}
+
+/// What a step may use while it runs.
+pub struct StepCx<'a> {
+    pub traffic: &'a TrafficContext<'a>,
+    pub live: &'a Live<'a>,
+    /// Observations so far: finished steps' metrics and checkpoints.
+    pub so_far: &'a Mutex<Observations>,
+    /// Evidence collectors' live readings.
+    pub collectors: &'a (dyn Fn() -> Observations + Sync),
+    /// Names read by any expression of the cell (to know which `ct.` queries to read).
+    pub referenced: &'a [String],
+}
+
+type Background<'s> = (String, ScopedJoinHandle<'s, Result<Observations>>);
+
+impl StepCx<'_> {
+    fn netns(&self, node: &str) -> Result<&str> {
+        crate::build::netns_for(self.live.plan, node)
+    }
+
+    /// Every live observation the names ask for: conntrack queries, and node counters
+    /// when a name is not already known from steps, checkpoints or collectors.
+    pub fn observe(&self, names: &[String]) -> Result<Observations> {
+        let mut obs = self.so_far.lock().unwrap().clone();
+        obs.extend((self.collectors)());
+        let queries = ct_queries(names);
+        obs.extend(self.live.conntrack(&queries)?);
+        let unknown = names.iter().any(|n| {
+            !n.starts_with("ct.")
+                && !n.contains('*')
+                && !obs.contains_key(n)
+                && !n.starts_with("at.")
+        });
+        let globbed = names
+            .iter()
+            .any(|n| n.contains('*') && !n.starts_with("at."));
+        if unknown || globbed {
+            for (k, v) in self.live.counters()? {
+                obs.entry(k).or_insert(v);
+            }
+        }
+        Ok(obs)
+    }
+}
+
+/// The step kind that runs an action; `None` for a `join`, which is part of the
+/// timeline's structure (it waits for the walker's background threads).
+fn kind_of(action: &Action) -> Option<Box<dyn StepKind + '_>> {
+    Some(match action {
+        Action::Traffic(t) => Box::new(t),
+        Action::Configure(c) => Box::new(c),
+        Action::Conntrack(c) => Box::new(c),
+        Action::Wait(w) => Box::new(w),
+        Action::Checkpoint => Box::new(Checkpoint),
+        Action::Sleep { ms } => Box::new(Sleep(*ms)),
+        Action::Join { .. } => return None,
+    })
+}
+
+impl StepKind for crate::model::steps::TrafficSpec {
+    fn run(&self, cx: &StepCx) -> Result<Observations> {
+        crate::traffic::run(self, cx.traffic)
+    }
+}
+
+impl StepKind for crate::model::steps::ConfigurePlan {
+    fn run(&self, cx: &StepCx) -> Result<Observations> {
+        let t0 = Instant::now();
+        super::configure::apply(cx.netns(&self.node)?, self)?;
+        Ok(Observations::from([(
+            "ms".to_string(),
+            t0.elapsed().as_secs_f64() * 1e3,
+        )]))
+    }
+}
+
+impl StepKind for ConntrackPlan {
+    fn run(&self, cx: &StepCx) -> Result<Observations> {
+        let netns = cx.netns(&self.node)?;
+        let ct = crate::netns::ctnetlink::count;
+        let mut obs = Observations::new();
+        let before = ct(netns)?;
+        match &self.op {
+            CtOp::Flush { filter: None } => crate::netns::ctnetlink::flush(netns)?,
+            CtOp::Flush { filter: Some(f) } | CtOp::Delete { filter: f } => {
+                let n = crate::netns::ctnetlink::delete(netns, f)?;
+                obs.insert("deleted".into(), n as f64);
+            }
+            CtOp::Insert { entry } => crate::netns::ctnetlink::insert(netns, entry)?,
+        }
+        obs.insert("entries_before".into(), before as f64);
+        obs.insert("entries_after".into(), ct(netns)? as f64);
+        Ok(obs)
+    }
+}
+
+/// Polls its condition with a doubling interval (capped at 200 ms) until it holds or
+/// the timeout passes. An observation that does not exist yet means "not yet".
+impl StepKind for WaitPlan {
+    fn run(&self, cx: &StepCx) -> Result<Observations> {
+        let t0 = Instant::now();
+        let names = self.until.names();
+        let deadline = t0 + cx.traffic.slow_ms(self.timeout_ms);
+        let mut every = Duration::from_millis(self.every_ms);
+        let mut polls = 0u32;
+        loop {
+            polls += 1;
+            let obs = cx.observe(&names)?;
+            let last = match self.until.eval(&obs) {
+                Ok((true, _)) => {
+                    return Ok(Observations::from([
+                        ("waited_ms".to_string(), t0.elapsed().as_secs_f64() * 1e3),
+                        ("polls".to_string(), polls as f64),
+                    ]))
+                }
+                Ok((false, detail)) => detail,
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline || (cx.traffic.interrupted)() {
+                let outcome = match self.on_timeout {
+                    OnTimeout::Fail => Outcome::Fail,
+                    OnTimeout::Inconclusive => Outcome::Inconclusive,
+                };
+                return Err(StepVerdict {
+                    outcome,
+                    reason: format!(
+                        "`{}` did not hold within {} ms (last: {last})",
+                        self.until, self.timeout_ms
+                    ),
+                }
+                .into());
+            }
+            std::thread::sleep(every.min(deadline.saturating_duration_since(Instant::now())));
+            every = (every * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Every live observation now; the walker prefixes them with `at.<name>.`.
+struct Checkpoint;
+
+impl StepKind for Checkpoint {
+    fn run(&self, cx: &StepCx) -> Result<Observations> {
+        // The conntrack queries any expression reads at a checkpoint (`at.CP.ct...`).
+        let wanted: Vec<String> = cx
+            .referenced
+            .iter()
+            .filter_map(|n| n.strip_prefix("at."))
+            .filter_map(|n| n.split_once('.').map(|(_, rest)| rest.to_string()))
+            .collect();
+        let mut obs = cx.live.counters()?;
+        obs.extend(
+            cx.so_far
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| !k.starts_with("at."))
+                .map(|(k, v)| (k.clone(), *v)),
+        );
+        obs.extend((cx.collectors)());
+        obs.extend(cx.live.conntrack(&ct_queries(&wanted))?);
+        Ok(obs)
+    }
+}
+
+struct Sleep(u64);
+
+impl StepKind for Sleep {
+    fn run(&self, cx: &StepCx) -> Result<Observations> {
+        let until = Instant::now() + cx.traffic.slow_ms(self.0);
+        while Instant::now() < until && !(cx.traffic.interrupted)() {
+            std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));
+        }
+        Ok(Observations::new())
+    }
+}
+
+/// Runs the timeline; returns every observation it made.
+pub fn walk(
+    steps: &[Step],
+    traffic: &TrafficContext,
+    live: &Live,
+    collectors: &(dyn Fn() -> Observations + Sync),
+    referenced: &[String],
+) -> Result<Observations> {
+    let so_far = Mutex::new(Observations::new());
+    let cx = StepCx {
+        traffic,
+        live,
+        so_far: &so_far,
+        collectors,
+        referenced,
+    };
+    let cx = &cx;
+    std::thread::scope(|scope| -> Result<()> {
+        let mut background: Vec<Background> = Vec::new();
+        let result = (|| -> Result<()> {
+            for step in steps {
+                if crate::build::signals::interrupted() {
+                    bail!("interrupted");
+                }
+                match &step.action {
+                    Action::Join { steps: names } => join(cx, &mut background, names)?,
+                    _ if step.background => {
+                        let handle = scope.spawn(move || run_step(cx, step));
+                        background.push((step.name.clone(), handle));
+                    }
+                    _ => {
+                        let obs = run_step(cx, step)?;
+                        record(cx, step, obs);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        // The cell's end waits for every background step, also after an error.
+        let joined = join(cx, &mut background, &[]);
+        result.and(joined)
+    })?;
+    Ok(so_far.into_inner().unwrap())
+}
+
+fn record(cx: &StepCx, step: &Step, obs: Observations) {
+    let prefix = match step.action {
+        Action::Checkpoint => format!("at.{}", step.name),
+        _ => step.name.clone(),
+    };
+    cx.so_far
+        .lock()
+        .unwrap()
+        .extend(obs.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)));
+}
+
+/// Waits for background steps: those named, or every one still running.
+fn join(cx: &StepCx, background: &mut Vec<Background>, names: &[String]) -> Result<()> {
+    let (handles, keep): (Vec<_>, Vec<_>) = background
+        .drain(..)
+        .partition(|(n, _)| names.is_empty() || names.contains(n));
+    *background = keep;
+    let mut first_err = None;
+    for (name, h) in handles {
+        let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        match r {
+            Ok(obs) => {
+                let prefixed = obs.into_iter().map(|(k, v)| (format!("{name}.{k}"), v));
+                cx.so_far.lock().unwrap().extend(prefixed);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e.context(format!("background step `{name}`")));
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Runs one step, with a sampler beside it when the step asks for one.
+fn run_step(cx: &StepCx, step: &Step) -> Result<Observations> {
+    let Some(kind) = kind_of(&step.action) else {
+        return Ok(Observations::new());
+    };
+    let Some(sampling) = &step.sample else {
+        return kind
+            .run(cx)
+            .with_context(|| format!("step `{}` ({})", step.name, step.action.kind()));
+    };
+    let done = AtomicBool::new(false);
+    let (result, samples) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample(cx, &sampling.observe, sampling.every_ms, &done));
+        let r = kind.run(cx);
+        done.store(true, Ordering::Relaxed);
+        (
+            r,
+            sampler
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    });
+    let mut obs =
+        result.with_context(|| format!("step `{}` ({})", step.name, step.action.kind()))?;
+    obs.extend(samples?);
+    Ok(obs)
+}
+
+/// min / max / last of each name, every `every_ms`, until `done`; at least one sample.
+fn sample(cx: &StepCx, names: &[String], every_ms: u64, done: &AtomicBool) -> Result<Observations> {
+    let mut acc: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    let mut count = 0u32;
+    loop {
+        let t0 = Instant::now();
+        let obs = cx.observe(names)?;
+        count += 1;
+        for n in names {
+            if let Some(&v) = obs.get(n) {
+                let e = acc.entry(n.clone()).or_insert((v, v, v));
+                e.0 = e.0.min(v);
+                e.1 = e.1.max(v);
+                e.2 = v;
+            }
+        }
+        if done.load(Ordering::Relaxed) {
+            break;
+        }
+        let gap = Duration::from_millis(every_ms).saturating_sub(t0.elapsed());
+        let until = Instant::now() + gap;
+        while Instant::now() < until && !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(2).min(until - Instant::now()));
+        }
+    }
+    let mut out = Observations::from([("sample.count".to_string(), count as f64)]);
+    for (n, (min, max, last)) in acc {
+        out.insert(format!("sample.min.{n}"), min);
+        out.insert(format!("sample.max.{n}"), max);
+        out.insert(format!("sample.last.{n}"), last);
+    }
+    Ok(out)
+}

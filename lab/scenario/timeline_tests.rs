@@ -1,0 +1,246 @@
+//! Loading timeline cells: plans of the new step kinds and an error with
+//! file:line:column, field and fix for every bad value.
+
+use super::*;
+
+const BASE: &str = r#"
+name = "tl"
+about = "two nodes"
+[nodes.a]
+[nodes.r]
+[[links]]
+a = "a:eth0 192.0.2.1/24"
+b = "r:eth0 192.0.2.2/24"
+"#;
+
+fn with(steps: &str) -> String {
+    format!("{BASE}{steps}\n[[cells]]\nname = \"c\"\nexpect = [\"1 == 1\"]\n")
+}
+
+fn err(steps: &str) -> ScenarioError {
+    parse("t.toml", &with(steps)).expect_err("must be rejected")
+}
+
+/// The line of the first occurrence of `needle` in the file (1-based).
+fn line_of(steps: &str, needle: &str) -> usize {
+    let text = with(steps);
+    let at = text.find(needle).expect("needle");
+    text[..at].lines().count() + usize::from(text[..at].ends_with('\n'))
+}
+
+const TIMELINE: &str = r#"
+[[traffic]]
+kind = "udp"
+name = "bg"
+background = true
+from = "a"
+to = "192.0.2.2"
+sample = ["ct.r.count"]
+
+[[traffic]]
+kind = "wait"
+until = "ct.r.count(proto=udp dport=9000) >= 1"
+timeout_ms = 2000
+on_timeout = "inconclusive"
+
+[[traffic]]
+kind = "checkpoint"
+name = "cp"
+
+[[traffic]]
+kind = "conntrack"
+name = "ins"
+node = "r"
+action = "insert"
+entry = { proto = "tcp", src = "192.0.2.1", dst = "192.0.2.2", sport = 1, dport = 2, status = "ASSURED", zone = 3 }
+
+[[traffic]]
+kind = "conntrack"
+name = "del"
+node = "r"
+action = "delete"
+filter = "zone=3 proto=tcp"
+
+[[traffic]]
+kind = "configure"
+node = "r"
+sysctls = { "net.ipv4.ip_forward" = 0 }
+replace = { nft = "table inet x { }" }
+routes = { add = ["10.9.0.0/16 via 192.0.2.1"], delete = ["default via 192.0.2.1"] }
+neighbours = { replace = ["192.0.2.1 lladdr 02:00:00:00:00:01 dev eth0"], delete = ["192.0.2.9 dev eth0"] }
+links = { eth0 = { mtu = 1400, up = true } }
+add_devices = { br9 = { kind = "bridge" } }
+
+[[traffic]]
+kind = "join"
+steps = ["bg"]
+
+[[traffic]]
+kind = "sleep"
+ms = 5
+"#;
+
+#[test]
+fn timeline_plan_is_pinned() {
+    let s = parse("t.toml", &with(TIMELINE)).unwrap();
+    insta::assert_yaml_snapshot!("timeline_steps", s.cells[0].steps);
+}
+
+#[test]
+fn step_errors_name_the_place_the_field_and_the_fix() {
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        // (steps, needle for the line, field, message part)
+        (
+            "[[traffic]]\nkind = \"configure\"\nnode = \"x\"\n".into(),
+            "[[traffic]]",
+            "traffic[0].node",
+            "undefined node `x`",
+        ),
+        (
+            "[[traffic]]\nkind = \"configure\"\nnode = \"r\"\nsysctl = {}\n".into(),
+            "[[traffic]]",
+            "traffic[0]",
+            "unknown field `sysctl`",
+        ),
+        (
+            "[[traffic]]\nkind = \"configure\"\nnode = \"r\"\nroutes = { add = [\"10.0.0.0/8 dev nope\"] }\n".into(),
+            "[[traffic]]",
+            "traffic[0].routes.add[0]",
+            "no device `nope`",
+        ),
+        (
+            "[[traffic]]\nkind = \"configure\"\nnode = \"r\"\nflush = [\"pf\"]\n".into(),
+            "[[traffic]]",
+            "traffic[0].flush",
+            "pf",
+        ),
+        (
+            "[[traffic]]\nkind = \"wait\"\nuntil = \"a >\"\n".into(),
+            "[[traffic]]",
+            "traffic[0].until",
+            "`a >`",
+        ),
+        (
+            "[[traffic]]\nkind = \"conntrack\"\nnode = \"r\"\naction = \"delete\"\nfilter = \"dprt=1\"\n".into(),
+            "[[traffic]]",
+            "traffic[0].filter",
+            "dprt",
+        ),
+        (
+            "[[traffic]]\nkind = \"conntrack\"\nnode = \"r\"\naction = \"delete\"\n".into(),
+            "[[traffic]]",
+            "traffic[0].filter",
+            "a delete needs a filter",
+        ),
+        (
+            "[[traffic]]\nkind = \"conntrack\"\nnode = \"r\"\naction = \"zap\"\n".into(),
+            "[[traffic]]",
+            "traffic[0].action",
+            "unknown conntrack action `zap`",
+        ),
+        (
+            "[[traffic]]\nkind = \"conntrack\"\nnode = \"r\"\naction = \"insert\"\nentry = { proto = \"tcp\", src = \"192.0.2.1\", dst = \"192.0.2.2\", status = \"ASURED\" }\n".into(),
+            "[[traffic]]",
+            "traffic[0].entry.status",
+            "ASURED",
+        ),
+        (
+            "[[traffic]]\nkind = \"checkpoint\"\n".into(),
+            "[[traffic]]",
+            "traffic[0]",
+            "missing field `name`",
+        ),
+        (
+            "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"192.0.2.2\"\n[[traffic]]\nkind = \"join\"\nsteps = [\"ping\"]\n".into(),
+            "name = \"tl\"",
+            "steps.join.steps",
+            "not a background step",
+        ),
+        (
+            "[[traffic]]\nkind = \"sleep\"\nms = 1\nbackground = true\n".into(),
+            "[[traffic]]",
+            "traffic[0]",
+            "cannot run in the background",
+        ),
+        (
+            "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nsample = [\"a + b\"]\n".into(),
+            "[[traffic]]",
+            "traffic[0].sample",
+            "not one observation name",
+        ),
+        (
+            "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nsample_every_ms = 5\n".into(),
+            "[[traffic]]",
+            "traffic[0].sample_every_ms",
+            "without sample",
+        ),
+    ];
+    for (steps, needle, field, msg) in cases {
+        let e = err(&steps);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains(msg), "{e}");
+        assert_eq!(e.line, line_of(&steps, needle), "{e}");
+        assert!(e.column >= 1, "{e}");
+        assert!(!e.fix.is_empty(), "{e}");
+    }
+}
+
+#[test]
+fn a_race_without_a_trigger_is_refused() {
+    let text = with("[[traffic]]\nkind = \"race\"\nfrom = \"a\"\nto = \"192.0.2.2\"\n");
+    let e = parse("t.toml", &text).expect_err("refused");
+    assert_eq!(e.field, "cells[0].trigger");
+    assert!(e.message.contains("no trigger"), "{e}");
+    assert!(e.fix.contains("clashres"), "{e}");
+    let ok = text.replace("expect = [", "trigger = \"race.sent > 0\"\nexpect = [");
+    assert!(parse("t.toml", &ok).is_ok());
+}
+
+#[test]
+fn cell_level_routes_processes_and_extra_steps() {
+    let steps = "[[traffic]]\nkind = \"ping\"\nname = \"p\"\nfrom = \"a\"\nto = \"192.0.2.2\"\n";
+    let base = format!("{BASE}\n[nodes.a.routes]\n");
+    let _ = base;
+    let text = format!(
+        "{}{steps}\n[[cells]]\nname = \"c\"\nroutes = {{ a = [\"10.0.0.0/8 via 192.0.2.2\"] }}\nprocesses = {{ r = [{{ name = \"srv\", run = [\"sleep\", \"5\"] }}] }}\nexpect = [\"1 == 1\"]\n[[cells.extra_steps]]\nkind = \"sleep\"\nname = \"first\"\nms = 1\nbefore = \"p\"\n",
+        BASE.replace("[nodes.a]", "[nodes.a]\nroutes = [\"default via 192.0.2.2\"]")
+    );
+    let s = parse("t.toml", &text).unwrap();
+    let c = &s.cells[0];
+    let a = c.lab.node("a").unwrap();
+    assert_eq!(a.routes.len(), 1);
+    assert_eq!(a.routes[0].dst.to_string(), "10.0.0.0/8");
+    assert_eq!(c.lab.node("r").unwrap().processes[0].name, "srv");
+    let names: Vec<&str> = c.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["first", "p"]);
+
+    let bad = text.replace("before = \"p\"", "before = \"q\"");
+    let e = parse("t.toml", &bad).expect_err("unknown step");
+    assert_eq!(e.field, "cells[0].extra_steps[0].before");
+    assert!(e.fix.contains("p"), "{e}");
+
+    let bad = text.replace(
+        "routes = { a = [\"10.0.0.0/8 via 192.0.2.2\"] }",
+        "remove_routes = { a = [\"10.1.0.0/16\"] }",
+    );
+    let e = parse("t.toml", &bad).expect_err("no such route");
+    assert_eq!(e.field, "cells[0].remove_routes.a[0]");
+    assert!(e.fix.contains("0.0.0.0/0"), "{e}");
+}
+
+#[test]
+fn templates_are_found_next_to_the_file_then_built_in() {
+    let dir = std::env::temp_dir().join(format!("fl-tmpl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("s.toml");
+    let text = "name = \"t\"\nabout = \"x\"\n[template]\nname = \"docker\"\n[[cells]]\nname = \"c\"\nexpect = [\"1 == 1\"]\n";
+    std::fs::write(&file, text).unwrap();
+    // No topologies/ next to it: the built-in docker template is used.
+    assert!(load(&file).is_ok());
+    std::fs::write(&file, text.replace("docker", "nosuch")).unwrap();
+    let e = load(&file).expect_err("unknown template");
+    assert!(e.message.contains("looked in"), "{e}");
+    assert!(e.message.contains("topologies/nosuch.toml"), "{e}");
+    assert!(e.fix.contains("docker"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

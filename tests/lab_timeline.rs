@@ -1,0 +1,340 @@
+//! Root tests of timeline cells: every step kind, run through the real runner on a
+//! small lab (a — r — b, r routes and tracks connections).
+#![cfg(feature = "lab")]
+
+use faultlab::runner::{self, RunOptions};
+use faultlab::verdict::{CellResult, Outcome};
+
+const LAB: &str = r#"
+name = "timeline"
+about = "a - r - b"
+
+[nodes.a]
+routes = ["default via 10.0.1.1"]
+[nodes.b]
+routes = ["default via 10.0.2.1"]
+[nodes.r]
+sysctls = { "net.ipv4.ip_forward" = 1 }
+rulesets.nft = """
+table inet t {
+  chain fw {
+    type filter hook forward priority 0;
+    ct state new counter comment "new"
+  }
+}
+"""
+
+[[links]]
+a = "a:eth0 10.0.1.2/24"
+b = "r:ra 10.0.1.1/24"
+
+[[links]]
+a = "b:eth0 10.0.2.2/24"
+b = "r:rb 10.0.2.1/24"
+"#;
+
+fn run(steps_and_cells: &str) -> Vec<CellResult> {
+    let _ = faultlab::build::signals::install();
+    let text = format!("{LAB}\n{steps_and_cells}");
+    let scn = faultlab::scenario::parse("timeline.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let opts = RunOptions {
+        cell: None,
+        repeat: 1,
+        artifacts: std::env::temp_dir().join("faultlab-timeline-test"),
+        slow: 1.0,
+        progress: false,
+    };
+    let result = runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
+    for c in &result.cells {
+        eprintln!(
+            "{} {:?} {:?}\n  {:?}",
+            c.name, c.outcome, c.reason, c.observations
+        );
+    }
+    result.cells
+}
+
+fn outcome(cells: &[CellResult], name: &str) -> Outcome {
+    cells.iter().find(|c| c.name == name).unwrap().outcome
+}
+
+fn obs(cells: &[CellResult], cell: &str, name: &str) -> f64 {
+    let c = cells.iter().find(|c| c.name == cell).unwrap();
+    *c.observations
+        .get(name)
+        .unwrap_or_else(|| panic!("{cell}: no observation {name}"))
+}
+
+#[test]
+fn conntrack_steps_insert_query_delete_and_flush() {
+    let cells = run(r#"
+[[traffic]]
+kind = "conntrack"
+name = "ins1"
+node = "r"
+action = "insert"
+entry = { proto = "udp", src = "10.0.1.2", dst = "10.0.2.2", sport = 5000, dport = 53, reply_src = "10.0.2.9", timeout = 300, status = "ASSURED,SEEN_REPLY", zone = 7, mark = 42 }
+
+[[traffic]]
+kind = "conntrack"
+name = "ins2"
+node = "r"
+action = "insert"
+entry = { proto = "tcp", src = "10.0.1.2", dst = "10.0.2.2", sport = 4000, dport = 80, state = "ESTABLISHED" }
+
+[[traffic]]
+kind = "checkpoint"
+name = "full"
+
+[[traffic]]
+kind = "conntrack"
+name = "del"
+node = "r"
+action = "delete"
+filter = "proto=udp zone=7"
+
+[[traffic]]
+kind = "checkpoint"
+name = "deleted"
+
+[[traffic]]
+kind = "conntrack"
+name = "flush"
+node = "r"
+action = "flush"
+
+[[cells]]
+name = "table"
+expect = [
+  "at.full.ct.r.count == 2",
+  "at.full.ct.r.count(proto=udp dport=53 reply.src=10.0.2.9) == 1",
+  "at.full.ct.r.entry(proto=udp dport=53).mark == 42",
+  "at.full.ct.r.entry(proto=udp dport=53).zone == 7",
+  "at.full.ct.r.entry(proto=udp dport=53).status.ASSURED == 1",
+  "at.full.ct.r.entry(proto=udp dport=53).timeout > 200",
+  "at.full.ct.r.entry(proto=tcp dport=80).state.ESTABLISHED == 1",
+  "at.full.ct.r.count(status=ASSURED) == 1",
+  "del.deleted == 1",
+  "at.deleted.ct.r.count == 1",
+  "flush.entries_after == 0",
+  "ct.r.count == 0",
+]
+"#);
+    assert_eq!(outcome(&cells, "table"), Outcome::Pass);
+}
+
+#[test]
+fn configure_changes_routes_rulesets_and_links_mid_run() {
+    let cells = run(r#"
+[[traffic]]
+kind = "ping"
+name = "before"
+from = "a"
+to = "10.0.2.2"
+count = 3
+interval_ms = 10
+
+[[traffic]]
+kind = "configure"
+name = "cut"
+node = "a"
+routes = { delete = ["default via 10.0.1.1"] }
+
+[[traffic]]
+kind = "ping"
+name = "cut_off"
+from = "a"
+to = "10.0.2.2"
+count = 2
+interval_ms = 10
+timeout_ms = 200
+
+[[traffic]]
+kind = "configure"
+name = "restore"
+node = "a"
+routes = { add = ["10.0.2.0/24 via 10.0.1.1"] }
+
+[[traffic]]
+kind = "configure"
+name = "drop"
+node = "r"
+load.nft = """
+table inet d {
+  chain fw {
+    type filter hook forward priority 10;
+    icmp type echo-request counter drop comment "dropped"
+  }
+}
+"""
+
+[[traffic]]
+kind = "ping"
+name = "dropped"
+from = "a"
+to = "10.0.2.2"
+count = 2
+interval_ms = 10
+timeout_ms = 200
+
+[[traffic]]
+kind = "checkpoint"
+name = "dropping"
+
+[[traffic]]
+kind = "configure"
+name = "undo"
+node = "r"
+flush = ["nft"]
+links = { rb = { mtu = 1400 } }
+
+[[traffic]]
+kind = "ping"
+name = "after"
+from = "a"
+to = "10.0.2.2"
+count = 2
+interval_ms = 10
+
+[[cells]]
+name = "mid-run"
+expect = [
+  "before.received == 3",
+  "cut_off.received == 0",
+  "dropped.received == 0",
+  "at.dropping.nft.r.d.fw.dropped.packets == 2",
+  "not exists(nft.r.d.fw.dropped.packets)",
+  "after.received == 2",
+]
+"#);
+    assert_eq!(outcome(&cells, "mid-run"), Outcome::Pass);
+}
+
+#[test]
+fn wait_background_join_sample_and_checkpoint_deltas() {
+    let cells = run(r#"
+[[traffic]]
+kind = "udp"
+name = "ab"
+background = true
+from = "a"
+to = "10.0.2.2"
+receiver = "b"
+count = 300
+interval_ms = 2
+sample = ["ct.r.count", "link.r.ra.rx_packets"]
+sample_every_ms = 20
+
+[[traffic]]
+kind = "udp"
+name = "ba"
+background = true
+from = "b"
+to = "10.0.1.2"
+port = 9001
+receiver = "a"
+count = 300
+interval_ms = 2
+
+[[traffic]]
+kind = "wait"
+name = "seen"
+until = "ct.r.count(proto=udp dport=9000) >= 1 and ct.r.count(proto=udp dport=9001) >= 1"
+timeout_ms = 3000
+
+[[traffic]]
+kind = "checkpoint"
+name = "mid"
+
+[[traffic]]
+kind = "join"
+steps = ["ab"]
+
+[[traffic]]
+kind = "checkpoint"
+name = "end"
+
+[[cells]]
+name = "concurrent"
+expect = [
+  "ab.received == 300",
+  "ba.received == 300",
+  "seen.waited_ms < 3000",
+  "ab.sample.max.ct.r.count >= 2",
+  "ab.sample.count >= 3",
+  "ab.sample.max.link.r.ra.rx_packets >= 300",
+  "ab.sample.min.link.r.ra.rx_packets < 300",
+  "at.mid.nft.r.t.fw.new.packets == 2",
+  "at.end.nft.r.t.fw.new.packets - at.mid.nft.r.t.fw.new.packets == 0",
+]
+
+[[cells]]
+name = "timeout-fails"
+traffic.seen = { until = "ct.r.count(proto=tcp) >= 1", timeout_ms = 200 }
+expect = ["ab.sent > 0"]
+
+[[cells]]
+name = "timeout-inconclusive"
+traffic.seen = { until = "ct.r.count(proto=tcp) >= 1", timeout_ms = 200, on_timeout = "inconclusive" }
+expect = ["ab.sent > 0"]
+"#);
+    assert_eq!(outcome(&cells, "concurrent"), Outcome::Pass);
+    assert_eq!(outcome(&cells, "timeout-fails"), Outcome::Fail);
+    assert_eq!(
+        outcome(&cells, "timeout-inconclusive"),
+        Outcome::Inconclusive
+    );
+    let c = cells.iter().find(|c| c.name == "timeout-fails").unwrap();
+    assert!(
+        c.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not hold within 200 ms"),
+        "{:?}",
+        c.reason
+    );
+    assert!(obs(&cells, "concurrent", "seen.polls") >= 1.0);
+}
+
+#[test]
+fn cells_add_skip_and_replace_steps_processes_and_routes() {
+    let cells = run(r#"
+[[traffic]]
+kind = "ping"
+name = "p"
+from = "a"
+to = "10.0.2.2"
+count = 2
+interval_ms = 10
+timeout_ms = 300
+
+[[cells]]
+name = "no-route"
+remove_routes = { a = ["default"] }
+expect = ["p.received == 0"]
+
+[[cells]]
+name = "replaced-route"
+routes = { a = ["10.0.2.0/24 via 10.0.1.1"] }
+expect = ["p.received == 2"]
+
+[[cells]]
+name = "extra-step"
+traffic.p = { skip = true }
+expect = ["q.received == 1", "not exists(p.sent)"]
+[[cells.extra_steps]]
+kind = "sleep"
+name = "nap"
+ms = 50
+[[cells.extra_steps]]
+kind = "ping"
+name = "q"
+before = "nap"
+from = "b"
+to = "10.0.1.2"
+count = 1
+"#);
+    for c in ["no-route", "replaced-route", "extra-step"] {
+        assert_eq!(outcome(&cells, c), Outcome::Pass, "{c}");
+    }
+}
