@@ -654,7 +654,9 @@ pub mod replay {
                     }
                     b.build()
                 }
-                DeviceKind::Dummy => bail!("dummy devices are not in the bench topologies"),
+                DeviceKind::Dummy | DeviceKind::Macvlan { .. } | DeviceKind::Vrf { .. } => {
+                    bail!("{} devices are not in the bench topologies", d.kind.name())
+                }
             };
             send(&mut p, RouteNetlinkMessage::NewLink(msg), new, "device")?;
         }

@@ -74,6 +74,10 @@ pub struct CellResult {
     /// Outcome of each repetition when run with --repeat.
     #[serde(default)]
     pub repetitions: Vec<Outcome>,
+    /// Kernel bug reports (WARN, BUG, KASAN, ...) logged while the cell ran: any
+    /// fails the cell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splats: Vec<String>,
     pub duration_ms: u64,
     /// Milliseconds per phase (build, observe, traffic, evidence, teardown),
     /// summed over repetitions.

@@ -27,6 +27,7 @@ fn ep(node: &str, dev: &str) -> Endpoint {
     Endpoint {
         node: node.into(),
         dev: dev.into(),
+        mac: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn bridged_plan(run_id: &str) -> LabPlan {
             ports: vec!["sw-a".into(), "sw-b".into()],
         },
         mtu: None,
+        mac: None,
     }];
     sw.up.extend(["br0".into(), "sw-a".into(), "sw-b".into()]);
     LabPlan {
@@ -369,6 +371,7 @@ fn vxlan_and_dummy_devices() {
                 port: 4789,
             },
             mtu: Some(1450),
+            mac: None,
         }];
         n.addresses
             .push(addr("vx0", &format!("192.168.42.{}/24", i + 1)));
@@ -404,6 +407,7 @@ fn dummy_device_or_a_clear_kernel_config_error() {
         name: "dum0".into(),
         kind: DeviceKind::Dummy,
         mtu: Some(9000),
+        mac: None,
     }];
     plan.nodes[0].up.push("dum0".into());
     match Lab::build(&plan) {

@@ -338,3 +338,56 @@ count = 1
         assert_eq!(outcome(&cells, c), Outcome::Pass, "{c}");
     }
 }
+
+/// A device kind the kernel lacks makes the cell a skip with the reason, not a failure.
+#[test]
+fn a_missing_device_kind_is_a_skip() {
+    let kernel_has_vrf = std::path::Path::new("/proc/config.gz").exists()
+        && std::process::Command::new("sh")
+            .args([
+                "-c",
+                "zcat /proc/config.gz | grep -qE '^CONFIG_NET_VRF=(y|m)'",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    let text = r#"
+name = "vrf"
+about = "a vrf device"
+[nodes.a.devices.blue]
+kind = "vrf"
+table = 10
+[nodes.b]
+[[links]]
+a = "a:eth0 192.0.2.1/24"
+b = "b:eth0 192.0.2.2/24"
+[[traffic]]
+kind = "ping"
+from = "b"
+to = "192.0.2.1"
+count = 1
+[[cells]]
+name = "c"
+expect = ["ping.received == 1"]
+"#;
+    let _ = faultlab::build::signals::install();
+    let scn = faultlab::scenario::parse("vrf.toml", text).unwrap();
+    let opts = RunOptions {
+        cell: None,
+        repeat: 1,
+        artifacts: std::env::temp_dir().join("faultlab-timeline-test"),
+        slow: 1.0,
+        progress: false,
+    };
+    let r = runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
+    let c = &r.cells[0];
+    if kernel_has_vrf {
+        assert_eq!(c.outcome, Outcome::Pass, "{:?}", c.reason);
+    } else {
+        assert_eq!(c.outcome, Outcome::Skip, "{:?}", c.reason);
+        assert!(
+            c.reason.as_deref().unwrap().contains("CONFIG_NET_VRF"),
+            "{:?}",
+            c.reason
+        );
+    }
+}

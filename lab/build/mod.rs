@@ -485,10 +485,12 @@ mod tests {
                 a: Endpoint {
                     node: "a".into(),
                     dev: "eth0".into(),
+                    mac: None,
                 },
                 b: Endpoint {
                     node: "b".into(),
                     dev: "eth0".into(),
+                    mac: None,
                 },
                 mtu: None,
             }],

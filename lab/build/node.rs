@@ -1,8 +1,19 @@
 //! The namespace-local part of a build: one node, on a thread inside its namespace.
 
-use crate::model::{DeviceKind, LabPlan, NodePlan, VethPlan};
-use crate::netns::netlink::{describe_route, Netlink, VxlanSpec};
+use crate::model::{DeviceKind, DevicePlan, LabPlan, NodePlan, VethPlan};
+use crate::netns::netlink::{describe_route, LinkOpts, Netlink, VxlanSpec};
 use anyhow::{Context, Result};
+
+pub use crate::netns::netlink::MissingDeviceKind;
+
+/// When `err` (a build error) comes from a device kind the running kernel lacks, the
+/// reason to skip with: "kernel has no `vrf` devices (CONFIG_NET_VRF)".
+pub fn missing_device_kind(err: &anyhow::Error) -> Option<String> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<MissingDeviceKind>())
+        .or_else(|| err.downcast_ref::<MissingDeviceKind>())
+        .map(MissingDeviceKind::reason)
+}
 
 /// First ifindex given to veth ends; each veth of the plan gets two.
 const VETH_INDEX_BASE: u32 = 1000;
@@ -14,6 +25,7 @@ const VETH_INDEX_BASE: u32 = 1000;
 /// `dev->ifindex == dev_get_iflink(dev)` and linkwatch treats the carrier event
 /// as non-urgent, delaying it up to a second (net/core/link_watch.c,
 /// linkwatch_urgent_event): the port does not forward and the build waits.
+/// Each end gets its planned MAC in the same request.
 pub fn create_veths(nl: &Netlink, plan: &LabPlan, veths: &[&VethPlan]) -> Result<()> {
     for v in veths {
         let peer_ns = super::netns_for(plan, &v.b.node)?;
@@ -23,7 +35,8 @@ pub fn create_veths(nl: &Netlink, plan: &LabPlan, veths: &[&VethPlan]) -> Result
             .position(|p| std::ptr::eq(p, *v))
             .expect("veth belongs to the plan") as u32;
         let indexes = (VETH_INDEX_BASE + 2 * i, VETH_INDEX_BASE + 2 * i + 1);
-        nl.add_veth(&v.a.dev, &v.b.dev, peer_ns, v.mtu, Some(indexes))
+        let macs = (v.a.mac.as_deref(), v.b.mac.as_deref());
+        nl.add_veth(&v.a.dev, &v.b.dev, peer_ns, v.mtu, Some(indexes), macs)
             .with_context(|| {
                 format!("link {}:{} <-> {}:{}", v.a.node, v.a.dev, v.b.node, v.b.dev)
             })?;
@@ -31,43 +44,65 @@ pub fn create_veths(nl: &Netlink, plan: &LabPlan, veths: &[&VethPlan]) -> Result
     Ok(())
 }
 
-/// Devices, bridge ports, sysctls, addresses, up, routes, neighbours, rulesets.
+/// Creates one planned device (not its ports) with its MTU and MAC. The device it
+/// sits on (a macvlan's link, a vxlan's dev) must exist. A kernel without the kind
+/// fails with a [`MissingDeviceKind`] in the chain.
+pub fn create_device(nl: &Netlink, d: &DevicePlan) -> Result<()> {
+    let opts = LinkOpts {
+        mtu: d.mtu,
+        mac: d.mac.as_deref(),
+    };
+    let res = match &d.kind {
+        DeviceKind::Bridge { .. } => nl.add_bridge(&d.name, opts),
+        DeviceKind::Dummy => nl.add_dummy(&d.name, opts),
+        DeviceKind::Vxlan {
+            vni,
+            local,
+            remote,
+            dev,
+            port,
+        } => nl.add_vxlan(
+            &d.name,
+            &VxlanSpec {
+                vni: *vni,
+                local: *local,
+                remote: *remote,
+                dev: dev.as_deref(),
+                port: *port,
+            },
+            opts,
+        ),
+        DeviceKind::Macvlan {
+            link,
+            mode,
+            sources,
+        } => nl.add_macvlan(&d.name, link, *mode, sources, opts),
+        DeviceKind::Vrf { table, .. } => nl.add_vrf(&d.name, *table, opts),
+    };
+    res.with_context(|| format!("device `{}`", d.name))
+}
+
+/// Enslaves a bridge's or vrf's ports to it.
+pub fn enslave_ports(nl: &Netlink, node: &str, d: &DevicePlan) -> Result<()> {
+    for p in d.kind.ports() {
+        nl.set_master(p, &d.name).with_context(|| {
+            format!(
+                "{} `{}`: port `{p}` (ports must be devices of node `{node}`)",
+                d.kind.name(),
+                d.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours, rulesets.
 pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
     for d in &node.devices {
-        let res = match &d.kind {
-            DeviceKind::Bridge { .. } => nl.add_bridge(&d.name, d.mtu),
-            DeviceKind::Dummy => nl.add_dummy(&d.name, d.mtu),
-            DeviceKind::Vxlan {
-                vni,
-                local,
-                remote,
-                dev,
-                port,
-            } => nl.add_vxlan(
-                &d.name,
-                &VxlanSpec {
-                    vni: *vni,
-                    local: *local,
-                    remote: *remote,
-                    dev: dev.as_deref(),
-                    port: *port,
-                },
-                d.mtu,
-            ),
-        };
-        res.with_context(|| format!("device `{}`", d.name))?;
+        create_device(nl, d)?;
     }
     for d in &node.devices {
-        if let DeviceKind::Bridge { ports } = &d.kind {
-            for p in ports {
-                nl.set_master(p, &d.name).with_context(|| {
-                    format!(
-                        "bridge `{}`: port `{p}` (ports must be devices of node `{}`)",
-                        d.name, node.name
-                    )
-                })?;
-            }
-        }
+        enslave_ports(nl, &node.name, d)?;
     }
     for s in &node.sysctls {
         crate::netns::sysctl::write_here(&s.key, &s.value)?;

@@ -1,9 +1,18 @@
 //! Packet capture on one device of one namespace: AF_PACKET socket in a thread that has
-//! entered the namespace, a pcap file, and named counters over the packets seen.
+//! entered the namespace, a pcap file, and named counters over the packets seen, with
+//! the times of their matches (first, last, gaps) relative to the capture's start.
+//!
+//! Packet times are read times: `Instant::now()` (CLOCK_MONOTONIC) as soon as `recvfrom`
+//! returns, measured from the moment the socket was bound. The capture thread sleeps in
+//! `recvfrom`, so on an idle machine a packet is stamped within ~0.2 ms of when it was
+//! sent; on a busy one the thread may wake late (2.6 ms seen on a 2-CPU host while it
+//! compiled), and packets queued behind a burst are late by the backlog. (The kernel's
+//! own stamp, SO_TIMESTAMPNS via recvmsg, needs the packet socket to hand out control
+//! messages; it gives none today.)
 
 use super::packet_socket::{sll_header, PacketSocket};
 use super::pcap::{LinkType, PcapWriter};
-use crate::model::capture::{CaptureSpec, Compiled, DEFAULT_SNAPLEN};
+use crate::model::capture::{CaptureSpec, Compiled, DEFAULT_SNAPLEN, TIMING_GAPS};
 use crate::model::capture_filter::Filter;
 use crate::model::packet_info::{Framing, PacketInfo};
 use crate::verdict::Observations;
@@ -14,9 +23,9 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Parsed packets kept in memory for tests; the pcap file has them all.
 const MAX_KEPT: usize = 100_000;
@@ -44,28 +53,115 @@ pub struct CaptureSummary {
     /// Packets the kernel dropped because the socket buffer was full (PACKET_STATISTICS).
     pub lost: u64,
     pub counts: BTreeMap<String, u64>,
+    /// When each named counter matched, relative to the capture's start.
+    #[serde(default)]
+    pub timing: BTreeMap<String, CounterTiming>,
     /// Key fields of the kept packets (the first 100 000).
     pub kept: Vec<CapturedPacket>,
 }
 
 impl CaptureSummary {
-    /// `capture.<name>.packets`, `.seen`, `.lost` and `.<count-name>`.
+    /// `capture.<name>.packets`, `.seen`, `.lost`, `.<count-name>` and the timing of each
+    /// count (see [`CounterTiming::observations`]).
     pub fn observations(&self, name: &str) -> Observations {
-        let mut obs = Observations::new();
-        let mut put = |k: &str, v: u64| obs.insert(format!("capture.{name}.{k}"), v as f64);
-        put("packets", self.packets);
-        put("seen", self.seen);
-        put("lost", self.lost);
-        for (k, v) in &self.counts {
-            put(k, *v);
-        }
-        obs
+        tally_observations(
+            name,
+            &Tally {
+                packets: self.packets,
+                seen: self.seen,
+                lost: self.lost,
+                counts: self.counts.clone(),
+                timing: self.timing.clone(),
+            },
+        )
     }
 }
 
-/// A running capture; `stop` returns what it saw. Dropping it stops the thread too.
+/// When one named counter matched: times since the capture's start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterTiming {
+    pub first: Option<Duration>,
+    pub last: Option<Duration>,
+    pub gap_min: Option<Duration>,
+    pub gap_max: Option<Duration>,
+    /// The first [`TIMING_GAPS`] gaps between consecutive matches.
+    pub gaps: Vec<Duration>,
+}
+
+impl CounterTiming {
+    /// Records one match at `t` (since the capture's start; non-decreasing in practice,
+    /// a time before the previous one counts as a gap of 0).
+    pub fn record(&mut self, t: Duration) {
+        if let Some(last) = self.last {
+            let gap = t.saturating_sub(last);
+            self.gap_min = Some(self.gap_min.map_or(gap, |g| g.min(gap)));
+            self.gap_max = Some(self.gap_max.map_or(gap, |g| g.max(gap)));
+            if self.gaps.len() < TIMING_GAPS {
+                self.gaps.push(gap);
+            }
+        }
+        self.first.get_or_insert(t);
+        self.last = Some(t);
+    }
+
+    /// `<prefix>.first_ms`, `.last_ms` (one match or more), `.gap_min_ms`, `.gap_max_ms`
+    /// and `.gap1_ms` ... `.gapN_ms` (two or more; N ≤ 32): what was not measured is
+    /// absent. Milliseconds, microsecond resolution.
+    pub fn observations(&self, prefix: &str, obs: &mut Observations) {
+        let mut put = |k: &str, d: Option<Duration>| {
+            if let Some(d) = d {
+                obs.insert(format!("{prefix}.{k}"), ms(d));
+            }
+        };
+        put("first_ms", self.first);
+        put("last_ms", self.last);
+        put("gap_min_ms", self.gap_min);
+        put("gap_max_ms", self.gap_max);
+        for (i, g) in self.gaps.iter().enumerate() {
+            put(&format!("gap{}_ms", i + 1), Some(*g));
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+/// The counters a running capture shares with [`Capture::counts_now`].
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    packets: u64,
+    seen: u64,
+    lost: u64,
+    counts: BTreeMap<String, u64>,
+    timing: BTreeMap<String, CounterTiming>,
+}
+
+fn tally_observations(name: &str, t: &Tally) -> Observations {
+    let mut obs = Observations::new();
+    let mut put = |k: &str, v: u64| obs.insert(format!("capture.{name}.{k}"), v as f64);
+    put("packets", t.packets);
+    put("seen", t.seen);
+    put("lost", t.lost);
+    for (k, v) in &t.counts {
+        put(k, *v);
+    }
+    for (k, timing) in &t.timing {
+        timing.observations(&format!("capture.{name}.{k}"), &mut obs);
+    }
+    obs
+}
+
+fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    t.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running capture; `stop` returns what it saw, `counts_now` what it has seen so far.
+/// Dropping it stops the thread too.
 pub struct Capture {
+    name: String,
     stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
     thread: Option<JoinHandle<Result<CaptureSummary>>>,
 }
 
@@ -76,6 +172,10 @@ impl Capture {
         let file = File::create(pcap_path)
             .with_context(|| format!("create pcap file {}", pcap_path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally {
+            counts: spec.count.keys().map(|k| (k.clone(), 0)).collect(),
+            ..Tally::default()
+        }));
         let (ready_tx, ready_rx) = mpsc::channel();
         let job = Job {
             netns: netns.to_string(),
@@ -83,15 +183,10 @@ impl Capture {
             snaplen: spec.snaplen.unwrap_or(DEFAULT_SNAPLEN),
             keep,
             counts,
-            summary: CaptureSummary {
-                name: spec.name.clone(),
-                pcap: pcap_path.to_path_buf(),
-                packets: 0,
-                seen: 0,
-                lost: 0,
-                counts: spec.count.keys().map(|k| (k.clone(), 0)).collect(),
-                kept: Vec::new(),
-            },
+            tally: tally.clone(),
+            name: spec.name.clone(),
+            pcap: pcap_path.to_path_buf(),
+            kept: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("capture-{}", spec.name))
@@ -101,7 +196,9 @@ impl Capture {
             })?;
         match ready_rx.recv() {
             Ok(()) => Ok(Capture {
+                name: spec.name.clone(),
                 stop,
+                tally,
                 thread: Some(thread),
             }),
             // The thread failed before binding: its error says why.
@@ -113,6 +210,15 @@ impl Capture {
                     .context(format!("capture `{}` on {netns}:{}", spec.name, spec.dev)))
             }
         }
+    }
+
+    /// The observations `stop` would give (same names) for the packets seen so far;
+    /// `lost` is brought up to date whenever the socket has been idle for 50 ms. Cheap
+    /// enough for a `wait` step to poll: the counters are copied under a lock the capture
+    /// thread holds only to bump them, and named outside it.
+    pub fn counts_now(&self) -> Observations {
+        let tally = lock(&self.tally).clone();
+        tally_observations(&self.name, &tally)
     }
 
     pub fn stop(mut self) -> Result<CaptureSummary> {
@@ -140,7 +246,10 @@ struct Job {
     snaplen: u32,
     keep: Option<Filter>,
     counts: Vec<(String, Filter)>,
-    summary: CaptureSummary,
+    tally: Arc<Mutex<Tally>>,
+    name: String,
+    pcap: PathBuf,
+    kept: Vec<CapturedPacket>,
 }
 
 impl Job {
@@ -163,20 +272,29 @@ impl Job {
             Framing::Ethernet
         };
         let mut pcap = PcapWriter::new(BufWriter::new(file), linktype, self.snaplen)?;
+        // Time zero of the counters' timing: the socket is bound, every packet from now on
+        // is seen.
+        let t0 = Instant::now();
         let _ = ready.send(());
 
         let header = if sock.cooked { 16 } else { 0 };
         let mut buf = vec![0u8; header + 65536 + 4096];
+        let mut matched: Vec<&(String, Filter)> = Vec::with_capacity(self.counts.len());
         loop {
             let stopping = stop.load(Ordering::SeqCst);
-            let (len, sll) = match sock.recv(&mut buf[header..], stopping) {
-                Ok(r) => r,
+            let ((len, sll), at) = match sock.recv(&mut buf[header..], stopping) {
+                Ok(r) => (r, t0.elapsed()),
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
+                    // Idle: a cheap moment to publish the kernel's drop count.
+                    let lost = sock.drops();
+                    if lost > 0 {
+                        lock(&self.tally).lost += lost;
+                    }
                     if stopping {
                         break;
                     }
@@ -197,20 +315,37 @@ impl Job {
             let frame = &buf[..caplen];
             let orig_len = (header + len) as u32;
             let info = PacketInfo::parse(framing, frame);
-            self.summary.seen += 1;
-            for (name, f) in &self.counts {
-                if f.matches(&info) {
-                    *self.summary.counts.entry(name.clone()).or_default() += 1;
+            let kept = self.keep.as_ref().is_none_or(|f| f.matches(&info));
+            matched.clear();
+            matched.extend(self.counts.iter().filter(|(_, f)| f.matches(&info)));
+            {
+                let mut tally = lock(&self.tally);
+                tally.seen += 1;
+                tally.packets += u64::from(kept);
+                for (name, _) in &matched {
+                    match tally.counts.get_mut(name) {
+                        Some(n) => *n += 1,
+                        None => {
+                            tally.counts.insert(name.clone(), 1);
+                        }
+                    }
+                    match tally.timing.get_mut(name) {
+                        Some(t) => t.record(at),
+                        None => {
+                            let mut t = CounterTiming::default();
+                            t.record(at);
+                            tally.timing.insert(name.clone(), t);
+                        }
+                    }
                 }
             }
-            if self.keep.as_ref().is_none_or(|f| f.matches(&info)) {
+            if kept {
                 let ts = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
                 pcap.write_packet(ts, frame, orig_len)?;
-                self.summary.packets += 1;
-                if self.summary.kept.len() < MAX_KEPT {
-                    self.summary.kept.push(CapturedPacket {
+                if self.kept.len() < MAX_KEPT {
+                    self.kept.push(CapturedPacket {
                         ts,
                         outgoing,
                         ifindex: sll.sll_ifindex,
@@ -220,9 +355,22 @@ impl Job {
                 }
             }
         }
-        self.summary.lost = sock.drops();
         pcap.finish()?;
-        Ok(self.summary)
+        let t = {
+            let mut tally = lock(&self.tally);
+            tally.lost += sock.drops();
+            std::mem::take(&mut *tally)
+        };
+        Ok(CaptureSummary {
+            name: self.name,
+            pcap: self.pcap,
+            packets: t.packets,
+            seen: t.seen,
+            lost: t.lost,
+            counts: t.counts,
+            timing: t.timing,
+            kept: self.kept,
+        })
     }
 }
 
@@ -286,13 +434,84 @@ mod tests {
             packets: 3,
             seen: 5,
             lost: 0,
-            counts: BTreeMap::from([("rst_to_remote".into(), 2)]),
+            counts: BTreeMap::from([("rst_to_remote".into(), 2), ("none".into(), 0)]),
+            timing: BTreeMap::from([("rst_to_remote".into(), timing(&[5_000, 25_250]))]),
             kept: vec![],
         };
         let obs = sum.observations("ext");
-        assert_eq!(obs["capture.ext.packets"], 3.0);
-        assert_eq!(obs["capture.ext.seen"], 5.0);
-        assert_eq!(obs["capture.ext.lost"], 0.0);
-        assert_eq!(obs["capture.ext.rst_to_remote"], 2.0);
+        let want: Observations = [
+            ("capture.ext.packets", 3.0),
+            ("capture.ext.seen", 5.0),
+            ("capture.ext.lost", 0.0),
+            ("capture.ext.none", 0.0),
+            ("capture.ext.rst_to_remote", 2.0),
+            ("capture.ext.rst_to_remote.first_ms", 5.0),
+            ("capture.ext.rst_to_remote.last_ms", 25.25),
+            ("capture.ext.rst_to_remote.gap_min_ms", 20.25),
+            ("capture.ext.rst_to_remote.gap_max_ms", 20.25),
+            ("capture.ext.rst_to_remote.gap1_ms", 20.25),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(obs, want);
+    }
+
+    /// Matches at these microseconds since the start.
+    fn timing(us: &[u64]) -> CounterTiming {
+        let mut t = CounterTiming::default();
+        for &u in us {
+            t.record(Duration::from_micros(u));
+        }
+        t
+    }
+
+    fn timing_obs(us: &[u64]) -> Observations {
+        let mut obs = Observations::new();
+        timing(us).observations("c", &mut obs);
+        obs
+    }
+
+    #[test]
+    fn gaps_of_a_doubling_backoff() {
+        // ICMP-redirect-like: 20 ms, doubling.
+        let obs = timing_obs(&[3_000, 23_000, 63_000, 143_000, 303_000]);
+        assert_eq!(obs["c.first_ms"], 3.0);
+        assert_eq!(obs["c.last_ms"], 303.0);
+        assert_eq!(obs["c.gap1_ms"], 20.0);
+        assert_eq!(obs["c.gap2_ms"], 40.0);
+        assert_eq!(obs["c.gap3_ms"], 80.0);
+        assert_eq!(obs["c.gap4_ms"], 160.0);
+        assert!(!obs.contains_key("c.gap5_ms"));
+        assert_eq!(obs["c.gap_min_ms"], 20.0);
+        assert_eq!(obs["c.gap_max_ms"], 160.0);
+        let e = crate::judge::Expectation::parse("c.gap2_ms >= 1.8 * c.gap1_ms").unwrap();
+        assert!(e.eval(&obs).unwrap().0);
+    }
+
+    #[test]
+    fn unmeasured_metrics_are_absent() {
+        assert!(timing_obs(&[]).is_empty());
+        let one = timing_obs(&[1_500]);
+        assert_eq!(one.keys().collect::<Vec<_>>(), ["c.first_ms", "c.last_ms"]);
+        assert_eq!((one["c.first_ms"], one["c.last_ms"]), (1.5, 1.5));
+        let two = timing_obs(&[1_000, 1_000]);
+        assert_eq!(two["c.gap1_ms"], 0.0);
+        assert_eq!(two["c.gap_min_ms"], 0.0);
+    }
+
+    #[test]
+    fn only_the_first_32_gaps_but_min_max_over_all() {
+        let mut us: Vec<u64> = (0..40).map(|i| i * 1_000).collect();
+        us.push(39_000 + 500); // gap 40: 0.5 ms
+        us.push(39_500 + 9_000); // gap 41: 9 ms
+        let obs = timing_obs(&us);
+        assert!(obs.contains_key(&format!("c.gap{TIMING_GAPS}_ms")));
+        assert!(!obs.contains_key(&format!("c.gap{}_ms", TIMING_GAPS + 1)));
+        assert_eq!(obs["c.gap_min_ms"], 0.5);
+        assert_eq!(obs["c.gap_max_ms"], 9.0);
+        // An out-of-order time (never from one clock) is a gap of 0, not a panic.
+        let back = timing_obs(&[5_000, 4_000]);
+        assert_eq!(back["c.gap1_ms"], 0.0);
     }
 }

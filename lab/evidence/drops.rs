@@ -1,5 +1,13 @@
 //! Why packets died: `skb:kfree_skb` (reason + location) in a private tracefs instance,
 //! attributed to a lab node through the last device the skb was seen on.
+//!
+//! Reasons that never occurred read 0: when the trace starts it reads the kernel's list
+//! of drop reasons from the event's format file, and [`DropReport::observations`] gives
+//! `drops.<REASON>` and `drops.<node>.<REASON>` for every known reason and every node the
+//! trace was told about. `drops.<REASON>@<function>` exists only for what was seen.
+//! Consequence for expressions: `sum(drops.x.*) == 0` means "nothing dropped at x",
+//! whereas `count(drops.x.*)` and `exists(drops.x.*)` count names, which now include
+//! every reason the kernel knows.
 
 use super::tracefs::Instance;
 use crate::verdict::{DropStat, Observations};
@@ -24,6 +32,34 @@ const EVENTS: [&str; 4] = [
 const BUFFER_SIZE_KB: &str = "4096";
 /// Attribution memory bound: skbs freed by paths that fire no tracepoint would pile up.
 const MAX_TRACKED_SKBS: usize = 1 << 16;
+/// The kfree_skb event's format file, relative to the tracefs (instance) root.
+const KFREE_SKB_FORMAT: &str = "events/skb/kfree_skb/format";
+/// Entries of the reason enum that are not drop reasons (sentinels, "not dropped").
+const NOT_REASONS: [&str; 3] = ["NOT_DROPPED_YET", "CONSUMED", "MAX"];
+
+/// The drop reasons listed in `events/skb/kfree_skb/format`: the names of the
+/// `__print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, ...)` table, in the kernel's
+/// order, without the `MAX` sentinel. Empty for kernels without the reason field (< 5.17).
+pub fn parse_reason_list(format: &str) -> Vec<String> {
+    let Some(start) = format.find("__print_symbolic(REC->reason") else {
+        return Vec::new();
+    };
+    let rest = &format[start + "__print_symbolic(".len()..];
+    // Entries are `{ value, "NAME" }`; the table ends at the first `)` (names have none).
+    let table = &rest[..rest.find(')').unwrap_or(rest.len())];
+    let mut names: Vec<String> = Vec::new();
+    for entry in table.split('{').skip(1) {
+        let entry = entry.split('}').next().unwrap_or("");
+        let Some(name) = entry.split('"').nth(1) else {
+            continue;
+        };
+        let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok && !NOT_REASONS.contains(&name) && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceEvent {
@@ -162,7 +198,8 @@ impl DropAggregator {
     }
 }
 
-/// `drops.<REASON>`, `drops.<REASON>@<function>`, `drops.<node>.<REASON>`.
+/// `drops.<REASON>`, `drops.<REASON>@<function>`, `drops.<node>.<REASON>`, for what was
+/// seen only (see [`drops_observations_zero_filled`]).
 pub fn drops_observations(drops: &[DropStat]) -> Observations {
     let mut obs = Observations::new();
     for d in drops {
@@ -177,11 +214,41 @@ pub fn drops_observations(drops: &[DropStat]) -> Observations {
     obs
 }
 
+/// [`drops_observations`] plus 0 for `drops.<REASON>` of every `known` reason and
+/// `drops.<node>.<REASON>` of every node in `nodes` that was not seen. Location-qualified
+/// names (`drops.<REASON>@<function>`) stay those seen.
+pub fn drops_observations_zero_filled(
+    drops: &[DropStat],
+    known: &[String],
+    nodes: &[String],
+) -> Observations {
+    let mut obs = drops_observations(drops);
+    for reason in known {
+        obs.entry(format!("drops.{reason}")).or_insert(0.0);
+        for node in nodes {
+            obs.entry(format!("drops.{node}.{reason}")).or_insert(0.0);
+        }
+    }
+    obs
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DropReport {
     pub drops: Vec<DropStat>,
     /// Events the ring buffer lost: when non-zero the counts are lower bounds.
     pub lost_events: u64,
+    /// The kernel's drop reasons (kfree_skb format file), read when the trace started;
+    /// empty when the file could not be read or lists none.
+    pub known_reasons: Vec<String>,
+    /// The nodes the trace could attribute drops to (owners of the lab's devices).
+    pub nodes: Vec<String>,
+}
+
+impl DropReport {
+    /// Zero-filled: see [`drops_observations_zero_filled`].
+    pub fn observations(&self) -> Observations {
+        drops_observations_zero_filled(&self.drops, &self.known_reasons, &self.nodes)
+    }
 }
 
 /// A running drop trace. Dropping it without `stop` still removes the instance.
@@ -189,6 +256,8 @@ pub struct DropTrace {
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<Result<DropAggregator>>>,
     instance: Option<Instance>,
+    known_reasons: Vec<String>,
+    nodes: Vec<String>,
 }
 
 impl DropTrace {
@@ -196,6 +265,14 @@ impl DropTrace {
     /// names unique within the lab to their node.
     pub fn start(instance_name: &str, lab_devices: &BTreeMap<String, String>) -> Result<DropTrace> {
         let instance = Instance::create(instance_name)?;
+        // A kernel whose format file cannot be read still traces; it just zero-fills nothing.
+        let known_reasons = instance
+            .read(KFREE_SKB_FORMAT)
+            .map(|f| parse_reason_list(&f))
+            .unwrap_or_default();
+        let mut nodes: Vec<String> = lab_devices.values().cloned().collect();
+        nodes.sort();
+        nodes.dedup();
         instance.write("tracing_on", "0")?;
         instance.write("buffer_size_kb", BUFFER_SIZE_KB)?;
         // Default 50: poll on trace_pipe would wait for a half-full buffer.
@@ -221,7 +298,14 @@ impl DropTrace {
             stop,
             reader: Some(reader),
             instance: Some(instance),
+            known_reasons,
+            nodes,
         })
+    }
+
+    /// The kernel's drop reasons, read from the kfree_skb format file at start.
+    pub fn known_reasons(&self) -> &[String] {
+        &self.known_reasons
     }
 
     pub fn stop(self) -> Result<Vec<DropStat>> {
@@ -242,6 +326,8 @@ impl DropTrace {
         Ok(DropReport {
             drops: agg.stats(),
             lost_events: agg.lost_events,
+            known_reasons: std::mem::take(&mut self.known_reasons),
+            nodes: std::mem::take(&mut self.nodes),
         })
     }
 
@@ -303,6 +389,116 @@ fn read_pipe(mut pipe: File, mut agg: DropAggregator, stop: &AtomicBool) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This host's (6.18) `events/skb/kfree_skb/format`.
+    const FORMAT: &str = include_str!("testdata/kfree_skb_format.txt");
+
+    #[test]
+    fn reason_list_from_the_format_file() {
+        let r = parse_reason_list(FORMAT);
+        assert_eq!(r.len(), 127, "{r:?}");
+        assert_eq!(r[0], "NOT_SPECIFIED");
+        assert_eq!(r[1], "NO_SOCKET");
+        assert_eq!(r.last().unwrap(), "SKB_RX_HEADROOM");
+        for name in ["NETFILTER_DROP", "IP_INADDRERRORS", "TCP_RFC7323_PAWS"] {
+            assert!(r.iter().any(|x| x == name), "{name}");
+        }
+        assert!(!r.iter().any(|x| x == "MAX"));
+    }
+
+    #[test]
+    fn reason_list_edge_cases() {
+        // 5.17-style: enum names instead of numbers, NOT_DROPPED_YET absent or present.
+        let old = r#"print fmt: "skbaddr=%p protocol=%u location=%p reason: %s", REC->skbaddr, REC->protocol, REC->location, __print_symbolic(REC->reason, { SKB_DROP_REASON_NOT_SPECIFIED, "NOT_SPECIFIED" }, { SKB_DROP_REASON_NO_SOCKET, "NO_SOCKET" }, { SKB_DROP_REASON_MAX, "MAX" })"#;
+        assert_eq!(parse_reason_list(old), ["NOT_SPECIFIED", "NO_SOCKET"]);
+        // < 5.17: no reason field at all.
+        let older = r#"print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, REC->location"#;
+        assert!(parse_reason_list(older).is_empty());
+        // A later __print_symbolic of another field is not read as reasons.
+        let two = r#"__print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }), __print_symbolic(REC->other, { 1, "OTHER" })"#;
+        assert_eq!(parse_reason_list(two), ["NOT_SPECIFIED"]);
+        assert!(parse_reason_list("").is_empty());
+    }
+
+    #[test]
+    fn zero_fill() {
+        let known: Vec<String> = ["NOT_SPECIFIED", "NO_SOCKET", "NETFILTER_DROP"]
+            .map(String::from)
+            .to_vec();
+        let nodes = vec!["b".to_string(), "r".to_string()];
+        let seen = [
+            DropStat {
+                reason: "NETFILTER_DROP".into(),
+                location: "nft_do_chain".into(),
+                node: Some("b".into()),
+                count: 3,
+            },
+            // Seen but not in the kernel's list (a subsystem reason): kept as seen.
+            DropStat {
+                reason: "OVS_UNKNOWN".into(),
+                location: "ovs_dp_process_packet".into(),
+                node: None,
+                count: 1,
+            },
+        ];
+        let obs = drops_observations_zero_filled(&seen, &known, &nodes);
+        let want: Observations = [
+            ("drops.NETFILTER_DROP", 3.0),
+            ("drops.NETFILTER_DROP@nft_do_chain", 3.0),
+            ("drops.b.NETFILTER_DROP", 3.0),
+            ("drops.r.NETFILTER_DROP", 0.0),
+            ("drops.NOT_SPECIFIED", 0.0),
+            ("drops.b.NOT_SPECIFIED", 0.0),
+            ("drops.r.NOT_SPECIFIED", 0.0),
+            ("drops.NO_SOCKET", 0.0),
+            ("drops.b.NO_SOCKET", 0.0),
+            ("drops.r.NO_SOCKET", 0.0),
+            ("drops.OVS_UNKNOWN", 1.0),
+            ("drops.OVS_UNKNOWN@ovs_dp_process_packet", 1.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(obs, want);
+        let report = DropReport {
+            drops: seen.to_vec(),
+            lost_events: 0,
+            known_reasons: known.clone(),
+            nodes: nodes.clone(),
+        };
+        assert_eq!(report.observations(), obs);
+        // Nothing known, nothing seen: nothing (tracefs without reasons).
+        assert!(drops_observations_zero_filled(&[], &[], &nodes).is_empty());
+    }
+
+    /// How the catalogue's kinds of expression read zero-filled observations.
+    #[test]
+    fn globs_over_zero_filled_names() {
+        let known = parse_reason_list(FORMAT);
+        let nodes = vec!["sw".to_string(), "r".to_string()];
+        let eval = |src: &str, drops: &[DropStat]| {
+            let obs = drops_observations_zero_filled(drops, &known, &nodes);
+            crate::judge::Expectation::parse(src)
+                .unwrap()
+                .eval(&obs)
+                .map(|r| r.0)
+                .map_err(|e| e.to_string())
+        };
+        let none: &[DropStat] = &[];
+        // A name that was not seen reads 0 instead of failing to evaluate.
+        assert_eq!(eval("drops.sw.NETFILTER_DROP == 0", none), Ok(true));
+        assert_eq!(eval("drops.NO_SOCKET == 0", none), Ok(true));
+        // A typo is still caught: only the kernel's reasons are filled.
+        assert!(eval("drops.sw.NETFILTER_DORP == 0", none).is_err());
+        // `sum` means what it meant and no longer errors on an empty set.
+        assert_eq!(eval("sum(drops.sw.*) == 0", none), Ok(true));
+        // `count` and `exists` count names: every known reason now.
+        assert_eq!(eval("count(drops.sw.*) == 0", none), Ok(false));
+        assert_eq!(eval("exists(drops.sw.*)", none), Ok(true));
+        // Location-qualified names are never filled.
+        assert_eq!(eval("exists(drops.*@*)", none), Ok(false));
+        assert_eq!(eval("count(drops.*@*) == 0", none), Ok(true));
+    }
 
     // Real trace lines (kernel 6.18): a -> r -> b over veths flevT-a0/r0 and flevT-r1/b0,
     // UDP from a to a blackhole route on r and to an nft `udp dport 9 drop` input rule on b.

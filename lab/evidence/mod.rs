@@ -7,12 +7,16 @@ mod kallsyms;
 pub mod kmsg;
 mod packet_socket;
 pub mod pcap;
+pub mod splat;
 pub mod tracefs;
 
 pub use crate::model::capture::CaptureSpec;
 pub use crate::model::capture_filter::{Filter, FilterError};
 pub use crate::model::packet_info::PacketInfo;
-pub use capture::{Capture, CaptureSummary, CapturedPacket};
-pub use drops::{drops_observations, DropReport, DropTrace};
+pub use capture::{Capture, CaptureSummary, CapturedPacket, CounterTiming};
+pub use drops::{
+    drops_observations, drops_observations_zero_filled, parse_reason_list, DropReport, DropTrace,
+};
 pub use kmsg::{KmsgSpec, KmsgWatch};
+pub use splat::{SplatReport, SplatWatch};
 pub use tracefs::{list_instances, remove_instance};

@@ -134,6 +134,11 @@ impl Instance {
             .with_context(|| format!("write `{value}` to tracefs instances/{}/{rel}", self.name))
     }
 
+    pub fn read(&self, rel: &str) -> Result<String> {
+        fs::read_to_string(self.path(rel))
+            .with_context(|| format!("read tracefs instances/{}/{rel}", self.name))
+    }
+
     pub fn remove(mut self) -> Result<()> {
         self.removed = true;
         rmdir_retry(&self.fs, &self.name)

@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 /// Observation names a count may not take.
 const RESERVED: [&str; 3] = ["packets", "seen", "lost"];
 pub const DEFAULT_SNAPLEN: u32 = 262_144;
+/// How many gaps between consecutive matches of a count are observations
+/// (`capture.<name>.<count>.gap1_ms` ... `.gap32_ms`).
+pub const TIMING_GAPS: usize = 32;
 
 /// One `[[captures]]` entry of a scenario.
 #[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
@@ -21,7 +24,9 @@ pub struct CaptureSpec {
     #[serde(default)]
     pub filter: Option<String>,
     /// Named counters, each a filter evaluated on every packet seen on the device
-    /// (whether or not `filter` keeps it).
+    /// (whether or not `filter` keeps it). Each gives `capture.<name>.<count>` and the
+    /// times of its matches since the capture started, in ms: `.first_ms`, `.last_ms`,
+    /// `.gap_min_ms`, `.gap_max_ms`, `.gap1_ms` ... `.gap32_ms` (only those measured).
     #[serde(default)]
     pub count: BTreeMap<String, String>,
     #[serde(default)]

@@ -25,7 +25,9 @@ pub struct NodePlan {
     pub name: String,
     /// The network namespace name under /run/netns (`<run_id>-<name>`).
     pub netns: String,
-    /// Devices created inside this node after the veths exist (bridges, vxlan, dummy).
+    /// Devices created inside this node after the veths exist (bridges, vxlan, dummy,
+    /// macvlan, vrf), in creation order: a device comes after the device it is put on
+    /// (a macvlan's `link`, a vxlan's `dev`).
     pub devices: Vec<DevicePlan>,
     /// Applied after devices exist and before addresses (so `accept_dad`, `proxy_arp`,
     /// per-device keys work). In file order.
@@ -53,6 +55,11 @@ pub struct Sysctl {
 pub struct Endpoint {
     pub node: String,
     pub dev: String,
+    /// MAC address (`aa:bb:cc:dd:ee:ff`) given to this end when the veth is created
+    /// (IFLA_ADDRESS). The loader always sets one: the scenario's `mac=`, or one derived
+    /// from the node and device names (see [`derived_mac`]). `None`: the kernel's random one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,6 +75,11 @@ pub struct DevicePlan {
     pub name: String,
     pub kind: DeviceKind,
     pub mtu: Option<u32>,
+    /// MAC address set at creation (IFLA_ADDRESS); the loader gives every device one
+    /// (the scenario's `mac`, else derived like a veth end's). `None`: the kernel's
+    /// choice, always the case for a passthru macvlan (it takes its link's MAC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,6 +98,116 @@ pub enum DeviceKind {
         port: u16,
     },
     Dummy,
+    /// `ip link add NAME link LINK type macvlan mode MODE`: a device with its own MAC on
+    /// top of `link` (a device of the same node).
+    Macvlan {
+        link: String,
+        mode: MacvlanMode,
+        /// Source mode: the source MACs whose frames this device receives
+        /// (IFLA_MACVLAN_MACADDR_DATA with MACVLAN_MACADDR_SET). Empty otherwise.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        sources: Vec<String>,
+    },
+    /// An L3 master device bound to routing table `table`; `ports` (devices of the same
+    /// node) are enslaved to it.
+    Vrf {
+        table: u32,
+        ports: Vec<String>,
+    },
+}
+
+impl DeviceKind {
+    /// The kind's name in scenario files and `ip link ... type NAME`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeviceKind::Bridge { .. } => "bridge",
+            DeviceKind::Vxlan { .. } => "vxlan",
+            DeviceKind::Dummy => "dummy",
+            DeviceKind::Macvlan { .. } => "macvlan",
+            DeviceKind::Vrf { .. } => "vrf",
+        }
+    }
+
+    /// The kernel option that provides this kind of device.
+    pub fn kconfig(&self) -> &'static str {
+        match self {
+            DeviceKind::Bridge { .. } => "CONFIG_BRIDGE",
+            DeviceKind::Vxlan { .. } => "CONFIG_VXLAN",
+            DeviceKind::Dummy => "CONFIG_DUMMY",
+            DeviceKind::Macvlan { .. } => "CONFIG_MACVLAN",
+            DeviceKind::Vrf { .. } => "CONFIG_NET_VRF",
+        }
+    }
+
+    /// Devices enslaved to this one (bridge and vrf ports).
+    pub fn ports(&self) -> &[String] {
+        match self {
+            DeviceKind::Bridge { ports } | DeviceKind::Vrf { ports, .. } => ports,
+            _ => &[],
+        }
+    }
+}
+
+/// `mode` of a macvlan device (`ip link add ... type macvlan mode MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Macvlans on the same link reach each other directly (the default).
+    Bridge,
+    /// No traffic between macvlans on the same link, not even through a reflecting switch.
+    Private,
+    /// Traffic between macvlans goes out of the link and must come back through a switch.
+    Vepa,
+    /// The one macvlan of its link; it takes the link's MAC.
+    Passthru,
+    /// Receives only frames from the listed source MACs.
+    Source,
+}
+
+impl MacvlanMode {
+    pub const ALL: [MacvlanMode; 5] = [
+        MacvlanMode::Bridge,
+        MacvlanMode::Private,
+        MacvlanMode::Vepa,
+        MacvlanMode::Passthru,
+        MacvlanMode::Source,
+    ];
+
+    /// The name in scenario files and `ip link`.
+    pub fn key(self) -> &'static str {
+        match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Passthru => "passthru",
+            MacvlanMode::Source => "source",
+        }
+    }
+}
+
+/// The MAC a device gets when the scenario gives none: locally administered unicast
+/// (`02:` then 40 bits of an FNV-1a hash of node and device names, and of `attempt`,
+/// which the loader raises until the MAC is unused in the lab). Stable across runs, so
+/// plans and snapshots are too.
+pub fn derived_mac(node: &str, dev: &str, attempt: u32) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let attempt = attempt.to_le_bytes();
+    let bytes = node
+        .as_bytes()
+        .iter()
+        .chain(&[0])
+        .chain(dev.as_bytes())
+        .chain(&[0])
+        .chain(&attempt);
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -129,7 +251,8 @@ pub struct Nexthop {
 pub struct NeighbourPlan {
     pub dev: String,
     pub ip: IpAddr,
-    /// `aa:bb:cc:dd:ee:ff`
+    /// `aa:bb:cc:dd:ee:ff` (a scenario's `lladdr @node:dev` is resolved to that
+    /// device's MAC by the loader).
     pub mac: String,
 }
 

@@ -81,6 +81,7 @@ const CTA_PROTOINFO: u16 = 4;
 const CTA_TIMEOUT: u16 = 7;
 const CTA_MARK: u16 = 8;
 const CTA_ID: u16 = 12;
+const CTA_MARK_MASK: u16 = 21;
 const CTA_ZONE: u16 = 18;
 
 const CTA_TUPLE_IP: u16 = 1;
@@ -155,6 +156,26 @@ pub fn delete(netns: &str, filter: &CtFilter) -> Result<usize> {
 pub fn flush(netns: &str) -> Result<()> {
     in_netns(netns, "flush", |s| {
         let req = Request::new(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, libc::AF_UNSPEC as u8);
+        s.transact(req, false, |_| Ok(()))
+            .map_err(|e| e.into_anyhow("flush"))
+    })
+}
+
+/// Flushes, in the kernel, the entries of one zone and/or with a mark: a DELETE
+/// without a tuple, carrying only `CTA_ZONE` / `CTA_MARK` + `CTA_MARK_MASK`
+/// (`ctnetlink_flush_conntrack`, what conntrack_dump_flush.c tests). A kernel that
+/// ignores `CTA_ZONE` on a flush (zone filtering came with v6.8) flushes every
+/// entry: that is the regression a zone flush must show.
+pub fn flush_filtered(netns: &str, zone: Option<u16>, mark: Option<(u32, u32)>) -> Result<()> {
+    in_netns(netns, "flush (kernel-side filter)", move |s| {
+        let mut req = Request::new(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, libc::AF_UNSPEC as u8);
+        if let Some(z) = zone {
+            req.be16(CTA_ZONE, z);
+        }
+        if let Some((m, mask)) = mark {
+            req.be32(CTA_MARK, m);
+            req.be32(CTA_MARK_MASK, mask);
+        }
         s.transact(req, false, |_| Ok(()))
             .map_err(|e| e.into_anyhow("flush"))
     })

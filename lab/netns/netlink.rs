@@ -5,16 +5,17 @@
 //! [`with_netlink`] which does both). It drives rtnetlink on a private current-thread
 //! tokio runtime; its methods block.
 
-use crate::model::{RouteKind, RoutePlan};
+use crate::model::{MacvlanMode, RouteKind, RoutePlan};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use netlink_packet_route::link::{InfoMacVlan, MacVlanMacAddressMode, MacVlanMode};
 use netlink_packet_route::route::{RouteScope, RouteType};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{
-    Handle, LinkBridge, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
-    RouteMessageBuilder, RouteNextHopBuilder,
+    Handle, LinkBridge, LinkDummy, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVrf,
+    LinkVxlan, RouteMessageBuilder, RouteNextHopBuilder,
 };
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -37,6 +38,48 @@ pub struct VxlanSpec<'a> {
     pub dev: Option<&'a str>,
     /// UDP destination port.
     pub port: u16,
+}
+
+/// The kernel has no driver for a device kind: creating one was refused with
+/// EOPNOTSUPP ("Unknown device type"; the option is not set and no module loads).
+/// Kept as a typed error inside the `anyhow` chain so a runner can make the cell a
+/// skip (see `build::node::missing_device_kind`).
+#[derive(Debug, thiserror::Error)]
+#[error("this kernel has no `{kind}` devices ({kconfig} is not set)")]
+pub struct MissingDeviceKind {
+    /// The device kind as in `ip link ... type KIND` (`vrf`, `dummy`, `macvlan`).
+    pub kind: String,
+    /// The kernel option that provides it (`CONFIG_NET_VRF`).
+    pub kconfig: String,
+    #[source]
+    source: rtnetlink::Error,
+}
+
+impl MissingDeviceKind {
+    /// One line for a skip: "kernel has no `vrf` devices (CONFIG_NET_VRF)".
+    pub fn reason(&self) -> String {
+        format!("kernel has no `{}` devices ({})", self.kind, self.kconfig)
+    }
+}
+
+/// Options every created link may take: MTU and MAC (IFLA_MTU, IFLA_ADDRESS).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkOpts<'a> {
+    pub mtu: Option<u32>,
+    /// `aa:bb:cc:dd:ee:ff`; `None` leaves the kernel's choice.
+    pub mac: Option<&'a str>,
+}
+
+impl LinkOpts<'_> {
+    fn apply<T>(&self, mut b: LinkMessageBuilder<T>) -> Result<LinkMessageBuilder<T>> {
+        if let Some(m) = self.mtu {
+            b = b.mtu(m);
+        }
+        if let Some(mac) = self.mac {
+            b = b.address(parse_mac(mac)?.to_vec());
+        }
+        Ok(b)
+    }
 }
 
 /// Runs `f` with a [`Netlink`] on a fresh thread inside the namespace `netns`.
@@ -173,25 +216,25 @@ impl Netlink {
         }
     }
 
-    /// Creates a link; `kconfig` names the kernel option behind its kind, for the
-    /// message when the kernel does not support it.
+    /// Creates a link of `kind`; `kconfig` names the kernel option behind the kind: a
+    /// kernel without it fails with a [`MissingDeviceKind`] in the chain.
     fn add_link(
         &self,
         what: &str,
-        kconfig: &str,
+        (kind, kconfig): (&str, &str),
         msg: netlink_packet_route::link::LinkMessage,
     ) -> Result<()> {
         self.rt
             .block_on(self.handle.link().add(msg).execute())
             .map_err(|e| {
-                let unsupported = errno_of(&e) == Some(libc::EOPNOTSUPP);
-                let err = anyhow!(e);
-                if unsupported {
-                    err.context(format!(
-                        "this kernel lacks the device type ({kconfig} is not set)"
-                    ))
+                if errno_of(&e) == Some(libc::EOPNOTSUPP) {
+                    anyhow::Error::new(MissingDeviceKind {
+                        kind: kind.to_string(),
+                        kconfig: kconfig.to_string(),
+                        source: e,
+                    })
                 } else {
-                    err
+                    anyhow!(e)
                 }
             })
             .with_context(|| format!("create {what} in netns `{}`", self.netns))
@@ -199,7 +242,8 @@ impl Netlink {
 
     /// Creates veth `name` here with its peer `peer` created directly inside the
     /// namespace `peer_netns` (IFLA_NET_NS_FD on the peer; nothing is moved afterwards).
-    /// `indexes` fixes both ends' ifindex: see `Lab`'s veth numbering.
+    /// `indexes` fixes both ends' ifindex: see `Lab`'s veth numbering. `macs` are the
+    /// ends' MACs (`name`'s, `peer`'s), set in the same request.
     pub fn add_veth(
         &self,
         name: &str,
@@ -207,56 +251,103 @@ impl Netlink {
         peer_netns: &str,
         mtu: Option<u32>,
         indexes: Option<(u32, u32)>,
+        macs: (Option<&str>, Option<&str>),
     ) -> Result<()> {
         let peer_ns = super::open(peer_netns)?;
-        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
             .setns_by_fd(peer_ns.as_raw_fd());
-        if let Some(m) = mtu {
-            peer_msg = peer_msg.mtu(m);
-        }
+        let peer_msg = LinkOpts { mtu, mac: macs.1 }.apply(peer_msg)?;
         let mut peer_built = peer_msg.build();
         if let Some((_, peer_index)) = indexes {
             peer_built.header.index = peer_index;
         }
-        let mut b =
+        let b =
             LinkVeth::new(name, peer).set_info_data(netlink_packet_route::link::InfoData::Veth(
                 netlink_packet_route::link::InfoVeth::Peer(peer_built),
             ));
-        if let Some(m) = mtu {
-            b = b.mtu(m);
-        }
-        let mut msg = b.build();
+        let mut msg = LinkOpts { mtu, mac: macs.0 }.apply(b)?.build();
         if let Some((index, _)) = indexes {
             msg.header.index = index;
         }
         let res = self.add_link(
             &format!("veth `{name}` with peer `{peer}` in netns `{peer_netns}`"),
-            "CONFIG_VETH",
+            ("veth", "CONFIG_VETH"),
             msg,
         );
         drop(peer_ns);
         res
     }
 
-    pub fn add_bridge(&self, name: &str, mtu: Option<u32>) -> Result<()> {
-        let mut b = LinkBridge::new(name);
-        if let Some(m) = mtu {
-            b = b.mtu(m);
-        }
-        self.add_link(&format!("bridge `{name}`"), "CONFIG_BRIDGE", b.build())
+    /// `ip link add NAME [address MAC] [mtu MTU] type bridge`. A bridge created with a
+    /// MAC keeps it (otherwise it takes the lowest of its ports').
+    pub fn add_bridge(&self, name: &str, opts: LinkOpts<'_>) -> Result<()> {
+        let b = opts.apply(LinkBridge::new(name))?;
+        self.add_link(
+            &format!("bridge `{name}`"),
+            ("bridge", "CONFIG_BRIDGE"),
+            b.build(),
+        )
     }
 
-    pub fn add_dummy(&self, name: &str, mtu: Option<u32>) -> Result<()> {
-        let mut b = LinkDummy::new(name);
-        if let Some(m) = mtu {
-            b = b.mtu(m);
+    pub fn add_dummy(&self, name: &str, opts: LinkOpts<'_>) -> Result<()> {
+        let b = opts.apply(LinkDummy::new(name))?;
+        self.add_link(
+            &format!("dummy `{name}`"),
+            ("dummy", "CONFIG_DUMMY"),
+            b.build(),
+        )
+    }
+
+    /// `ip link add NAME link LINK type macvlan mode MODE [macaddr set SOURCES...]`.
+    pub fn add_macvlan(
+        &self,
+        name: &str,
+        link: &str,
+        mode: MacvlanMode,
+        sources: &[String],
+        opts: LinkOpts<'_>,
+    ) -> Result<()> {
+        let idx = self
+            .link_index(link)
+            .with_context(|| format!("macvlan `{name}`: its link"))?;
+        let m = match mode {
+            MacvlanMode::Bridge => MacVlanMode::Bridge,
+            MacvlanMode::Private => MacVlanMode::Private,
+            MacvlanMode::Vepa => MacVlanMode::Vepa,
+            MacvlanMode::Passthru => MacVlanMode::Passthrough,
+            MacvlanMode::Source => MacVlanMode::Source,
+        };
+        let mut b = LinkMacVlan::new(name, idx, m);
+        if !sources.is_empty() {
+            let macs = sources
+                .iter()
+                .map(|s| parse_mac(s).map(InfoMacVlan::MacAddr))
+                .collect::<Result<Vec<_>>>()?;
+            b = b
+                .append_info_data(InfoMacVlan::MacAddrMode(MacVlanMacAddressMode::Set))
+                .append_info_data(InfoMacVlan::MacAddrData(macs));
         }
-        self.add_link(&format!("dummy `{name}`"), "CONFIG_DUMMY", b.build())
+        let b = opts.apply(b)?;
+        self.add_link(
+            &format!("macvlan `{name}` on `{link}` (mode {})", mode.key()),
+            ("macvlan", "CONFIG_MACVLAN"),
+            b.build(),
+        )
+    }
+
+    /// `ip link add NAME type vrf table TABLE`.
+    pub fn add_vrf(&self, name: &str, table: u32, opts: LinkOpts<'_>) -> Result<()> {
+        let b = opts.apply(LinkVrf::new(name, table))?;
+        self.add_link(
+            &format!("vrf `{name}` (table {table})"),
+            ("vrf", "CONFIG_NET_VRF"),
+            b.build(),
+        )
     }
 
     /// `ip link add NAME type vxlan id VNI [local L] [remote R] [dev D] dstport PORT`.
-    pub fn add_vxlan(&self, name: &str, spec: &VxlanSpec<'_>, mtu: Option<u32>) -> Result<()> {
+    pub fn add_vxlan(&self, name: &str, spec: &VxlanSpec<'_>, opts: LinkOpts<'_>) -> Result<()> {
         let VxlanSpec {
             vni,
             local,
@@ -281,12 +372,10 @@ impl Netlink {
             Some(IpAddr::V6(a)) => b = b.remote6(a),
             None => {}
         }
-        if let Some(m) = mtu {
-            b = b.mtu(m);
-        }
+        let b = opts.apply(b)?;
         self.add_link(
             &format!("vxlan `{name}` (vni {vni}, dstport {port})"),
-            "CONFIG_VXLAN",
+            ("vxlan", "CONFIG_VXLAN"),
             b.build(),
         )
     }

@@ -12,11 +12,14 @@
 //!   the node's keys, and one load per ruleset kind.
 //!
 //! Both follow the build order of `build::Lab`: host sysctls, namespaces, veths, then
-//! per node devices, bridge ports, sysctls, addresses, up, routes, neighbours, rulesets.
+//! per node devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours,
+//! rulesets. Planned MACs go into the `link add` that creates the device or veth end
+//! (`address MAC`), as faultlab sets IFLA_ADDRESS in the creating request.
 //! Helper processes are not translated (the bench topologies have none).
 
 use crate::model::{
-    AddressPlan, DeviceKind, LabPlan, NodePlan, RouteKind, RoutePlan, RulesetKind, Sysctl,
+    AddressPlan, DeviceKind, DevicePlan, LabPlan, NodePlan, RouteKind, RoutePlan, RulesetKind,
+    Sysctl,
 };
 use std::fmt::Write as _;
 
@@ -68,15 +71,35 @@ fn sysctl_arg(key: &str, value: &str) -> String {
 }
 
 /// `ip link add` arguments (after `link add`) of a device.
-fn device_args(name: &str, kind: &DeviceKind, mtu: Option<u32>) -> Vec<String> {
-    let mut a = vec![name.to_string()];
-    if let Some(m) = mtu {
+fn device_args(d: &DevicePlan) -> Vec<String> {
+    let mut a = vec![d.name.clone()];
+    if let DeviceKind::Macvlan { link, .. } = &d.kind {
+        a.extend(["link".to_string(), link.clone()]);
+    }
+    if let Some(mac) = &d.mac {
+        a.extend(["address".to_string(), mac.clone()]);
+    }
+    if let Some(m) = d.mtu {
         a.extend(["mtu".to_string(), m.to_string()]);
     }
     a.push("type".into());
-    match kind {
+    match &d.kind {
         DeviceKind::Bridge { .. } => a.push("bridge".into()),
         DeviceKind::Dummy => a.push("dummy".into()),
+        DeviceKind::Macvlan { mode, sources, .. } => {
+            a.extend([
+                "macvlan".to_string(),
+                "mode".to_string(),
+                mode.key().to_string(),
+            ]);
+            if !sources.is_empty() {
+                a.extend(["macaddr".to_string(), "set".to_string()]);
+                a.extend(sources.iter().cloned());
+            }
+        }
+        DeviceKind::Vrf { table, .. } => {
+            a.extend(["vrf".to_string(), "table".to_string(), table.to_string()]);
+        }
         DeviceKind::Vxlan {
             vni,
             local,
@@ -166,12 +189,18 @@ fn veth_args(plan: &LabPlan, v: &crate::model::VethPlan, a_in_args: bool) -> Vec
     if a_in_args {
         a.extend(["netns".to_string(), ns(&v.a.node)]);
     }
+    if let Some(mac) = &v.a.mac {
+        a.extend(["address".to_string(), mac.clone()]);
+    }
     if let Some(m) = v.mtu {
         a.extend(["mtu".to_string(), m.to_string()]);
     }
     a.extend(s(&["type", "veth", "peer", "name"]));
     a.push(v.b.dev.clone());
     a.extend(["netns".to_string(), ns(&v.b.node)]);
+    if let Some(mac) = &v.b.mac {
+        a.extend(["address".to_string(), mac.clone()]);
+    }
     if let Some(m) = v.mtu {
         a.extend(["mtu".to_string(), m.to_string()]);
     }
@@ -197,26 +226,24 @@ fn loader_argv(ns: &str, kind: RulesetKind) -> Vec<String> {
     in_ns(ns, &words)
 }
 
-/// The node's `ip` commands before sysctls (devices, bridge ports) and after them
+/// The node's `ip` commands before sysctls (devices, bridge and vrf ports) and after them
 /// (addresses, up, routes, neighbours), each as `ip` arguments without `-n NS`.
 fn node_ip_commands(n: &NodePlan) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let mut before = Vec::new();
     for d in &n.devices {
         let mut c = s(&["link", "add"]);
-        c.extend(device_args(&d.name, &d.kind, d.mtu));
+        c.extend(device_args(d));
         before.push(c);
     }
     for d in &n.devices {
-        if let DeviceKind::Bridge { ports } = &d.kind {
-            for p in ports {
-                before.push(vec![
-                    "link".into(),
-                    "set".into(),
-                    p.clone(),
-                    "master".into(),
-                    d.name.clone(),
-                ]);
-            }
+        for p in d.kind.ports() {
+            before.push(vec![
+                "link".into(),
+                "set".into(),
+                p.clone(),
+                "master".into(),
+                d.name.clone(),
+            ]);
         }
     }
     let mut after = Vec::new();
@@ -480,7 +507,7 @@ pub fn render_sh(steps: &[Step]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DevicePlan, Endpoint, NeighbourPlan, Nexthop, RulesetPlan, VethPlan};
+    use crate::model::{Endpoint, MacvlanMode, NeighbourPlan, Nexthop, RulesetPlan, VethPlan};
 
     fn node(name: &str) -> NodePlan {
         NodePlan {
@@ -554,6 +581,7 @@ mod tests {
                     ports: vec!["p0".into()],
                 },
                 mtu: None,
+                mac: None,
             },
             DevicePlan {
                 name: "vx0".into(),
@@ -565,6 +593,7 @@ mod tests {
                     port: 4789,
                 },
                 mtu: Some(1450),
+                mac: None,
             },
         ];
         b.sysctls = vec![
@@ -612,10 +641,12 @@ mod tests {
                 a: Endpoint {
                     node: "a".into(),
                     dev: "eth0".into(),
+                    mac: None,
                 },
                 b: Endpoint {
                     node: "b".into(),
                     dev: "p0".into(),
+                    mac: None,
                 },
                 mtu: Some(1500),
             }],
@@ -725,6 +756,61 @@ mod tests {
             b[0].stdin.as_deref(),
             Some("netns del flTEST-b\nnetns del flTEST-a\n")
         );
+    }
+
+    #[test]
+    fn macs_macvlan_and_vrf() {
+        let mut plan = small_plan();
+        plan.veths[0].a.mac = Some("02:00:00:00:00:0a".into());
+        plan.veths[0].b.mac = Some("02:00:00:00:00:0b".into());
+        let b = &mut plan.nodes[1];
+        b.devices[0].mac = Some("02:00:00:00:01:00".into());
+        b.devices.push(DevicePlan {
+            name: "mv0".into(),
+            kind: DeviceKind::Macvlan {
+                link: "br0".into(),
+                mode: MacvlanMode::Private,
+                sources: vec![],
+            },
+            mtu: None,
+            mac: Some("02:00:00:00:02:00".into()),
+        });
+        b.devices.push(DevicePlan {
+            name: "mv1".into(),
+            kind: DeviceKind::Macvlan {
+                link: "br0".into(),
+                mode: MacvlanMode::Source,
+                sources: vec!["02:00:00:00:00:0a".into(), "02:00:00:00:00:0c".into()],
+            },
+            mtu: None,
+            mac: None,
+        });
+        b.devices.push(DevicePlan {
+            name: "blue".into(),
+            kind: DeviceKind::Vrf {
+                table: 10,
+                ports: vec!["br0".into()],
+            },
+            mtu: None,
+            mac: None,
+        });
+        let lines = argvs(&shell_steps(&plan));
+        assert!(lines.contains(
+            &"ip -n flTEST-a link add name eth0 address 02:00:00:00:00:0a mtu 1500 type veth peer name p0 netns flTEST-b address 02:00:00:00:00:0b mtu 1500".into()
+        ), "{lines:#?}");
+        for l in [
+            "ip -n flTEST-b link add br0 address 02:00:00:00:01:00 type bridge",
+            "ip -n flTEST-b link add mv0 link br0 address 02:00:00:00:02:00 type macvlan mode private",
+            "ip -n flTEST-b link add mv1 link br0 type macvlan mode source macaddr set 02:00:00:00:00:0a 02:00:00:00:00:0c",
+            "ip -n flTEST-b link add blue type vrf table 10",
+            "ip -n flTEST-b link set br0 master blue",
+        ] {
+            assert!(lines.contains(&l.to_string()), "{l}\n{lines:#?}");
+        }
+        let root = batched(&plan)[1].stdin.clone().unwrap();
+        assert!(root.contains(
+            "link add name eth0 netns flTEST-a address 02:00:00:00:00:0a mtu 1500 type veth peer name p0 netns flTEST-b address 02:00:00:00:00:0b mtu 1500\n"
+        ), "{root}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ fn cell(name: &str, outcome: Outcome, duration_ms: u64) -> CellResult {
         drops: Vec::new(),
         captures: Vec::new(),
         repetitions: Vec::new(),
+        splats: Vec::new(),
         duration_ms,
     }
 }

@@ -1,7 +1,6 @@
 //! One repetition of one cell: build → observe → drive → observe → judge → tear down.
 
 use crate::build::Lab;
-use crate::evidence::{Capture, DropTrace};
 use crate::model::steps::Action;
 use crate::model::{CellPlan, Expectation, LabPlan, RulesetKind};
 use crate::verdict::{Check, DropStat, Observations, Outcome};
@@ -18,6 +17,8 @@ pub struct RepetitionResult {
     pub drops: Vec<DropStat>,
     pub captures: Vec<String>,
     pub phases_ms: BTreeMap<String, u64>,
+    /// Kernel bug reports logged during the repetition.
+    pub splats: Vec<String>,
 }
 
 impl RepetitionResult {
@@ -31,6 +32,7 @@ impl RepetitionResult {
             drops: vec![],
             captures: vec![],
             phases_ms: BTreeMap::new(),
+            splats: vec![],
         }
     }
 }
@@ -64,10 +66,16 @@ pub fn run_once(cell: &CellPlan, env: &CellEnv) -> RepetitionResult {
             None => judge(run, trigger, expect),
             Some(why) => judge_without_drops(run, trigger, expect, &why),
         },
-        Err(e) => match e.downcast_ref::<super::timeline::StepVerdict>() {
-            Some(v) => RepetitionResult::error(v.outcome, format!("{e:#}")),
-            None => RepetitionResult::error(Outcome::Fail, format!("{e:#}")),
-        },
+        Err(e) => {
+            if let Some(v) = e.downcast_ref::<super::timeline::StepVerdict>() {
+                RepetitionResult::error(v.outcome, format!("{e:#}"))
+            } else if let Some(why) = crate::build::node::missing_device_kind(&e) {
+                // The kernel lacks a device kind the lab needs: nothing was tested.
+                RepetitionResult::error(Outcome::Skip, why)
+            } else {
+                RepetitionResult::error(Outcome::Fail, format!("{e:#}"))
+            }
+        }
     };
     result.phases_ms = phases.0;
     result
@@ -79,6 +87,8 @@ struct Driven {
     captures: Vec<String>,
     /// Why there is no drop-reason evidence although the cell asked for it.
     drops_unavailable: Option<String>,
+    /// Kernel bug reports logged while the cell ran.
+    splats: Vec<String>,
 }
 
 fn drive(cell: &CellPlan, env: &CellEnv, phases: &mut Phases) -> anyhow::Result<Driven> {
@@ -156,7 +166,9 @@ fn observe_timeline(
     let kinds = ruleset_kinds(cell);
     let before = phases.time("observe", || snapshot_all(plan, &kinds))?;
 
-    let evidence = phases.time("evidence", || start_evidence(cell, plan, lab, env, &netns))?;
+    let evidence = phases.time("evidence", || {
+        super::collectors::start(cell, plan, lab, env.run_id, env.artifacts, &netns)
+    })?;
 
     let interrupted = || crate::build::signals::interrupted();
     let ctx = crate::traffic::TrafficContext {
@@ -181,11 +193,8 @@ fn observe_timeline(
     let at_end = phases.time("observe", || live.conntrack(&end_queries));
 
     let evidence = evidence.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut drops_unavailable = evidence.drops_unavailable.clone();
-    let mut observations = Observations::new();
-    let (drops, capture_files) = phases.time("evidence", || {
-        stop_evidence(cell, evidence, &mut observations, &mut drops_unavailable)
-    })?;
+    let collected = phases.time("evidence", || evidence.stop())?;
+    let mut observations = collected.observations;
     observations.extend(walked?);
     observations.extend(at_end?);
     let after = phases.time("observe", || snapshot_all(plan, &kinds))?;
@@ -196,110 +205,19 @@ fn observe_timeline(
             &after[&node.name],
         ));
     }
-    observations.extend(crate::evidence::drops_observations(&drops));
+    let (drops, capture_files, drops_unavailable, splats) = (
+        collected.drops,
+        collected.files,
+        collected.drops_unavailable,
+        collected.splats,
+    );
     Ok(Driven {
         observations,
         drops,
         captures: capture_files,
         drops_unavailable,
+        splats,
     })
-}
-
-struct Evidence {
-    captures: Vec<(Capture, String)>,
-    drop_trace: Option<DropTrace>,
-    /// Why the drop trace is not running although the cell asked for it.
-    drops_unavailable: Option<String>,
-    kmsg: Option<crate::evidence::KmsgWatch>,
-}
-
-impl Evidence {
-    /// What the collectors have seen so far (captures' counters).
-    fn live(&self) -> Observations {
-        Observations::new()
-    }
-}
-
-fn start_evidence(
-    cell: &CellPlan,
-    plan: &LabPlan,
-    lab: &Lab,
-    env: &CellEnv,
-    netns: &BTreeMap<String, String>,
-) -> anyhow::Result<Evidence> {
-    let mut captures = Vec::new();
-    for spec in &cell.captures {
-        let path = env
-            .artifacts
-            .join(format!("{}-{}.pcap", cell.name, spec.name));
-        let cap = Capture::start(&netns[&spec.node], spec, &path)
-            .with_context(|| format!("starting capture `{}`", spec.name))?;
-        captures.push((cap, path.display().to_string()));
-    }
-    let kmsg = if cell.kmsg.is_empty() {
-        None
-    } else {
-        let mut specs = Vec::new();
-        for k in &cell.kmsg {
-            let inode = match &k.node {
-                Some(node) => Some(
-                    crate::evidence::kmsg::netns_inode(&netns[node])
-                        .with_context(|| format!("kmsg `{}`: netns of node `{node}`", k.name))?,
-                ),
-                None => None,
-            };
-            specs.push((k.name.clone(), k.contains.clone(), inode));
-        }
-        Some(crate::evidence::KmsgWatch::start(specs).context("reading the kernel log")?)
-    };
-    let mut drops_unavailable = None;
-    let drop_trace = if cell.drops {
-        let instance = format!("{}-drops", env.run_id);
-        match start_drop_trace(lab, &instance, plan)? {
-            Ok(t) => Some(t),
-            Err(why) => {
-                drops_unavailable = Some(why);
-                None
-            }
-        }
-    } else {
-        None
-    };
-    Ok(Evidence {
-        captures,
-        drop_trace,
-        drops_unavailable,
-        kmsg,
-    })
-}
-
-/// Stops captures, the drop trace and the kernel-log reader; adds their counters to `observations`.
-fn stop_evidence(
-    cell: &CellPlan,
-    evidence: Evidence,
-    observations: &mut Observations,
-    drops_unavailable: &mut Option<String>,
-) -> anyhow::Result<(Vec<DropStat>, Vec<String>)> {
-    let drops = match evidence.drop_trace.map(|t| t.stop()) {
-        Some(Ok(d)) => d,
-        Some(Err(e)) => {
-            *drops_unavailable = Some(format!("reading the drop-reason trace: {e:#}"));
-            Vec::new()
-        }
-        None => Vec::new(),
-    };
-    if let Some(k) = evidence.kmsg {
-        observations.extend(k.stop());
-    }
-    let mut files = Vec::new();
-    for (spec, (cap, file)) in cell.captures.iter().zip(evidence.captures) {
-        let summary = cap
-            .stop()
-            .with_context(|| format!("stopping capture `{}`", spec.name))?;
-        observations.extend(summary.observations(&spec.name));
-        files.push(file);
-    }
-    Ok((drops, files))
 }
 
 /// True when every failed check reads drop-reason observations: with lost trace
@@ -342,49 +260,6 @@ pub(super) fn snapshot_all(
     })
 }
 
-/// Set (to anything) to run as if tracefs were unavailable: the drop tracer is not
-/// started and cells are judged without drop evidence. For tests of that degradation.
-pub const NO_TRACEFS_ENV: &str = "FAULTLAB_NO_TRACEFS";
-
-/// Starts the drop tracer, or says why it cannot run (no tracefs: no drop evidence,
-/// which is not a failure of the cell).
-fn start_drop_trace(
-    lab: &Lab,
-    instance: &str,
-    plan: &LabPlan,
-) -> anyhow::Result<Result<DropTrace, String>> {
-    if std::env::var_os(NO_TRACEFS_ENV).is_some() {
-        return Ok(Err(format!("tracefs disabled by {NO_TRACEFS_ENV}")));
-    }
-    // Recorded first, so the instance is removed even if this run dies.
-    lab.register_tracefs_instance(instance)?;
-    match DropTrace::start(instance, &device_owners(plan)) {
-        Ok(t) => Ok(Ok(t)),
-        Err(e) => {
-            let _ = crate::build::state::remove_tracefs_instance(instance);
-            lab.unregister_tracefs_instance(instance)?;
-            Ok(Err(format!("{e:#}")))
-        }
-    }
-}
-
-/// Device name → node, for devices whose name is unique in the lab (drop attribution).
-fn device_owners(plan: &LabPlan) -> BTreeMap<String, String> {
-    let mut owners: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for node in &plan.nodes {
-        for dev in node.up.iter().filter(|d| *d != "lo") {
-            owners
-                .entry(dev.clone())
-                .and_modify(|o| *o = None)
-                .or_insert_with(|| Some(node.name.clone()));
-        }
-    }
-    owners
-        .into_iter()
-        .filter_map(|(d, n)| n.map(|n| (d, n)))
-        .collect()
-}
-
 fn judge(run: Driven, trigger: Option<&Expectation>, expects: &[Expectation]) -> RepetitionResult {
     let (mut outcome, mut reason, trigger, checks) =
         crate::judge::judge_cell(trigger, expects, &run.observations);
@@ -400,15 +275,41 @@ fn judge(run: Driven, trigger: Option<&Expectation>, expects: &[Expectation]) ->
             reason.unwrap_or_default()
         ));
     }
+    // A kernel that logged a WARN / BUG / KASAN report, or took a new taint, during
+    // the cell failed it, whatever the counters say (as netdev's CI judges).
+    let taint_new = run
+        .observations
+        .get("kernel.taint_new")
+        .copied()
+        .unwrap_or(0.0);
+    if outcome != Outcome::Skip && (!run.splats.is_empty() || taint_new > 0.0) {
+        let what = match run.splats.first() {
+            Some(s) => format!(
+                "the kernel logged {} bug report(s) during the cell: {}",
+                run.splats.len(),
+                s.lines().next().unwrap_or("")
+            ),
+            None => format!("the kernel took new taint bits {taint_new} during the cell"),
+        };
+        reason = Some(match reason {
+            Some(r) if outcome == Outcome::Fail => format!("{what}; {r}"),
+            _ => what,
+        });
+        outcome = Outcome::Fail;
+    }
+    let mut observations = run.observations;
+    // Zero-filled drop reasons serve expectations; results keep what happened.
+    observations.retain(|k, v| !(k.starts_with("drops.") && *v == 0.0));
     RepetitionResult {
         outcome,
         reason,
         trigger,
         checks,
-        observations: run.observations,
+        observations,
         drops: run.drops,
         captures: run.captures,
         phases_ms: BTreeMap::new(),
+        splats: run.splats,
     }
 }
 
@@ -438,6 +339,7 @@ fn judge_without_drops(
     }
     if trigger.is_some_and(reads_drops) || (kept.is_empty() && !skipped.is_empty()) {
         let mut r = RepetitionResult::error(Outcome::Skip, note);
+        r.splats = run.splats;
         r.observations = run.observations;
         r.captures = run.captures;
         return r;
@@ -460,6 +362,7 @@ mod tests {
             drops: vec![],
             captures: vec![],
             drops_unavailable: Some("no tracefs".into()),
+            splats: vec![],
         }
     }
 

@@ -1,6 +1,7 @@
 //! Runs scenarios cell by cell and collects verdicts.
 
 pub mod cell;
+pub mod collectors;
 mod configure;
 pub mod kernel;
 pub mod live;
@@ -54,6 +55,7 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 drops: vec![],
                 captures: vec![],
                 repetitions: vec![],
+                splats: vec![],
                 duration_ms: 0,
                 phases_ms: Default::default(),
             }
@@ -134,6 +136,7 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 drops: worst.drops,
                 captures: worst.captures,
                 repetitions: if reps > 1 { outcomes } else { vec![] },
+                splats: worst.splats,
                 duration_ms: t0.elapsed().as_millis() as u64,
                 phases_ms: phases,
             }

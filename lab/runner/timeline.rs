@@ -9,6 +9,7 @@
 //!   `<step>.sample.{min,max,last}.<name>`   sampled while the step ran
 
 use super::live::{ct_queries, Live};
+use crate::model::ct_filter::{CtFilter, CtTerm};
 use crate::model::steps::{Action, ConntrackPlan, CtOp, OnTimeout, Step, WaitPlan};
 use crate::traffic::TrafficContext;
 use crate::verdict::{Observations, Outcome};
@@ -43,15 +44,6 @@ pub trait StepKind: Sync {
 impl<T: StepKind> StepKind for &T {
     fn run(&self, cx: &StepCx) -> Result<Observations> {
         (**self).run(cx)
-    }
-}
-
-/// A running evidence collector (capture, drop trace, kernel log): it was started
-/// before the first step; it can be read while running and is stopped after the last.
-pub trait Collector {
-    /// What it has seen so far (cheap), for `wait` and checkpoints.
-    fn live(&self) -> Observations {
-        Observations::new()
     }
 }
 
@@ -138,7 +130,19 @@ impl StepKind for ConntrackPlan {
         let before = ct(netns)?;
         match &self.op {
             CtOp::Flush { filter: None } => crate::netns::ctnetlink::flush(netns)?,
-            CtOp::Flush { filter: Some(f) } | CtOp::Delete { filter: f } => {
+            CtOp::Flush { filter: Some(f) } => match kernel_flush_filter(f) {
+                // The kernel filters the flush itself: its own code path is tested.
+                Some((zone, mark)) => {
+                    crate::netns::ctnetlink::flush_filtered(netns, zone, mark)?;
+                    let after = ct(netns)?;
+                    obs.insert("deleted".into(), before.saturating_sub(after) as f64);
+                }
+                None => {
+                    let n = crate::netns::ctnetlink::delete(netns, f)?;
+                    obs.insert("deleted".into(), n as f64);
+                }
+            },
+            CtOp::Delete { filter: f } => {
                 let n = crate::netns::ctnetlink::delete(netns, f)?;
                 obs.insert("deleted".into(), n as f64);
             }
@@ -148,6 +152,22 @@ impl StepKind for ConntrackPlan {
         obs.insert("entries_after".into(), ct(netns)? as f64);
         Ok(obs)
     }
+}
+
+/// The zone and (mark, mask) of a flush the kernel filters itself.
+type KernelFlush = (Option<u16>, Option<(u32, u32)>);
+
+/// A filter the kernel can apply to a flush by itself: only `zone=` and `mark=` terms.
+fn kernel_flush_filter(f: &CtFilter) -> Option<KernelFlush> {
+    let (mut zone, mut mark) = (None, None);
+    for t in &f.terms {
+        match t {
+            CtTerm::Zone(z) => zone = Some(*z),
+            CtTerm::Mark { value, mask } => mark = Some((*value, *mask)),
+            _ => return None,
+        }
+    }
+    (zone.is_some() || mark.is_some()).then_some((zone, mark))
 }
 
 /// Polls its condition with a doubling interval (capped at 200 ms) until it holds or

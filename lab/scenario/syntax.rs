@@ -1,27 +1,32 @@
 //! The one-line forms users write in scenario files, modelled on `ip` syntax:
-//! link endpoints (`node:dev 192.0.2.1/24`), routes (`default via 192.0.2.254`),
-//! neighbours (`192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0`).
+//! link endpoints (`node:dev 192.0.2.1/24 mac=02:00:00:00:00:01`), routes
+//! (`default via 192.0.2.254`), neighbours (`192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0`,
+//! `10.0.0.2 lladdr @b:eth0 dev eth0`).
 
 use crate::model::{Nexthop, RouteKind, RoutePlan};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// `node:dev [ADDR/LEN ...]`
+/// `node:dev [ADDR/LEN ...] [mac=MAC]`
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointSpec {
     pub node: String,
     pub dev: String,
     pub addresses: Vec<IpNet>,
+    /// From `mac=`, lowercase.
+    pub mac: Option<String>,
+}
+
+fn endpoint_fix() -> String {
+    "write `node:device [address/len ...] [mac=MAC]`, e.g. `a:eth0 192.0.2.1/24 mac=02:00:00:00:00:01`"
+        .to_string()
 }
 
 pub fn parse_endpoint(s: &str) -> Result<EndpointSpec, (String, String)> {
     let mut words = s.split_whitespace();
-    let head = words.next().ok_or_else(|| {
-        (
-            "empty link endpoint".to_string(),
-            "write `node:device [address/len ...]`, e.g. `a:eth0 192.0.2.1/24`".to_string(),
-        )
-    })?;
+    let head = words
+        .next()
+        .ok_or_else(|| ("empty link endpoint".to_string(), endpoint_fix()))?;
     let (node, dev) = head.split_once(':').ok_or_else(|| {
         (
             format!("`{head}` has no `node:device` form"),
@@ -35,12 +40,79 @@ pub fn parse_endpoint(s: &str) -> Result<EndpointSpec, (String, String)> {
             "write `node:device`".into(),
         ));
     }
-    let addresses = words.map(parse_prefix).collect::<Result<Vec<_>, _>>()?;
+    let mut addresses = Vec::new();
+    let mut mac = None;
+    for w in words {
+        if let Some(m) = w.strip_prefix("mac=") {
+            if mac.is_some() {
+                return Err((
+                    format!("`{s}` gives `mac=` twice"),
+                    "give a link end one `mac=`".into(),
+                ));
+            }
+            mac = Some(parse_device_mac(m)?);
+        } else if is_mac(w) || w == "mac" || w.starts_with("mac:") {
+            return Err((
+                format!("`{w}` in `{s}` is not an address with a prefix length"),
+                "write a MAC as `mac=aa:bb:cc:dd:ee:ff` (one word, no spaces)".into(),
+            ));
+        } else {
+            addresses.push(parse_prefix(w)?);
+        }
+    }
     Ok(EndpointSpec {
         node: node.to_string(),
         dev: dev.to_string(),
         addresses,
+        mac,
     })
+}
+
+/// Six two-digit hex bytes separated by `:`.
+fn is_mac(s: &str) -> bool {
+    s.split(':').count() == 6
+        && s.split(':')
+            .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok())
+}
+
+/// A MAC address a device can have (`aa:bb:cc:dd:ee:ff`: unicast, not all zero),
+/// lowercased. The kernel refuses the others (EADDRNOTAVAIL).
+pub fn parse_device_mac(s: &str) -> Result<String, (String, String)> {
+    if !is_mac(s) {
+        return Err((
+            format!("`{s}` is not a MAC address"),
+            "write six two-digit hex bytes, e.g. 02:00:00:00:00:01".into(),
+        ));
+    }
+    let first = u8::from_str_radix(&s[..2], 16).unwrap();
+    if first & 1 == 1 {
+        return Err((
+            format!("`{s}` is a multicast MAC address (the first byte is odd)"),
+            "a device needs a unicast MAC: make the first byte even, e.g. 02:... (locally administered)"
+                .into(),
+        ));
+    }
+    if s.split(':').all(|b| b == "00") {
+        return Err((
+            "00:00:00:00:00:00 is not a usable MAC address".into(),
+            "use a locally administered one such as 02:00:00:00:00:01".into(),
+        ));
+    }
+    Ok(s.to_lowercase())
+}
+
+/// `node:dev` after `@` in `lladdr @node:dev` or a macvlan's `sources`.
+pub fn parse_device_ref(s: &str) -> Result<(String, String), (String, String)> {
+    let fix = || "write `@NODE:DEVICE`, e.g. `@b:eth0`, for the MAC of node b's eth0".to_string();
+    let Some(rest) = s.strip_prefix('@') else {
+        return Err((format!("`{s}` is not a `@node:device` reference"), fix()));
+    };
+    match rest.split_once(':') {
+        Some((node, dev)) if !node.is_empty() && check_ifname(dev).is_ok() => {
+            Ok((node.to_string(), dev.to_string()))
+        }
+        _ => Err((format!("`{s}` is not a `@node:device` reference"), fix())),
+    }
 }
 
 /// Linux interface names: 1..=15 bytes, no `/`, `:` or whitespace.
@@ -213,9 +285,23 @@ fn parse_dst(s: &str, family_hint: Option<IpAddr>) -> Result<IpNet, (String, Str
     }
 }
 
-/// `IP lladdr MAC dev DEV`
-pub fn parse_neighbour(s: &str) -> Result<(IpAddr, String, String), (String, String)> {
-    let fix = || "write `IP lladdr aa:bb:cc:dd:ee:ff dev DEVICE`".to_string();
+/// The link-layer address of a neighbour entry as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lladdr {
+    /// `aa:bb:cc:dd:ee:ff`, lowercase.
+    Mac(String),
+    /// `@node:dev`: the MAC that device of the lab has (resolved by the loader).
+    Device { node: String, dev: String },
+}
+
+fn neighbour_fix() -> String {
+    "write `IP lladdr aa:bb:cc:dd:ee:ff dev DEVICE` or `IP lladdr @NODE:DEVICE dev DEVICE`"
+        .to_string()
+}
+
+/// `IP lladdr MAC dev DEV`, `IP lladdr @NODE:DEV dev DEV`
+pub fn parse_neighbour_spec(s: &str) -> Result<(IpAddr, Lladdr, String), (String, String)> {
+    let fix = neighbour_fix;
     let w: Vec<&str> = s.split_whitespace().collect();
     if w.len() != 5 {
         return Err((format!("`{s}` is not a neighbour entry"), fix()));
@@ -232,15 +318,27 @@ pub fn parse_neighbour(s: &str) -> Result<(IpAddr, String, String), (String, Str
     let (Some(mac), Some(dev)) = (mac, dev) else {
         return Err((format!("`{s}` needs both `lladdr` and `dev`"), fix()));
     };
-    let ok_mac = mac.split(':').count() == 6
-        && mac
-            .split(':')
-            .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
-    if !ok_mac {
-        return Err((format!("`{mac}` is not a MAC address"), fix()));
-    }
     check_ifname(dev)?;
-    Ok((ip, mac.to_lowercase(), dev.to_string()))
+    let lladdr = if mac.starts_with('@') {
+        let (node, dev) = parse_device_ref(mac)?;
+        Lladdr::Device { node, dev }
+    } else if is_mac(mac) {
+        Lladdr::Mac(mac.to_lowercase())
+    } else {
+        return Err((format!("`{mac}` is not a MAC address"), fix()));
+    };
+    Ok((ip, lladdr, dev.to_string()))
+}
+
+/// `IP lladdr MAC dev DEV` with a literal MAC (no `@node:dev`).
+pub fn parse_neighbour(s: &str) -> Result<(IpAddr, String, String), (String, String)> {
+    match parse_neighbour_spec(s)? {
+        (ip, Lladdr::Mac(mac), dev) => Ok((ip, mac, dev)),
+        (_, Lladdr::Device { .. }, _) => Err((
+            format!("`{s}`: `@node:device` is only resolved in a node's `neighbours`"),
+            "write the MAC address itself".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -292,5 +390,48 @@ mod tests {
         assert_eq!(mac, "02:00:00:00:00:09");
         assert_eq!(dev, "eth0");
         assert!(parse_neighbour("192.0.2.9 lladdr 02:00:00:00:00 dev eth0").is_err());
+        assert!(parse_neighbour("192.0.2.9 lladdr @b:eth0 dev eth0").is_err());
+        let (_, l, _) = parse_neighbour_spec("10.0.0.2 lladdr @b:eth0 dev eth0").unwrap();
+        assert_eq!(
+            l,
+            Lladdr::Device {
+                node: "b".into(),
+                dev: "eth0".into()
+            }
+        );
+        let (_, l, _) = parse_neighbour_spec("10.0.0.2 lladdr 02:AA:00:00:00:01 dev eth0").unwrap();
+        assert_eq!(l, Lladdr::Mac("02:aa:00:00:00:01".into()));
+        for bad in ["@b", "@:eth0", "@b:", "@b:a/b"] {
+            let e = parse_neighbour_spec(&format!("10.0.0.2 lladdr {bad} dev eth0")).unwrap_err();
+            assert!(
+                e.0.contains("not a `@node:device` reference"),
+                "{bad}: {e:?}"
+            );
+            assert!(e.1.contains("@NODE:DEVICE"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_macs() {
+        let e = parse_endpoint("a:eth0 192.0.2.1/24 mac=02:00:00:00:00:0A").unwrap();
+        assert_eq!(e.mac.as_deref(), Some("02:00:00:00:00:0a"));
+        assert_eq!(e.addresses.len(), 1);
+        let e = parse_endpoint("a:eth0 mac=02:00:00:00:00:01 10.0.0.1/24").unwrap();
+        assert_eq!(e.addresses.len(), 1);
+        assert_eq!(parse_endpoint("a:eth0").unwrap().mac, None);
+        let (msg, fix) = parse_endpoint("a:eth0 mac=02:00:00:00:00").unwrap_err();
+        assert!(msg.contains("not a MAC address"), "{msg}");
+        assert!(fix.contains("02:00:00:00:00:01"), "{fix}");
+        let (msg, fix) = parse_endpoint("a:eth0 mac=01:00:5e:00:00:01").unwrap_err();
+        assert!(msg.contains("multicast"), "{msg}");
+        assert!(fix.contains("even"), "{fix}");
+        assert!(parse_endpoint("a:eth0 mac=00:00:00:00:00:00").is_err());
+        let (msg, _) =
+            parse_endpoint("a:eth0 mac=02:00:00:00:00:01 mac=02:00:00:00:00:02").unwrap_err();
+        assert!(msg.contains("twice"), "{msg}");
+        let (_, fix) = parse_endpoint("a:eth0 02:00:00:00:00:01").unwrap_err();
+        assert!(fix.contains("mac=aa:bb:cc:dd:ee:ff"), "{fix}");
+        let (_, fix) = parse_endpoint("a:eth0 mac 02:00:00:00:00:01").unwrap_err();
+        assert!(fix.contains("mac="), "{fix}");
     }
 }

@@ -244,3 +244,27 @@ fn templates_are_found_next_to_the_file_then_built_in() {
     assert!(e.fix.contains("docker"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn routes_the_kernel_would_refuse_are_load_errors() {
+    let dup = BASE.replace(
+        "[nodes.a]",
+        "[nodes.a]\nroutes = [\"10.0.0.0/8 via 192.0.2.2\", \"10.0.0.0/8 via 192.0.2.2\"]",
+    ) + "[[cells]]\nname = \"c\"\nexpect = [\"1 == 1\"]\n";
+    let e = parse("t.toml", &dup).expect_err("duplicate");
+    assert_eq!(e.field, "nodes.a.routes");
+    assert!(e.message.contains("two routes to 10.0.0.0/8"), "{e}");
+    assert_eq!(e.line, 4, "{e}");
+
+    let connected = BASE.replace(
+        "[nodes.a]",
+        "[nodes.a]\nroutes = [\"192.0.2.0/24 dev eth0\"]",
+    ) + "[[cells]]\nname = \"c\"\nexpect = [\"1 == 1\"]\n";
+    let e = parse("t.toml", &connected).expect_err("connected");
+    assert!(
+        e.message
+            .contains("the kernel adds it for the address 192.0.2.1/24"),
+        "{e}"
+    );
+    assert!(e.fix.contains("remove"), "{e}");
+}

@@ -1,6 +1,8 @@
 //! `kind = "churn"`: many short TCP connections (SCENARIOS.md §2, conntrack table full).
 
-use super::common::{domain, ns_of, scaled, sleep_until, unspecified};
+use super::common::{
+    bind_source, domain, insert_percentiles, ms, ns_of, scaled, sleep_until, unspecified,
+};
 use super::servers::{TcpMode, TcpServer};
 use super::{Metrics, TrafficContext};
 use crate::model::steps::{ChurnParams, CloseMode};
@@ -26,8 +28,9 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
     };
     let timeout = scaled(ctx, p.connect_timeout_ms);
     let dst = SocketAddr::new(p.to, p.port).into();
-    let counts = crate::netns::run_in(ns, || {
+    let res = crate::netns::run_in(ns, || {
         let mut c = [0u32; 5]; // attempted, connected, timed_out, refused, other
+        let mut connect_ms = Vec::with_capacity(p.connections as usize);
         let start = Instant::now();
         for i in 0..p.connections {
             if p.rate > 0.0 {
@@ -39,8 +42,13 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
             }
             c[0] += 1;
             let s = Socket::new(domain(p.to), Type::STREAM, Some(Protocol::TCP))?;
+            if let Some(src) = p.src {
+                bind_source(&s, src, 0, &p.from)?;
+            }
+            let t0 = Instant::now();
             match s.connect_timeout(&dst, timeout) {
                 Ok(()) => {
+                    connect_ms.push(ms(t0.elapsed()));
                     c[1] += 1;
                     close(s, p, io);
                 }
@@ -51,8 +59,17 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
                 Err(_) => c[4] += 1,
             }
         }
-        Ok(c)
-    })?;
+        Ok((c, connect_ms))
+    });
+    let (counts, connect_ms) = match res {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(s) = server {
+                s.stop();
+            }
+            return Err(e);
+        }
+    };
     let accepted = server.map(|s| {
         // Let the server see the last connections before counting.
         let end = Instant::now() + scaled(ctx, 200);
@@ -74,6 +91,7 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
     if let Some(a) = accepted {
         m.insert("server_accepted".into(), a as f64);
     }
+    insert_percentiles(&mut m, "connect_ms", connect_ms);
     Ok(m)
 }
 

@@ -131,6 +131,67 @@ pub fn route_source(to: IpAddr) -> Result<IpAddr> {
     Ok(s.local_addr()?.ip())
 }
 
+/// Binds `s` (created in the sender's netns) to `src`:`port` before it connects or sends.
+/// For a TCP socket with port 0 the port is chosen at connect time
+/// (IP_BIND_ADDRESS_NO_PORT), so many connections from one address do not run out of
+/// ports on bind.
+pub fn bind_source(s: &Socket, src: IpAddr, port: u16, node: &str) -> Result<()> {
+    if port == 0 && s.r#type().ok() == Some(Type::STREAM) {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid int option on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(s),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    let addr = SocketAddr::new(src, port);
+    s.bind(&addr.into()).with_context(|| {
+        format!("src = {src}: cannot bind {addr}; is {src} configured on node '{node}'?")
+    })
+}
+
+/// Makes room for `needed` more descriptors: when the soft RLIMIT_NOFILE is lower than
+/// what is open plus `needed`, raises it to the hard limit (so at most once per process
+/// unless something lowers it again). Errors when even the hard limit is too low.
+pub fn ensure_nofile(needed: u64) -> Result<()> {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count() as u64);
+    let want = open + needed + 16;
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    if r.rlim_cur >= want {
+        return Ok(());
+    }
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass; raising soft up to hard needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+        }
+        r.rlim_cur = r.rlim_max;
+    }
+    if r.rlim_cur < want {
+        anyhow::bail!(
+            "this step needs {needed} sockets but the open-file limit is {} ({open} already open): raise the hard limit (ulimit -Hn {want}) or send fewer flows",
+            r.rlim_cur
+        );
+    }
+    Ok(())
+}
+
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -143,6 +204,17 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 /// Milliseconds as f64.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// `<prefix>_p50`, `<prefix>_p99` and `<prefix>_max` of `values` into `m`; nothing when
+/// `values` is empty (a latency that was never measured is absent, not zero).
+pub fn insert_percentiles(m: &mut super::Metrics, prefix: &str, mut values: Vec<f64>) {
+    values.sort_by(f64::total_cmp);
+    for (suffix, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
+        if let Some(v) = percentile(&values, p) {
+            m.insert(format!("{prefix}_{suffix}"), v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -165,5 +237,17 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), Some(99.0));
         assert_eq!(percentile(&[3.0], 99.0), Some(3.0));
         assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+    }
+
+    #[test]
+    fn percentile_metrics_are_ordered_or_absent() {
+        let mut m = super::super::Metrics::new();
+        insert_percentiles(&mut m, "connect_ms", vec![]);
+        assert!(m.is_empty());
+        insert_percentiles(&mut m, "connect_ms", vec![5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(m["connect_ms_p50"], 3.0);
+        assert_eq!(m["connect_ms_p99"], 5.0);
+        assert_eq!(m["connect_ms_max"], 5.0);
     }
 }

@@ -1,7 +1,7 @@
 //! `kind = "tcp"`: TCP connections that each send a number of bytes to a sink, which
 //! answers with the byte count it read (so "completed" means delivered end to end).
 
-use super::common::{domain, ns_of, scaled, unspecified};
+use super::common::{bind_source, domain, insert_percentiles, ms, ns_of, scaled, unspecified};
 use super::servers::{TcpMode, TcpServer};
 use super::{Metrics, TrafficContext};
 use crate::model::steps::TcpParams;
@@ -9,7 +9,7 @@ use anyhow::Result;
 use socket2::{Protocol, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 struct Counts {
@@ -38,33 +38,44 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
     let dst = SocketAddr::new(p.to, p.port).into();
     let mut c = Counts::default();
     let mut attempted = 0u32;
-    for _ in 0..p.connections {
-        if (ctx.interrupted)() {
-            break;
-        }
-        attempted += 1;
-        let s = crate::netns::run_in(ns, || {
-            Ok(Socket::new(
-                domain(p.to),
-                Type::STREAM,
-                Some(Protocol::TCP),
-            )?)
-        })?;
-        match s.connect_timeout(&dst, timeout) {
-            Ok(()) => {
-                c.connected += 1;
-                transfer(s, p.bytes, io, &mut c);
+    let mut connect_ms = Vec::new();
+    // Stop the server on every way out, also when a socket cannot be made or bound.
+    let res = (|| -> Result<()> {
+        for _ in 0..p.connections {
+            if (ctx.interrupted)() {
+                break;
             }
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                c.timed_out += 1
+            attempted += 1;
+            let s = crate::netns::run_in(ns, || {
+                Ok(Socket::new(
+                    domain(p.to),
+                    Type::STREAM,
+                    Some(Protocol::TCP),
+                )?)
+            })?;
+            if let Some(src) = p.src {
+                bind_source(&s, src, 0, &p.from)?;
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => c.refused += 1,
-            Err(_) => c.other += 1,
+            let t0 = Instant::now();
+            match s.connect_timeout(&dst, timeout) {
+                Ok(()) => {
+                    connect_ms.push(ms(t0.elapsed()));
+                    c.connected += 1;
+                    transfer(s, p.bytes, io, &mut c);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    c.timed_out += 1
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => c.refused += 1,
+                Err(_) => c.other += 1,
+            }
         }
-    }
+        Ok(())
+    })();
     if let Some(s) = server {
         s.stop();
     }
+    res?;
     let mut m = Metrics::new();
     m.insert("attempted".into(), f64::from(attempted));
     m.insert("connected".into(), f64::from(c.connected));
@@ -77,6 +88,7 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
     m.insert("reset".into(), f64::from(c.reset));
     m.insert("completed".into(), f64::from(c.completed));
     m.insert("bytes_confirmed".into(), c.confirmed as f64);
+    insert_percentiles(&mut m, "connect_ms", connect_ms);
     Ok(m)
 }
 

@@ -208,3 +208,251 @@ fn serve_main_rejects_bad_usage() {
         .contains("ftp"));
     assert!(serve_main(&["udp-echo".into(), "--bogus".into()]).is_err());
 }
+
+#[test]
+fn src_is_typed_and_checked_on_udp_tcp_churn() {
+    for kind in ["udp", "tcp", "churn"] {
+        let s = one(&format!(
+            "[[traffic]]\nkind = \"{kind}\"\nfrom = \"a\"\nto = \"10.0.0.1\"\nsrc = \"10.0.1.5\"\n"
+        ));
+        s.validate().unwrap();
+        let src = match &s {
+            TrafficSpec::Udp(p) => p.src,
+            TrafficSpec::Tcp(p) => p.src,
+            TrafficSpec::Churn(p) => p.src,
+            _ => unreachable!(),
+        };
+        assert_eq!(src, Some("10.0.1.5".parse().unwrap()), "{kind}");
+        let e = invalid(&format!(
+            "[[traffic]]\nkind = \"{kind}\"\nfrom = \"a\"\nto = \"10.0.0.1\"\nsrc = \"fd00::1\"\n"
+        ));
+        assert!(
+            e.contains("src = fd00::1") && e.contains("to = 10.0.0.1") && e.contains("famil"),
+            "{kind}: {e}"
+        );
+        let e = invalid(&format!(
+            "[[traffic]]\nkind = \"{kind}\"\nfrom = \"a\"\nto = \"fd00::2\"\nsrc = \"::\"\n"
+        ));
+        assert!(
+            e.contains("src = ::") && e.contains("unicast"),
+            "{kind}: {e}"
+        );
+        // Absent: the route's source, as before.
+        let s = one(&format!(
+            "[[traffic]]\nkind = \"{kind}\"\nfrom = \"a\"\nto = \"10.0.0.1\"\n"
+        ));
+        s.validate().unwrap();
+    }
+}
+
+#[test]
+fn ping_fresh_id_and_broadcast_options() {
+    let TrafficSpec::Ping(p) =
+        one("[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"10.0.0.1\"\n")
+    else {
+        panic!()
+    };
+    assert!(!p.fresh_id && !p.broadcast);
+    one("[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"10.0.0.1\"\nfresh_id = true\ncount = 65536\n")
+        .validate()
+        .unwrap();
+    let e = invalid("[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"10.0.0.1\"\nfresh_id = true\ncount = 70000\n");
+    assert!(
+        e.contains("count = 70000") && e.contains("fresh_id = false"),
+        "{e}"
+    );
+    // The limited broadcast is refused at load unless asked for, with the fix.
+    let e = invalid("[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"255.255.255.255\"\n");
+    assert!(
+        e.contains("to = 255.255.255.255")
+            && e.contains("broadcast address")
+            && e.contains("broadcast = true"),
+        "{e}"
+    );
+    for to in ["255.255.255.255", "10.0.0.255", "10.0.0.7"] {
+        one(&format!(
+            "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"{to}\"\nbroadcast = true\n"
+        ))
+        .validate()
+        .unwrap();
+    }
+    let e = invalid(
+        "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"fd00::ff\"\nbroadcast = true\n",
+    );
+    assert!(
+        e.contains("broadcast = true") && e.contains("IPv6") && e.contains("broadcast = false"),
+        "{e}"
+    );
+    let e = invalid(
+        "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"224.0.0.1\"\nbroadcast = true\n",
+    );
+    assert!(e.contains("to = 224.0.0.1"), "{e}");
+    let e = invalid("[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"0.0.0.0\"\n");
+    assert!(e.contains("unicast"), "{e}");
+}
+
+#[test]
+fn ping_ids_and_reply_classification() {
+    let same = ping::Ids {
+        base: 0xfffe,
+        fresh: false,
+    };
+    let fresh = ping::Ids {
+        base: 0xfffe,
+        fresh: true,
+    };
+    assert_eq!((same.of(0), same.of(5)), (0xfffe, 0xfffe));
+    assert_eq!((fresh.of(0), fresh.of(1), fresh.of(2)), (0xfffe, 0xffff, 0));
+    assert!(fresh.ours(0, 2) && !fresh.ours(0xfffe, 2));
+    assert!(same.ours(0xfffe, 2) && !same.ours(0, 2));
+    // IPv4: a 20-byte header, then an echo reply id 0x1234 seq 7.
+    let mut v4 = vec![0x45u8];
+    v4.resize(20, 0);
+    v4.extend_from_slice(&[0, 0, 0, 0, 0x12, 0x34, 0, 7]);
+    assert_eq!(
+        ping::classify(&v4, false),
+        Some(ping::Reply::Echo { id: 0x1234, seq: 7 })
+    );
+    // An unreachable quoting our request (IP header + echo header).
+    let mut err = vec![0x45u8];
+    err.resize(20, 0);
+    err.extend_from_slice(&[3, 1, 0, 0, 0, 0, 0, 0, 0x45]);
+    err.resize(48, 0);
+    err.extend_from_slice(&[8, 0, 0, 0, 0xab, 0xcd, 0, 9]);
+    assert_eq!(
+        ping::classify(&err, false),
+        Some(ping::Reply::Error { id: 0xabcd, seq: 9 })
+    );
+    // IPv6 delivers the ICMPv6 message only; an echo request is neither.
+    assert_eq!(
+        ping::classify(&[129, 0, 0, 0, 0, 1, 0, 2], true),
+        Some(ping::Reply::Echo { id: 1, seq: 2 })
+    );
+    assert_eq!(ping::classify(&[128, 0, 0, 0, 0, 1, 0, 2], true), None);
+    assert_eq!(ping::classify(&[], true), None);
+}
+
+fn multiflow(extra: &str) -> MultiflowParams {
+    match one(&format!(
+        "[[traffic]]\nkind = \"multiflow\"\nfrom = \"a\"\nreceiver = \"b\"\nto = \"10.0.0.1\"\n{extra}\n"
+    )) {
+        TrafficSpec::Multiflow(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn multiflow_without_port_lists_is_unchanged() {
+    let p = multiflow("flows = 3\nsources = [\"10.0.1.1\", \"10.0.1.2\"]\nsport_base = 100");
+    p.validate().unwrap();
+    let plan = multiflow::Plan::of(&p);
+    let binds: Vec<String> = plan.binds.iter().map(|b| b.to_string()).collect();
+    assert_eq!(binds, ["10.0.1.1:100", "10.0.1.2:101", "10.0.1.1:102"]);
+    assert!(plan.flows.iter().all(|f| f.dport == 9000));
+    assert_eq!(plan.dports(), [9000]);
+    let p = multiflow("");
+    assert_eq!((p.flows, p.flow_count()), (None, 64));
+    assert_eq!(
+        multiflow::Plan::of(&p).binds[63].to_string(),
+        "0.0.0.0:20063"
+    );
+}
+
+#[test]
+fn multiflow_flows_are_sources_times_ports() {
+    // sources × dports: every flow its own source port.
+    let p = multiflow("sources = [\"10.0.1.1\", \"10.0.1.2\"]\ndports = [53, 80, 443]");
+    p.validate().unwrap();
+    assert_eq!(p.flow_count(), 6);
+    let plan = multiflow::Plan::of(&p);
+    let flows: Vec<String> = plan
+        .flows
+        .iter()
+        .map(|f| format!("{}>{}", plan.binds[f.sock], f.dport))
+        .collect();
+    assert_eq!(
+        flows,
+        [
+            "10.0.1.1:20000>53",
+            "10.0.1.1:20001>80",
+            "10.0.1.1:20002>443",
+            "10.0.1.2:20003>53",
+            "10.0.1.2:20004>80",
+            "10.0.1.2:20005>443"
+        ]
+    );
+    assert_eq!(plan.dports(), [53, 80, 443]);
+    // sources × sports × dports: one socket per (source, sport) sends to every dport.
+    let p = multiflow("sources = [\"10.0.1.1\", \"10.0.1.2\"]\nsports = [1000, 2000]\ndports = [53, 80]\nflows = 8");
+    p.validate().unwrap();
+    let plan = multiflow::Plan::of(&p);
+    assert_eq!(plan.binds.len(), 4);
+    assert_eq!(plan.flows.len(), 8);
+    assert_eq!(
+        plan.flows[..3],
+        [
+            multiflow::Flow { sock: 0, dport: 53 },
+            multiflow::Flow { sock: 0, dport: 80 },
+            multiflow::Flow { sock: 1, dport: 53 }
+        ]
+    );
+    assert_eq!(plan.binds[3].to_string(), "10.0.1.2:2000");
+    // sports alone (route source, dport = port).
+    let p = multiflow("sports = [7, 8, 9]");
+    p.validate().unwrap();
+    let plan = multiflow::Plan::of(&p);
+    assert_eq!(plan.flows.len(), 3);
+    assert_eq!(plan.binds[2].to_string(), "0.0.0.0:9");
+    assert_eq!(plan.dports(), [9000]);
+}
+
+#[test]
+fn multiflow_port_list_errors_name_field_and_fix() {
+    let e = invalid_mf("dports = [53, 80]\nflows = 10");
+    assert!(
+        e.contains("flows = 10") && e.contains("= 2 flows") && e.contains("remove flows"),
+        "{e}"
+    );
+    let e = invalid_mf("dports = [53, 0]");
+    assert!(
+        e.contains("dports[1] = 0") && e.contains("between 1"),
+        "{e}"
+    );
+    let e = invalid_mf("sports = [5, 6, 5]");
+    assert!(e.contains("sports lists port 5 twice"), "{e}");
+    let e = invalid_mf("dports = [53]\nsources = [\"10.0.1.1\", \"10.0.1.1\"]");
+    assert!(e.contains("sources lists 10.0.1.1 twice"), "{e}");
+    let e = invalid_mf("dports = [53, 80, 443]\nsport_base = 65534");
+    assert!(
+        e.contains("sport_base = 65534") && e.contains("3 flows"),
+        "{e}"
+    );
+    let many: Vec<String> = (1..=300).map(|p| p.to_string()).collect();
+    let e = invalid_mf(&format!("dports = [{}]", many.join(", ")));
+    assert!(e.contains("dports has 300 ports"), "{e}");
+    let sports: Vec<String> = (1000..1250).map(|p| p.to_string()).collect();
+    let e = invalid_mf(&format!(
+        "sports = [{}]\ndports = [{}]",
+        sports.join(", "),
+        many[..250].join(", ")
+    ));
+    assert!(e.contains("62500 flows") && e.contains("shorten"), "{e}");
+    let e = invalid_mf("flows = 0");
+    assert!(e.contains("flows = 0"), "{e}");
+}
+
+fn invalid_mf(extra: &str) -> String {
+    invalid(&format!(
+        "[[traffic]]\nkind = \"multiflow\"\nfrom = \"a\"\nreceiver = \"b\"\nto = \"10.0.0.1\"\n{extra}\n"
+    ))
+}
+
+#[test]
+fn nofile_limit_is_enough_for_many_sockets() {
+    common::ensure_nofile(100).unwrap();
+    let e = common::ensure_nofile(u64::MAX / 4).unwrap_err().to_string();
+    assert!(
+        e.contains("open-file limit") && e.contains("ulimit -Hn"),
+        "{e}"
+    );
+}

@@ -6,7 +6,7 @@ use super::common::{
 use super::servers::UdpCounter;
 use super::{Metrics, TrafficContext};
 use crate::model::steps::UdpParams;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use socket2::SockAddr;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -25,10 +25,23 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
         None => None,
     };
     let sock = crate::netns::run_in(ns, || {
-        let s = udp_bound(SocketAddr::new(unspecified(p.to), p.src_port.unwrap_or(0)))?;
+        let bind = SocketAddr::new(p.src.unwrap_or(unspecified(p.to)), p.src_port.unwrap_or(0));
+        let s = udp_bound(bind).with_context(|| match p.src {
+            Some(src) => format!("src = {src}: is it configured on node '{}'?", p.from),
+            None => format!("sender on node '{}'", p.from),
+        })?;
         s.set_nonblocking(true)?;
         Ok(s)
-    })?;
+    });
+    let sock = match sock {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(c) = counter {
+                c.finish(0, Duration::ZERO);
+            }
+            return Err(e);
+        }
+    };
     let dst = SockAddr::from(SocketAddr::new(p.to, p.port));
     let (mut sent, mut errors) = (0u64, 0u64);
     let mut replies = HashSet::new();

@@ -17,7 +17,8 @@ pub enum CloseMode {
 
 /// Short connections. Metrics: `attempted`, `connected`, `failed` (all that did not connect:
 /// `timed_out` + `refused` + other errors), `timed_out`, `refused`, `server_accepted`
-/// (only when the generator runs the server).
+/// (only when the generator runs the server), and over the connections that connected
+/// (absent when none did) `connect_ms_p50`, `connect_ms_p99`, `connect_ms_max`.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChurnParams {
@@ -28,6 +29,10 @@ pub struct ChurnParams {
     pub from: String,
     /// Server address (IPv4 or IPv6), as the client sees it.
     pub to: IpAddr,
+    /// Source address the sender binds to; it must be configured on `from` (default: the
+    /// kernel's route source toward `to`).
+    #[serde(default)]
+    pub src: Option<IpAddr>,
     /// Server port (default 8080).
     #[serde(default = "d_port")]
     pub port: u16,
@@ -69,6 +74,10 @@ impl ChurnParams {
             self.to,
             self.port,
         )?;
+        if let Some(src) = self.src {
+            check::same_family("src", src, "to", self.to)?;
+            check::unicast("src", src)?;
+        }
         check::range("connections", self.connections, 1, 1_000_000)?;
         if !(self.rate >= 0.0 && self.rate <= 1e6) {
             return Err(format!("rate = {} is out of range: set it between 0 (as fast as possible) and 1000000 per second", self.rate));

@@ -17,6 +17,10 @@ pub struct UdpParams {
     pub from: String,
     /// Destination address (IPv4 or IPv6).
     pub to: IpAddr,
+    /// Source address the sender binds to; it must be configured on `from` (default: the
+    /// kernel's route source toward `to`).
+    #[serde(default)]
+    pub src: Option<IpAddr>,
     /// Destination port (default 9000).
     #[serde(default = "d_port")]
     pub port: u16,
@@ -66,6 +70,10 @@ impl UdpParams {
             self.to,
             self.port,
         )?;
+        if let Some(src) = self.src {
+            check::same_family("src", src, "to", self.to)?;
+            check::unicast("src", src)?;
+        }
         check::range("count", self.count, 1, 10_000_000)?;
         check::range("size", self.size, 16, 65000)?;
         check::range("interval_ms", self.interval_ms, 0, 60_000)?;

@@ -175,6 +175,7 @@ pub(super) fn expand_cell(
         }
     }
 
+    check_routes(cx, file, cell, &cf, &lab)?;
     let steps = expand_steps(cx, file, cell, &cf, &lab, devices)?;
     let captures = expand_captures(cx, file, &lab)?;
     let kmsg = expand_kmsg(cx, file, &lab)?;
@@ -337,4 +338,68 @@ pub(super) fn ruleset_kind(cx: &Ctx, key: &Spanned<String>, field: &str) -> R<Ru
                 ),
             )
         })
+}
+
+/// Routes the kernel would refuse with EEXIST at build time, caught at load: the
+/// same destination twice, or a device route to a subnet the kernel already routes
+/// because an address on that device is in it (the prefix route the kernel adds for
+/// every address, `fib_add_ifaddr` / `addrconf_prefix_route`).
+fn check_routes(cx: &Ctx, file: &ScenarioFile, cell: &CellSpec, cf: &str, lab: &LabPlan) -> R<()> {
+    for node in &lab.nodes {
+        let mut seen: Vec<&RoutePlan> = Vec::new();
+        for r in &node.routes {
+            let field = if cell.routes.keys().any(|k| k.get_ref() == &node.name) {
+                format!("{cf}.routes.{}", node.name)
+            } else if cell.extra_routes.keys().any(|k| k.get_ref() == &node.name) {
+                format!("nodes.{0}.routes or {cf}.extra_routes.{0}", node.name)
+            } else {
+                format!("nodes.{}.routes", node.name)
+            };
+            let span = cell.name.span();
+            if seen.iter().any(|o| o.dst == r.dst) {
+                return cx.fail(
+                    file_span(file, &node.name).unwrap_or(span),
+                    &field,
+                    format!(
+                        "node `{}` has two routes to {} (the kernel refuses the second: File exists)",
+                        node.name, r.dst
+                    ),
+                    "keep one route per destination, or use a multipath route (`P nexthop via X nexthop via Y`)",
+                );
+            }
+            if let RouteKind::Unicast {
+                via: None,
+                dev: Some(dev),
+                ..
+            } = &r.kind
+            {
+                let connected = node.addresses.iter().find(|a| {
+                    &a.dev == dev
+                        && a.addr.trunc() == r.dst.trunc()
+                        && a.addr.prefix_len() == r.dst.prefix_len()
+                });
+                if let Some(a) = connected {
+                    return cx.fail(
+                        file_span(file, &node.name).unwrap_or(span),
+                        &field,
+                        format!(
+                            "node `{}`: the route `{} dev {dev}` already exists: the kernel adds it for the address {} on `{dev}`",
+                            node.name, r.dst, a.addr
+                        ),
+                        "remove this route (the address brings it)",
+                    );
+                }
+            }
+            seen.push(r);
+        }
+    }
+    Ok(())
+}
+
+/// Where node NAME is defined in the file, for errors about its final routes.
+fn file_span(file: &ScenarioFile, node: &str) -> Option<std::ops::Range<usize>> {
+    file.nodes
+        .keys()
+        .find(|k| k.get_ref() == node)
+        .map(|k| k.span())
 }

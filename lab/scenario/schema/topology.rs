@@ -21,7 +21,9 @@ pub struct NodeSpec {
     /// `ip route` syntax: `default via 192.0.2.254`, `blackhole 10.9.0.0/16`, ...
     #[serde(default)]
     pub routes: Vec<SpannedStr>,
-    /// `192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0`
+    /// `ip neigh` syntax, added `nud permanent`: `192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0`.
+    /// `lladdr @NODE:DEV` is the MAC that device of the lab will have (a veth end or a
+    /// created device; every one gets a known MAC, see `mac`): `10.0.0.2 lladdr @b:eth0 dev eth0`.
     #[serde(default)]
     pub neighbours: Vec<SpannedStr>,
     /// Ruleset text by kind: nft, iptables, ip6tables, iptables-legacy, ip6tables-legacy.
@@ -37,15 +39,23 @@ pub struct NodeSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
-    /// bridge, vxlan or dummy.
+    /// bridge, vxlan, dummy, macvlan or vrf. A kind the running kernel lacks (no
+    /// CONFIG_DUMMY, CONFIG_NET_VRF, ...) makes the cell a skip with that reason.
     pub kind: SpannedStr,
-    /// bridge: devices of this node to enslave.
+    /// bridge, vrf: devices of this node to enslave (veth ends or other devices; a device
+    /// has one master, and a bridge may itself be a vrf port).
     #[serde(default)]
     pub ports: Vec<SpannedStr>,
     #[serde(default)]
     pub addresses: Vec<SpannedStr>,
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// MAC address set when the device is created: `mac = "02:00:00:00:01:01"` (unicast:
+    /// the first byte even). Without it the device still gets a fixed MAC, `02:` and a
+    /// hash of node and device name (the same in every run, unique within the lab), so
+    /// neighbours can name it as `@node:dev`. Not for a passthru macvlan (it takes its link's).
+    #[serde(default)]
+    pub mac: Option<SpannedStr>,
     /// vxlan: VNI.
     #[serde(default)]
     pub vni: Option<Spanned<u32>>,
@@ -61,6 +71,21 @@ pub struct DeviceSpec {
     /// vxlan: UDP port (default 4789).
     #[serde(default)]
     pub port: Option<u16>,
+    /// macvlan: the device of this node it sits on (`link = "eth0"`; not a bridge port:
+    /// a macvlan and a bridge cannot share a device, put the macvlan on the bridge).
+    #[serde(default)]
+    pub link: Option<SpannedStr>,
+    /// macvlan: `bridge` (default), `private`, `vepa`, `passthru` (the only macvlan of
+    /// its link, with the link's MAC) or `source` (receives only from `sources`).
+    #[serde(default)]
+    pub mode: Option<SpannedStr>,
+    /// macvlan in `source` mode: source MACs it receives from, each `aa:bb:cc:dd:ee:ff`
+    /// or `@node:dev`.
+    #[serde(default)]
+    pub sources: Vec<SpannedStr>,
+    /// vrf: the routing table it binds (`table = 10`; not 0 or the reserved 253..=255).
+    #[serde(default)]
+    pub table: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,7 +102,9 @@ pub struct ProcessSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSpec {
-    /// `node:device [address/len ...]`
+    /// `node:device [address/len ...] [mac=MAC]`, e.g.
+    /// `a:eth0 192.0.2.1/24 mac=02:00:00:00:00:01`. Without `mac=` the end gets a fixed
+    /// MAC derived from node and device name (see devices' `mac`).
     pub a: SpannedStr,
     pub b: SpannedStr,
     #[serde(default)]
