@@ -61,6 +61,9 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
                 Ok(()) => {
                     connect_ms.push(ms(t0.elapsed()));
                     c.connected += 1;
+                    if p.hold_ms > 0 {
+                        super::common::sleep_until(ctx, Instant::now() + scaled(ctx, p.hold_ms));
+                    }
                     transfer(s, p.bytes, io, &mut c);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {

@@ -456,3 +456,32 @@ fn nofile_limit_is_enough_for_many_sockets() {
         "{e}"
     );
 }
+
+#[test]
+fn udp_text_payload_places_the_text_and_is_checked() {
+    let TrafficSpec::Udp(p) = one(
+        "[[traffic]]\nkind = \"udp\"\nfrom = \"a\"\nto = \"10.0.0.2\"\ntext = \"foo\"\ntext_at = 5\n",
+    ) else {
+        panic!("udp")
+    };
+    let bytes = p.payload(1, 0, |_, _, _, n| vec![0; n]);
+    assert_eq!(bytes, b"     foo");
+    assert_eq!(p.payload_len(), 8);
+    let e = invalid(
+        "[[traffic]]\nkind = \"udp\"\nfrom = \"a\"\nto = \"10.0.0.2\"\ntext = \"foo\"\nreceiver = \"b\"\n",
+    );
+    assert!(e.contains("remove receiver"), "{e}");
+    let e = invalid(
+        "[[traffic]]\nkind = \"udp\"\nfrom = \"a\"\nto = \"10.0.0.2\"\ntext = \"foo\"\ntext_at = 5\nsize = 6\n",
+    );
+    assert!(e.contains("size = 6 is shorter"), "{e}");
+    let e = invalid("[[traffic]]\nkind = \"udp\"\nfrom = \"a\"\nto = \"10.0.0.2\"\ntext_at = 5\n");
+    assert!(e.contains("text_at without text"), "{e}");
+}
+
+#[test]
+fn tcp_hold_is_bounded() {
+    let e =
+        invalid("[[traffic]]\nkind = \"tcp\"\nfrom = \"a\"\nto = \"10.0.0.2\"\nhold_ms = 700000\n");
+    assert!(e.contains("hold_ms = 700000 is out of range"), "{e}");
+}

@@ -59,7 +59,7 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
         if (ctx.interrupted)() {
             break;
         }
-        match sock.send_to(&tagged_payload(run, 0, i, p.size), &dst) {
+        match sock.send_to(&p.payload(run, i, tagged_payload), &dst) {
             Ok(_) => sent += 1,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Socket buffer full: wait a moment and count it as a failed send.
@@ -75,7 +75,7 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
     }
     let grace = scaled(ctx, p.timeout_ms);
     let end = Instant::now() + grace;
-    let want_replies = p.receiver.is_none() || p.echo;
+    let want_replies = (p.receiver.is_none() || p.echo) && p.text.is_none();
     while want_replies
         && (replies.len() as u64) < sent
         && Instant::now() < end

@@ -41,6 +41,10 @@ pub struct TcpParams {
     /// Timeout of each read/write in ms (default 5000).
     #[serde(default = "d_io")]
     pub io_timeout_ms: u64,
+    /// Keep each connection open (ESTABLISHED, idle) this long after it connects and
+    /// before the transfer, ms (default 0): a long-lived flow beside other steps.
+    #[serde(default)]
+    pub hold_ms: u64,
 }
 fn d_port() -> u16 {
     8080
@@ -73,6 +77,7 @@ impl TcpParams {
         check::range("connections", self.connections, 1, 100_000)?;
         check::range("bytes", self.bytes, 0, 1 << 34)?;
         check::range("connect_timeout_ms", self.connect_timeout_ms, 1, 120_000)?;
-        check::range("io_timeout_ms", self.io_timeout_ms, 1, 600_000)
+        check::range("io_timeout_ms", self.io_timeout_ms, 1, 600_000)?;
+        check::range("hold_ms", self.hold_ms, 0, 600_000)
     }
 }

@@ -27,9 +27,18 @@ pub struct UdpParams {
     /// Number of datagrams (default 100).
     #[serde(default = "d_count")]
     pub count: u32,
-    /// Payload bytes per datagram, at least 16 for the tag (default 64).
-    #[serde(default = "d_size")]
-    pub size: usize,
+    /// Payload bytes per datagram, at least 16 for the tag (default 64; with `text`,
+    /// the text's end, padded with spaces up to `size` when given).
+    #[serde(default)]
+    pub size: Option<usize>,
+    /// A payload of spaces with this text at byte `text_at` instead of the tagged one
+    /// (content matches such as xt_string); such datagrams carry no tag, so there is no
+    /// `receiver` count or `replies`.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Offset of `text` in the UDP payload (default 0).
+    #[serde(default)]
+    pub text_at: usize,
     /// Fixed source port (default: an ephemeral port).
     #[serde(default)]
     pub src_port: Option<u16>,
@@ -52,9 +61,6 @@ fn d_port() -> u16 {
 fn d_count() -> u32 {
     100
 }
-fn d_size() -> usize {
-    64
-}
 fn d_true() -> bool {
     true
 }
@@ -63,6 +69,31 @@ fn d_timeout() -> u64 {
 }
 
 impl UdpParams {
+    /// Bytes of UDP payload per datagram.
+    pub fn payload_len(&self) -> usize {
+        match &self.text {
+            None => self.size.unwrap_or(64),
+            Some(t) => self.size.unwrap_or(0).max(self.text_at + t.len()),
+        }
+    }
+
+    /// The payload of datagram `seq`: tagged for counting, or the `text` one.
+    pub fn payload(
+        &self,
+        run: u32,
+        seq: u32,
+        tagged: impl Fn(u32, u32, u32, usize) -> Vec<u8>,
+    ) -> Vec<u8> {
+        match &self.text {
+            None => tagged(run, 0, seq, self.payload_len()),
+            Some(t) => {
+                let mut p = vec![b' '; self.payload_len()];
+                p[self.text_at..self.text_at + t.len()].copy_from_slice(t.as_bytes());
+                p
+            }
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         check::flow(
             &self.from,
@@ -75,7 +106,26 @@ impl UdpParams {
             check::unicast("src", src)?;
         }
         check::range("count", self.count, 1, 10_000_000)?;
-        check::range("size", self.size, 16, 65000)?;
+        match &self.text {
+            None => {
+                check::range("size", self.payload_len(), 16, 65000)?;
+                if self.text_at != 0 {
+                    return Err("text_at without text: add text = \"...\" or remove text_at".into());
+                }
+            }
+            Some(text) => {
+                if self.receiver.is_some() {
+                    return Err("a receiver counts tagged datagrams, and a `text` payload has no tag: remove receiver (count with a capture or rule counters)".into());
+                }
+                let end = self.text_at + text.len();
+                if let Some(size) = self.size {
+                    if size < end {
+                        return Err(format!("size = {size} is shorter than text_at + the text ({end}): raise size or drop it"));
+                    }
+                }
+                check::range("text_at + text length", end, 1, 65000)?;
+            }
+        }
         check::range("interval_ms", self.interval_ms, 0, 60_000)?;
         check::range("timeout_ms", self.timeout_ms, 1, 600_000)
     }
