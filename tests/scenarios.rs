@@ -14,6 +14,16 @@ fn scenario_files() -> Vec<PathBuf> {
 }
 
 fn main() {
+    // Scenario helper processes run `faultlab serve ...` as this very executable
+    // (/proc/self/exe): in this test binary, serve as the faultlab binary would.
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("serve") {
+        if let Err(e) = faultlab::traffic::serve_main(&argv) {
+            eprintln!("faultlab serve: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = Arguments::from_args();
     let mut trials = Vec::new();
     #[cfg(feature = "lab")]
