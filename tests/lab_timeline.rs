@@ -34,9 +34,13 @@ b = "r:rb 10.0.2.1/24"
 "#;
 
 fn run(steps_and_cells: &str) -> Vec<CellResult> {
+    run_file("timeline.toml", &format!("{LAB}\n{steps_and_cells}"))
+}
+
+/// Loads a scenario text and runs every cell through the runner.
+fn run_file(file: &str, text: &str) -> Vec<CellResult> {
     let _ = faultlab::build::signals::install();
-    let text = format!("{LAB}\n{steps_and_cells}");
-    let scn = faultlab::scenario::parse("timeline.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let scn = faultlab::scenario::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
     let opts = RunOptions {
         cell: None,
         repeat: 1,
@@ -46,10 +50,7 @@ fn run(steps_and_cells: &str) -> Vec<CellResult> {
     };
     let result = runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
     for c in &result.cells {
-        eprintln!(
-            "{} {:?} {:?}\n  {:?}",
-            c.name, c.outcome, c.reason, c.observations
-        );
+        eprintln!("{} {:?} {:?}", c.name, c.outcome, c.reason);
     }
     result.cells
 }
@@ -264,8 +265,10 @@ expect = [
   "ab.sample.count >= 3",
   "ab.sample.max.link.r.ra.rx_packets >= 300",
   "ab.sample.min.link.r.ra.rx_packets < 300",
-  "at.mid.nft.r.t.fw.new.packets == 2",
-  "at.end.nft.r.t.fw.new.packets - at.mid.nft.r.t.fw.new.packets == 0",
+  "at.mid.nft.r.t.fw.new.packets >= 2",
+  "at.mid.link.r.ra.rx_packets > 0",
+  "at.end.link.r.ra.rx_packets - at.mid.link.r.ra.rx_packets > 0",
+  "at.end.link.r.ra.rx_packets <= link.r.ra.rx_packets",
 ]
 
 [[cells]]
@@ -369,17 +372,8 @@ count = 1
 name = "c"
 expect = ["ping.received == 1"]
 "#;
-    let _ = faultlab::build::signals::install();
-    let scn = faultlab::scenario::parse("vrf.toml", text).unwrap();
-    let opts = RunOptions {
-        cell: None,
-        repeat: 1,
-        artifacts: std::env::temp_dir().join("faultlab-timeline-test"),
-        slow: 1.0,
-        progress: false,
-    };
-    let r = runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
-    let c = &r.cells[0];
+    let cells = run_file("vrf.toml", text);
+    let c = &cells[0];
     if kernel_has_vrf {
         assert_eq!(c.outcome, Outcome::Pass, "{:?}", c.reason);
     } else {

@@ -44,6 +44,13 @@ fn subtraction_hint(name: &str) -> &'static str {
 }
 
 impl Expectation {
+    /// True when the expression reads `name`, by name or through a glob.
+    pub fn reads(&self, name: &str) -> bool {
+        self.names()
+            .iter()
+            .any(|n| n == name || (n.contains('*') && glob::matches(n, name)))
+    }
+
     /// Truth value and the observations read, `received=0 sent=20`.
     pub fn eval(&self, obs: &Observations) -> Result<(bool, String), EvalError> {
         let mut ev = eval::Eval::new(obs);
