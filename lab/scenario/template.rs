@@ -225,7 +225,7 @@ fn expand(mut table: Table, params: &BTreeMap<String, Value>) -> Result<Table, S
     Ok(out)
 }
 
-fn substitute(v: Value, params: &BTreeMap<String, Value>) -> Result<Value, String> {
+pub(crate) fn substitute(v: Value, params: &BTreeMap<String, Value>) -> Result<Value, String> {
     Ok(match v {
         Value::String(s) => {
             let text = fill(&s, params)?;

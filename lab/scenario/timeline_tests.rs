@@ -2,6 +2,7 @@
 //! file:line:column, field and fix for every bad value.
 
 use super::*;
+use crate::model::steps::{Action, CtOp};
 
 const BASE: &str = r#"
 name = "tl"
@@ -267,4 +268,25 @@ fn routes_the_kernel_would_refuse_are_load_errors() {
         "{e}"
     );
     assert!(e.fix.contains("remove"), "{e}");
+}
+
+#[test]
+fn repeat_makes_numbered_copies_of_a_step() {
+    let steps = "[[traffic]]\nkind = \"conntrack\"\nname = \"ins\"\nrepeat = { var = \"i\", count = 3 }\nnode = \"r\"\naction = \"insert\"\nentry = { proto = \"udp\", src = \"192.0.2.1\", dst = \"192.0.2.2\", sport = \"${i+1000}\", dport = 53, zone = \"${i}\" }\n";
+    let s = parse("t.toml", &with(steps)).unwrap();
+    let names: Vec<&str> = s.cells[0].steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ins-1", "ins-2", "ins-3"]);
+    let Action::Conntrack(c) = &s.cells[0].steps[2].action else {
+        panic!("conntrack")
+    };
+    let CtOp::Insert { entry } = &c.op else {
+        panic!("insert")
+    };
+    assert_eq!((entry.zone, entry.orig.sport), (3, 1003));
+
+    let e = err(&steps.replace("count = 3", "count = 0"));
+    assert_eq!(e.field, "traffic[0].repeat.count");
+    assert!(e.fix.contains("repeat = { var"), "{e}");
+    let e = err(&steps.replace("var = \"i\", ", ""));
+    assert_eq!(e.field, "traffic[0].repeat.var");
 }

@@ -98,9 +98,13 @@ pub(super) fn expand_steps(
         );
     }
 
+    let mut expanded = Vec::new();
+    for r in raw {
+        expanded.extend(repeated(cx, r)?);
+    }
     let mut seen = BTreeSet::new();
     let mut out: Vec<Step> = Vec::new();
-    for r in raw {
+    for r in expanded {
         let name = step_name(&r.table);
         if !seen.insert(name.clone()) {
             return cx.fail(
@@ -115,6 +119,65 @@ pub(super) fn expand_steps(
         }
     }
     check_joins(cx, file, &out)?;
+    Ok(out)
+}
+
+/// Most steps a `repeat` may make of one.
+const MAX_REPEAT: i64 = 100_000;
+
+/// `repeat = { var = "i", count = N }` makes N copies of a step, `${i}` (with the
+/// templates' arithmetic: `${i+1000}`) replaced by 1..=N in every value; a value
+/// that is exactly one placeholder becomes a number. Copies are named `NAME-i`
+/// unless the name has a placeholder itself.
+fn repeated(cx: &Ctx, mut r: RawStep) -> R<Vec<RawStep>> {
+    let Some(spec) = r.table.remove("repeat") else {
+        return Ok(vec![r]);
+    };
+    let field = format!("{}.repeat", r.field);
+    let fix = "write repeat = { var = \"i\", count = 2000 } and use ${i} in the step's values";
+    let toml::Value::Table(spec) = spec else {
+        return cx.fail(r.span, &field, "repeat is not a table".into(), fix);
+    };
+    let var = match spec.get("var") {
+        Some(toml::Value::String(v)) if !v.is_empty() => v.clone(),
+        _ => return cx.fail(r.span, &format!("{field}.var"), "repeat needs var = \"NAME\"".into(), fix),
+    };
+    let count = match spec.get("count") {
+        Some(toml::Value::Integer(n)) if (1..=MAX_REPEAT).contains(n) => *n,
+        _ => {
+            return cx.fail(
+                r.span,
+                &format!("{field}.count"),
+                format!("repeat needs count = N with 1 <= N <= {MAX_REPEAT}"),
+                fix,
+            )
+        }
+    };
+    if let Some(extra) = spec.keys().find(|k| *k != "var" && *k != "count") {
+        return cx.fail(r.span, &format!("{field}.{extra}"), format!("unknown field `{extra}`"), fix);
+    }
+    let name = step_name(&r.table);
+    let named = name.contains("${");
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 1..=count {
+        let scope = BTreeMap::from([(var.clone(), toml::Value::Integer(i))]);
+        let toml::Value::Table(mut table) = crate::scenario::template::substitute(
+            toml::Value::Table(r.table.clone()),
+            &scope,
+        )
+        .map_err(|e| cx.err(r.span.clone(), &r.field, (e, fix.into())))?
+        else {
+            unreachable!("a table substitutes to a table")
+        };
+        if !named {
+            table.insert("name".into(), toml::Value::String(format!("{name}-{i}")));
+        }
+        out.push(RawStep {
+            table,
+            span: r.span.clone(),
+            field: format!("{}[repeat {i}]", r.field),
+        });
+    }
     Ok(out)
 }
 
