@@ -2,13 +2,10 @@
 //! entered the namespace, a pcap file, and named counters over the packets seen, with
 //! the times of their matches (first, last, gaps) relative to the capture's start.
 //!
-//! Packet times are read times: `Instant::now()` (CLOCK_MONOTONIC) as soon as `recvfrom`
-//! returns, measured from the moment the socket was bound. The capture thread sleeps in
-//! `recvfrom`, so on an idle machine a packet is stamped within ~0.2 ms of when it was
-//! sent; on a busy one the thread may wake late (2.6 ms seen on a 2-CPU host while it
-//! compiled), and packets queued behind a burst are late by the backlog. (The kernel's
-//! own stamp, SO_TIMESTAMPNS via recvmsg, needs the packet socket to hand out control
-//! messages; it gives none today.)
+//! Packet times are the kernel's receive stamps (SO_TIMESTAMPNS, read with SIOCGSTAMPNS
+//! after each packet), relative to the wall-clock moment the socket was bound; when the
+//! kernel gives no stamp, the read time (`recvfrom` returning), which a busy machine
+//! can delay by milliseconds.
 
 use super::packet_socket::{sll_header, PacketSocket};
 use super::pcap::{LinkType, PcapWriter};
@@ -275,6 +272,7 @@ impl Job {
         // Time zero of the counters' timing: the socket is bound, every packet from now on
         // is seen.
         let t0 = Instant::now();
+        let wall0 = std::time::SystemTime::now();
         let _ = ready.send(());
 
         let header = if sock.cooked { 16 } else { 0 };
@@ -283,7 +281,13 @@ impl Job {
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             let ((len, sll), at) = match sock.recv(&mut buf[header..], stopping) {
-                Ok(r) => (r, t0.elapsed()),
+                Ok(r) => {
+                    let at = sock
+                        .last_stamp()
+                        .and_then(|t| t.duration_since(wall0).ok())
+                        .unwrap_or_else(|| t0.elapsed());
+                    (r, at)
+                }
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -111,7 +111,29 @@ impl PacketSocket {
             lo_ifindex,
         };
         s.drops(); // PACKET_STATISTICS resets on read
+                   // Receive timestamps on: the kernel stamps each skb as it is queued to the
+                   // socket (sock_enable_timestamp), read back per packet with SIOCGSTAMPNS.
+        setsockopt(
+            s.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &1i32,
+        )?;
         Ok(s)
+    }
+
+    /// The kernel's receive time (CLOCK_REALTIME) of the packet `recv` returned last
+    /// (`SIOCGSTAMPNS`, sock_gettstamp); None when the kernel gives none.
+    pub fn last_stamp(&self) -> Option<std::time::SystemTime> {
+        const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+        // SAFETY: timespec is plain old data the ioctl fills.
+        let mut ts: libc::timespec = unsafe { zeroed() };
+        // SAFETY: SIOCGSTAMPNS writes one timespec to the pointer passed.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGSTAMPNS, &mut ts) };
+        if r != 0 || ts.tv_sec <= 0 {
+            return None;
+        }
+        Some(std::time::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
     }
 
     /// Returns the real packet length (MSG_TRUNC) and the packet's address.
