@@ -140,7 +140,14 @@ fn repeated(cx: &Ctx, mut r: RawStep) -> R<Vec<RawStep>> {
     };
     let var = match spec.get("var") {
         Some(toml::Value::String(v)) if !v.is_empty() => v.clone(),
-        _ => return cx.fail(r.span, &format!("{field}.var"), "repeat needs var = \"NAME\"".into(), fix),
+        _ => {
+            return cx.fail(
+                r.span,
+                &format!("{field}.var"),
+                "repeat needs var = \"NAME\"".into(),
+                fix,
+            )
+        }
     };
     let count = match spec.get("count") {
         Some(toml::Value::Integer(n)) if (1..=MAX_REPEAT).contains(n) => *n,
@@ -154,18 +161,21 @@ fn repeated(cx: &Ctx, mut r: RawStep) -> R<Vec<RawStep>> {
         }
     };
     if let Some(extra) = spec.keys().find(|k| *k != "var" && *k != "count") {
-        return cx.fail(r.span, &format!("{field}.{extra}"), format!("unknown field `{extra}`"), fix);
+        return cx.fail(
+            r.span,
+            &format!("{field}.{extra}"),
+            format!("unknown field `{extra}`"),
+            fix,
+        );
     }
     let name = step_name(&r.table);
     let named = name.contains("${");
     let mut out = Vec::with_capacity(count as usize);
     for i in 1..=count {
         let scope = BTreeMap::from([(var.clone(), toml::Value::Integer(i))]);
-        let toml::Value::Table(mut table) = crate::scenario::template::substitute(
-            toml::Value::Table(r.table.clone()),
-            &scope,
-        )
-        .map_err(|e| cx.err(r.span.clone(), &r.field, (e, fix.into())))?
+        let toml::Value::Table(mut table) =
+            crate::scenario::template::substitute(toml::Value::Table(r.table.clone()), &scope)
+                .map_err(|e| cx.err(r.span.clone(), &r.field, (e, fix.into())))?
         else {
             unreachable!("a table substitutes to a table")
         };
