@@ -83,6 +83,12 @@ enum Command {
         #[arg(long, value_name = "RESULTS")]
         all: Option<PathBuf>,
     },
+    /// Which options of the catalogue's kernel config fragment (`config`) a kernel lacks,
+    /// and which cells cannot run because of it (default /proc/config.gz, else /boot/config-RELEASE).
+    KernelConfig {
+        /// A kernel .config (plain or gzip-compressed).
+        file: Option<PathBuf>,
+    },
     /// Helper servers run inside lab nodes (used by scenario processes).
     #[command(hide = true)]
     Serve {
@@ -117,6 +123,9 @@ fn main() -> ExitCode {
         Command::Clean => clean(),
         Command::Vm(args) => vm(args),
         Command::Diff { paths, all } => diff(&paths, all),
+        Command::KernelConfig { file } => {
+            ExitCode::from(faultlab::kconfig::main(file.as_deref()) as u8)
+        }
         Command::Serve { args } => match faultlab::traffic::serve_main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -363,7 +372,9 @@ fn clean() -> ExitCode {
 #[derive(clap::Args)]
 struct VmArgs {
     /// Kernel to boot: debian:PACKAGE[/SUITE] (e.g. debian:cloud/bookworm,
-    /// debian:linux-image-amd64/trixie-backports) or a bzImage/vmlinux path. Repeatable.
+    /// debian:linux-image-amd64/trixie-backports), a bzImage/vmlinux path, or a kernel
+    /// build tree (a directory with arch/x86/boot/bzImage, as scripts/kernel-build.sh
+    /// makes). Repeatable.
     #[arg(long, required = true)]
     kernel: Vec<String>,
     /// lib/modules/VERSION for a --kernel PATH.

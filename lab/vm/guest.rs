@@ -165,9 +165,10 @@ M='{m}'
 infra() {{ echo "${{M}}INFRA $*"; $B sync; $B poweroff -f; $B sleep 5; $B reboot -f; }}
 export PATH={GUEST_PATH}
 # Module autoloading: the kernel runs this modprobe, which finds the kernel's
-# modules under /lib/modules/$(uname -r) (bind-mounted from the host).
+# modules under /lib/modules/$(uname -r) (bind-mounted from the host). A kernel
+# without module support (CONFIG_MODULES off) has no /proc/sys/kernel/modprobe.
 if [ -x /sbin/modprobe ]; then MP=/sbin/modprobe; else $B ln -s busybox /run/faultlab/modprobe; MP=/run/faultlab/modprobe; fi
-echo $MP > /proc/sys/kernel/modprobe || infra "cannot set /proc/sys/kernel/modprobe"
+if [ -e /proc/sys/kernel/modprobe ]; then echo $MP > /proc/sys/kernel/modprobe || infra "cannot set /proc/sys/kernel/modprobe"; fi
 $B hostname faultlab-vm
 "#
     );

@@ -1,4 +1,5 @@
-//! What `--kernel` names: a kernel file on disk, or a Debian package in a suite.
+//! What `--kernel` names: a kernel file or build tree on disk, or a Debian package
+//! in a suite.
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -8,7 +9,9 @@ pub const DEFAULT_SUITE: &str = "bookworm";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSpec {
-    /// `path/to/bzImage|vmlinux` (bring your own; `--modules` gives lib/modules/VERSION).
+    /// `path/to/bzImage|vmlinux` (bring your own; `--modules` gives lib/modules/VERSION),
+    /// or a kernel build tree (a directory with arch/x86/boot/bzImage, whose modules
+    /// come from its modules.order): told apart when the kernel is obtained.
     File(PathBuf),
     /// `debian:PACKAGE[/SUITE]`.
     Debian { package: String, suite: String },
