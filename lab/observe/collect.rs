@@ -28,7 +28,23 @@ pub fn snapshot_node(netns: &str, ruleset_kinds: &[RulesetKind]) -> Result<NodeC
             .with_context(|| format!("dumping {} counters in `{netns}`", kind.key()))?;
         dumps.push((kind, String::from_utf8_lossy(&out.stdout).into_owned()));
     }
-    NodeCounters::parse(&texts, &dumps).with_context(|| format!("counters of `{netns}`"))
+    let mut counters =
+        NodeCounters::parse(&texts, &dumps).with_context(|| format!("counters of `{netns}`"))?;
+    if counters.conntrack.is_none() {
+        // Kernels built without CONFIG_NF_CONNTRACK_PROCFS (the netfilter selftests'
+        // config, and it is obsolete upstream) have no /proc/net/stat/nf_conntrack: the
+        // same per-CPU counters come over ctnetlink (IPCTNL_MSG_CT_GET_STATS_CPU, what
+        // `conntrack -S` reads), the entry count with IPCTNL_MSG_CT_GET_STATS.
+        if let (Ok(rows), Ok(entries)) = (
+            crate::netns::ctnetlink::stats_per_cpu(netns),
+            crate::netns::ctnetlink::count(netns),
+        ) {
+            counters.conntrack = Some(super::conntrack::ConntrackStat::from_per_cpu(
+                entries, &rows,
+            ));
+        }
+    }
+    Ok(counters)
 }
 
 fn read(path: &str) -> Result<String> {

@@ -46,6 +46,31 @@ impl ConntrackStat {
     }
 
     /// Value of `field` on every CPU row.
+    /// The same table from ctnetlink's per-CPU statistics (keyed by the procfs column
+    /// names) and the entry count, which procfs repeats on every CPU's row.
+    pub fn from_per_cpu(entries: u64, rows: &[BTreeMap<String, u64>]) -> Self {
+        let mut fields = vec!["entries".to_string()];
+        if let Some(first) = rows.first() {
+            fields.extend(first.keys().filter(|k| *k != "entries").cloned());
+        }
+        let cpus = rows
+            .iter()
+            .map(|row| {
+                fields
+                    .iter()
+                    .map(|f| {
+                        if f == "entries" {
+                            entries
+                        } else {
+                            row.get(f).copied().unwrap_or(0)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        ConntrackStat { fields, cpus }
+    }
+
     fn column(&self, field: &str) -> Option<impl Iterator<Item = u64> + '_> {
         let idx = self.fields.iter().position(|f| f == field)?;
         Some(self.cpus.iter().map(move |row| row[idx]))
@@ -79,6 +104,20 @@ impl ConntrackStat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netlink_statistics_read_like_procfs() {
+        let row = |found: u64, drop: u64| {
+            BTreeMap::from([("found".to_string(), found), ("drop".to_string(), drop)])
+        };
+        let before = ConntrackStat::from_per_cpu(3, &[row(1, 0), row(2, 0)]);
+        let after = ConntrackStat::from_per_cpu(5, &[row(4, 1), row(2, 2)]);
+        assert_eq!(before.fields, ["entries", "drop", "found"]);
+        let d = ConntrackStat::delta(&before, &after);
+        assert_eq!(d["entries"], 5.0);
+        assert_eq!(d["found"], 3.0);
+        assert_eq!(d["drop"], 3.0);
+    }
 
     const BEFORE: &str = include_str!("fixtures/nf_conntrack-before.txt");
     const AFTER: &str = include_str!("fixtures/nf_conntrack-after.txt");
