@@ -58,7 +58,14 @@ enum Command {
         /// Timing multiplier (e.g. 10 under software emulation).
         #[arg(long, default_value_t = 1.0)]
         slow: f64,
+        /// Keep every observation in the results (default: those the expectations
+        /// read, and nonzero values).
+        #[arg(long)]
+        all_observations: bool,
     },
+    /// Rewrite results JSON files (or every one in a results directory) keeping only
+    /// the observations that matter, as `run` writes them; summaries are regenerated.
+    Compact { paths: Vec<PathBuf> },
     /// Print the verdict table of earlier runs.
     Show {
         files: Vec<PathBuf>,
@@ -110,14 +117,19 @@ fn main() -> ExitCode {
             results,
             no_results,
             slow,
+            all_observations,
         } => run(
             &paths,
-            cell,
-            repeat,
-            format,
-            (!no_results).then_some(results),
-            slow,
+            RunFlags {
+                cell,
+                repeat,
+                format,
+                results: (!no_results).then_some(results),
+                slow,
+                all_observations,
+            },
         ),
+        Command::Compact { paths } => compact(&paths),
         Command::Show { files, format } => show(&files, format),
         Command::Plan { file, cell } => plan(&file, cell),
         Command::Clean => clean(),
@@ -134,6 +146,51 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn compact(paths: &[PathBuf]) -> ExitCode {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            in_dir.retain(|f| {
+                f.extension().is_some_and(|x| x == "json")
+                    && f.file_name().is_some_and(|n| n != "vm.json")
+            });
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        eprintln!(
+            "error: no results JSON in {paths:?}: give results/<kernel> directories or files"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in &files {
+        if let Err(e) = runner::results::compact_file(f) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+        if let Some(d) = f.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    for d in dirs {
+        let (Some(root), Some(kernel)) = (d.parent(), d.file_name()) else {
+            continue;
+        };
+        if let Err(e) = runner::results::write_summary(root, &kernel.to_string_lossy()) {
+            eprintln!("warning: summary of {}: {e:#}", d.display());
+        }
+    }
+    eprintln!("compacted {} results files", files.len());
+    ExitCode::SUCCESS
 }
 
 fn scenarios_dir() -> PathBuf {
@@ -183,14 +240,24 @@ fn list(paths: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(
-    paths: &[String],
+struct RunFlags {
     cell: Option<String>,
     repeat: u32,
     format: Format,
     results: Option<PathBuf>,
     slow: f64,
-) -> ExitCode {
+    all_observations: bool,
+}
+
+fn run(paths: &[String], flags: RunFlags) -> ExitCode {
+    let RunFlags {
+        cell,
+        repeat,
+        format,
+        results,
+        slow,
+        all_observations,
+    } = flags;
     let scenarios = match load_all(paths) {
         Ok(s) => s,
         Err(code) => return code,
@@ -246,7 +313,10 @@ fn run(
     };
     let mut all = Vec::new();
     for s in &scenarios {
-        let r = runner::run_scenario(s, &opts, &run_id);
+        let mut r = runner::run_scenario(s, &opts, &run_id);
+        if !all_observations {
+            runner::results::keep_what_matters(&mut r);
+        }
         // An interrupted scenario's results are partial: results/ keeps the last whole run.
         if let Some(root) = results
             .as_ref()

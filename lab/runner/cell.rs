@@ -261,7 +261,6 @@ pub(super) fn snapshot_all(
 }
 
 fn judge(run: Driven, trigger: Option<&Expectation>, expects: &[Expectation]) -> RepetitionResult {
-    let trigger_expr = trigger;
     let (mut outcome, mut reason, trigger, checks) =
         crate::judge::judge_cell(trigger, expects, &run.observations);
     let lost = run
@@ -298,13 +297,7 @@ fn judge(run: Driven, trigger: Option<&Expectation>, expects: &[Expectation]) ->
         });
         outcome = Outcome::Fail;
     }
-    let mut observations = run.observations;
-    // Zero-filled drop reasons and checkpoint snapshots (every counter at every
-    // checkpoint) serve the expectations; results keep what happened and what was read.
-    let read = |k: &str| expects.iter().chain(trigger_expr).any(|e| e.reads(k));
-    observations.retain(|k, v| {
-        !(k.starts_with("drops.") && *v == 0.0) && (!k.starts_with("at.") || read(k))
-    });
+    let observations = run.observations;
     RepetitionResult {
         outcome,
         reason,

@@ -1,7 +1,8 @@
 //! results/<kernel-release>/: one JSON per scenario and a summary.md regenerated
 //! from every JSON in the directory.
 
-use crate::verdict::ScenarioResult;
+use crate::model::Expectation;
+use crate::verdict::{CellResult, ScenarioResult};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,37 @@ pub fn write(results_root: &Path, result: &ScenarioResult) -> anyhow::Result<Pat
     std::fs::write(&path, crate::report::json(result)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// Keeps the observations that matter (what `--all-observations` turns off): those
+/// the cell's trigger and expectations read, by name or glob, and every other nonzero
+/// value except checkpoint snapshots (`at.CP.*`, every counter at every checkpoint).
+/// Zero counters, the bulk of every node's snapshot, go.
+pub fn keep_what_matters(result: &mut ScenarioResult) {
+    for cell in &mut result.cells {
+        keep_what_the_cell_reads(cell);
+    }
+}
+
+fn keep_what_the_cell_reads(cell: &mut CellResult) {
+    let read: Vec<Expectation> = cell
+        .trigger
+        .iter()
+        .chain(&cell.checks)
+        .filter_map(|c| Expectation::parse(&c.expr).ok())
+        .collect();
+    cell.observations.retain(|name, v| {
+        read.iter().any(|e| e.reads(name)) || (*v != 0.0 && !name.starts_with("at."))
+    });
+}
+
+/// `faultlab compact`: applies [`keep_what_matters`] to results written before it
+/// existed (or with `--all-observations`), and rewrites the directory's summary.
+pub fn compact_file(path: &Path) -> anyhow::Result<()> {
+    let mut r = crate::report::read_json(path)?;
+    keep_what_matters(&mut r);
+    std::fs::write(path, crate::report::json(&r)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Rewrite summary.md from all scenario JSON files in the kernel's directory.
@@ -35,4 +67,52 @@ pub fn write_summary(results_root: &Path, kernel: &str) -> anyhow::Result<PathBu
     let path = dir.join("summary.md");
     std::fs::write(&path, crate::report::markdown_summary(&all, kernel))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{Check, Outcome};
+
+    #[test]
+    fn results_keep_what_expressions_read_and_nonzero_values() {
+        let mut r: ScenarioResult = serde_json::from_value(serde_json::json!({
+            "scenario": "s", "about": "", "file": "f", "kernel_release": "k",
+            "started_at": 0, "duration_ms": 0,
+            "cells": [{
+                "name": "c", "outcome": "pass", "duration_ms": 0,
+                "observations": {
+                    "ping.received": 0.0, "ping.sent": 5.0, "drops.NETFILTER_DROP": 0.0,
+                    "drops.r.NO_SOCKET": 0.0, "snmp.r.Ip.InDiscards": 0.0,
+                    "link.r.eth0.rx_packets": 7.0, "at.cp.link.r.eth0.rx_packets": 3.0,
+                    "at.cp.snmp.r.Ip.InReceives": 3.0
+                }
+            }]
+        }))
+        .unwrap();
+        let c = &mut r.cells[0];
+        c.trigger = Some(Check {
+            expr: "sum(drops.r.*) == 0".into(),
+            ok: true,
+            detail: String::new(),
+        });
+        c.checks = vec![Check {
+            expr: "ping.received == 0 and at.cp.link.r.eth0.rx_packets > 0".into(),
+            ok: true,
+            detail: String::new(),
+        }];
+        assert_eq!(c.outcome, Outcome::Pass);
+        keep_what_matters(&mut r);
+        let kept: Vec<&str> = r.cells[0].observations.keys().map(String::as_str).collect();
+        assert_eq!(
+            kept,
+            [
+                "at.cp.link.r.eth0.rx_packets",
+                "drops.r.NO_SOCKET",
+                "link.r.eth0.rx_packets",
+                "ping.received",
+                "ping.sent"
+            ]
+        );
+    }
 }
