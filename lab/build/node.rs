@@ -121,12 +121,18 @@ pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
         nl.add_neighbour(&n.dev, n.ip, &n.mac)?;
     }
     for (i, rs) in node.rulesets.iter().enumerate() {
-        let (prog, args) = rs.kind.loader();
-        let mut argv = vec![prog];
-        argv.extend_from_slice(args);
-        crate::netns::output_in(&node.netns, &argv, Some(&rs.text))
-            .with_context(|| format!("ruleset #{} ({})", i + 1, rs.kind.key()))?;
+        load_ruleset(&node.netns, rs).with_context(|| format!("ruleset #{}", i + 1))?;
     }
+    Ok(())
+}
+
+/// Loads one ruleset inside `netns` with its kind's loader (`nft -f -`, `*-restore`).
+pub fn load_ruleset(netns: &str, rs: &crate::model::RulesetPlan) -> Result<()> {
+    let (prog, args) = rs.kind.loader();
+    let mut argv = vec![prog];
+    argv.extend_from_slice(args);
+    crate::netns::output_in(netns, &argv, Some(&rs.text))
+        .with_context(|| format!("loading a {} ruleset", rs.kind.key()))?;
     Ok(())
 }
 

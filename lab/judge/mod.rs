@@ -10,6 +10,7 @@ pub(crate) use crate::model::expr::fmt_num;
 pub use crate::model::expr::{Expectation, ExprError};
 pub use crate::model::kernel::{KernelError, KernelRange, KernelVersion};
 pub use cell::judge_cell;
+pub use glob::matches as glob_matches;
 
 use crate::verdict::Observations;
 

@@ -67,11 +67,8 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
         flush(netns, kind)?;
     }
     for (i, rs) in c.load.iter().enumerate() {
-        let (prog, args) = rs.kind.loader();
-        let mut argv = vec![prog];
-        argv.extend_from_slice(args);
-        crate::netns::output_in(netns, &argv, Some(&rs.text))
-            .with_context(|| format!("loading ruleset #{} ({})", i + 1, rs.kind.key()))?;
+        crate::build::node::load_ruleset(netns, rs)
+            .with_context(|| format!("ruleset #{} of the step", i + 1))?;
     }
     crate::netns::with_netlink(netns, |nl| {
         for r in &c.routes {

@@ -69,7 +69,25 @@ impl StepCx<'_> {
     /// Every live observation the names ask for: conntrack queries, and node counters
     /// when a name is not already known from steps, checkpoints or collectors.
     pub fn observe(&self, names: &[String]) -> Result<Observations> {
-        let mut obs = self.so_far.lock().unwrap().clone();
+        // Only what the names read: this runs on every poll and every sample, and the
+        // observations so far hold every checkpoint's snapshot.
+        let mut obs: Observations = {
+            let so_far = self.so_far.lock().unwrap();
+            let mut picked = Observations::new();
+            for n in names {
+                if n.contains('*') {
+                    picked.extend(
+                        so_far
+                            .iter()
+                            .filter(|(k, _)| crate::judge::glob_matches(n, k))
+                            .map(|(k, v)| (k.clone(), *v)),
+                    );
+                } else if let Some(v) = so_far.get(n) {
+                    picked.insert(n.clone(), *v);
+                }
+            }
+            picked
+        };
         obs.extend((self.collectors)());
         let queries = ct_queries(names);
         obs.extend(self.live.conntrack(&queries)?);

@@ -157,21 +157,8 @@ pub(super) fn expand_cell(
         let field = format!("{cf}.processes.{}", node.get_ref());
         let n = cell_node(cx, &mut lab, node, &field)?;
         for (i, p) in procs.iter().enumerate() {
-            let f = format!("{field}[{i}]");
-            check_name(cx, &p.name, &format!("{f}.name"), "process")?;
-            if p.run.get_ref().is_empty() {
-                return cx.fail(
-                    p.run.span(),
-                    &format!("{f}.run"),
-                    "empty command".into(),
-                    "write the argv, e.g. run = [\"faultlab\", \"serve\", \"dns\"]",
-                );
-            }
-            n.processes.push(ProcessPlan {
-                name: p.name.get_ref().clone(),
-                argv: p.run.get_ref().clone(),
-                ready_port: p.ready_port,
-            });
+            n.processes
+                .push(process_plan(cx, p, &format!("{field}[{i}]"))?);
         }
     }
 

@@ -199,20 +199,7 @@ pub(super) fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, Devi
         let mut processes = Vec::new();
         for (i, p) in spec.processes.iter().enumerate() {
             let field = format!("nodes.{node_name}.processes[{i}]");
-            check_name(cx, &p.name, &format!("{field}.name"), "process")?;
-            if p.run.get_ref().is_empty() {
-                return cx.fail(
-                    p.run.span(),
-                    &format!("{field}.run"),
-                    "empty command".into(),
-                    "write the argv, e.g. run = [\"faultlab\", \"serve\", \"dns\"]",
-                );
-            }
-            processes.push(ProcessPlan {
-                name: p.name.get_ref().clone(),
-                argv: p.run.get_ref().clone(),
-                ready_port: p.ready_port,
-            });
+            processes.push(process_plan(cx, p, &field)?);
         }
         let node = node_mut(&mut plan, &node_name);
         for d in &new_devices {
@@ -879,6 +866,24 @@ pub(super) fn expand_routes(
         out.push(route);
     }
     Ok(out)
+}
+
+/// A helper process as written, checked: a valid name and a non-empty argv.
+pub(super) fn process_plan(cx: &Ctx, p: &ProcessSpec, field: &str) -> R<ProcessPlan> {
+    check_name(cx, &p.name, &format!("{field}.name"), "process")?;
+    if p.run.get_ref().is_empty() {
+        return cx.fail(
+            p.run.span(),
+            &format!("{field}.run"),
+            "empty command".into(),
+            "write the argv, e.g. run = [\"faultlab\", \"serve\", \"dns\"]",
+        );
+    }
+    Ok(ProcessPlan {
+        name: p.name.get_ref().clone(),
+        argv: p.run.get_ref().clone(),
+        ready_port: p.ready_port,
+    })
 }
 
 #[cfg(test)]
