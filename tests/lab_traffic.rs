@@ -5,7 +5,8 @@
 //! r forwards, so traffic a→b crosses a middle namespace where conntrack can be enabled.
 #![cfg(feature = "lab")]
 
-use faultlab::traffic::{run, Metrics, TrafficContext, TrafficSpec};
+mod steps;
+use faultlab::traffic::Metrics;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Mutex;
@@ -98,22 +99,7 @@ impl Lab {
     }
 
     fn try_run(&self, toml_step: &str) -> Metrics {
-        #[derive(serde::Deserialize)]
-        struct F {
-            traffic: Vec<TrafficSpec>,
-        }
-        let spec = toml::from_str::<F>(&format!("[[traffic]]\n{toml_step}"))
-            .expect("spec")
-            .traffic
-            .remove(0);
-        let never = || false;
-        let ctx = TrafficContext {
-            netns: &self.names,
-            artifacts: &self.dir,
-            interrupted: &never,
-            slow: 1.0,
-        };
-        run(&spec, &ctx).expect("traffic run")
+        steps::run_step(&self.names, &self.dir, toml_step).expect("traffic run")
     }
 }
 

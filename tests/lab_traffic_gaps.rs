@@ -13,7 +13,8 @@
 //! `ct state new` counter and `conntrack -L`, all inside r.
 #![cfg(feature = "lab")]
 
-use faultlab::traffic::{run, Metrics, TrafficContext, TrafficSpec};
+mod steps;
+use faultlab::traffic::Metrics;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Mutex;
@@ -155,22 +156,7 @@ impl Lab {
     }
 
     fn try_run(&self, toml_step: &str) -> anyhow::Result<Metrics> {
-        #[derive(serde::Deserialize)]
-        struct F {
-            traffic: Vec<TrafficSpec>,
-        }
-        let spec = toml::from_str::<F>(&format!("[[traffic]]\n{toml_step}"))
-            .expect("spec")
-            .traffic
-            .remove(0);
-        let never = || false;
-        let ctx = TrafficContext {
-            netns: &self.names,
-            artifacts: &self.dir,
-            interrupted: &never,
-            slow: 1.0,
-        };
-        run(&spec, &ctx)
+        steps::run_step(&self.names, &self.dir, toml_step)
     }
 }
 
