@@ -188,8 +188,8 @@ fn capture_counts_pings_and_writes_pcap_tcpdump_reads() {
         dev = "{dev_b}"
         filter = "icmp"
         [count]
-        echo_req = "icmp and icmp-type 8 and dst 10.9.0.2"
-        echo_rep = "icmp and icmp-type 0 and src 10.9.0.2"
+        echo_req = "icmp[icmptype] == icmp-echo and dst host 10.9.0.2"
+        echo_rep = "icmp[icmptype] == icmp-echoreply and src host 10.9.0.2"
         arp = "arp"
         "#
     ));
@@ -199,11 +199,11 @@ fn capture_counts_pings_and_writes_pcap_tcpdump_reads() {
         node = "ca"
         dev = "any"
         [count]
-        echo_req = "icmp and icmp-type 8"
+        echo_req = "icmp[icmptype] == icmp-echo"
         "#,
     );
-    let cap_b = Capture::start(&lab.ns("cb"), &on_b, &dir.join("b.pcap")).unwrap();
-    let cap_a = Capture::start(&lab.ns("ca"), &any_a, &dir.join("a.pcap")).unwrap();
+    let cap_b = Capture::start(&lab.ns("cb"), &on_b, &dir.join("b.pcapng")).unwrap();
+    let cap_a = Capture::start(&lab.ns("ca"), &any_a, &dir.join("a.pcapng")).unwrap();
 
     const PINGS: u16 = 5;
     assert_eq!(
@@ -219,6 +219,10 @@ fn capture_counts_pings_and_writes_pcap_tcpdump_reads() {
     assert!(b.counts["arp"] >= 2, "ARP request and reply: {b:?}");
     assert_eq!(b.packets, 2 * u64::from(PINGS), "filter keeps only icmp");
     assert!(b.seen > b.packets);
+    assert!(
+        b.kernel_filter,
+        "icmp + the counts' union runs in the kernel"
+    );
     assert_eq!(b.lost, 0);
     let req_in_b: Vec<_> = b
         .kept
@@ -273,12 +277,179 @@ fn capture_counts_pings_and_writes_pcap_tcpdump_reads() {
     );
 }
 
+/// The kernel drops what no filter of the capture matches before it is queued to the
+/// socket: a capture that userspace-filtered would still have read (`seen`) every packet.
+#[test]
+fn kernel_filter_drops_unmatched_packets_before_userspace() {
+    let lab = Netns::new(&["ka", "kb"]);
+    lab.veth("ka", "ka0", "10.9.1.1/24", "kb", "kb0", "10.9.1.2/24");
+    let tmp = TempDir::new("kf");
+    let dev_b = lab.ns("kb0");
+    let filtered = spec(&format!(
+        "name='f'\nnode='kb'\ndev='{dev_b}'\nfilter='udp dst port 9'\n[count]\nto9='udp dst port 9'"
+    ));
+    let control = spec(&format!("name='all'\nnode='kb'\ndev='{dev_b}'"));
+    let cap_f = Capture::start(&lab.ns("kb"), &filtered, &tmp.0.join("f.pcapng")).unwrap();
+    let cap_all = Capture::start(&lab.ns("kb"), &control, &tmp.0.join("all.pcapng")).unwrap();
+    const WANTED: usize = 40;
+    const OTHERS: usize = 160;
+    let to = |port| SocketAddrV4::new(Ipv4Addr::new(10, 9, 1, 2), port);
+    udp_send(
+        &lab.ns("ka"),
+        vec![(to(10), OTHERS / 2), (to(9), WANTED), (to(10), OTHERS / 2)],
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let f = cap_f.stop().unwrap();
+    let all = cap_all.stop().unwrap();
+    assert!(f.kernel_filter && !all.kernel_filter);
+    assert!(
+        all.seen >= (WANTED + OTHERS) as u64,
+        "the unfiltered capture read every datagram: {}",
+        all.seen
+    );
+    assert_eq!(f.counts["to9"], WANTED as u64);
+    assert_eq!(f.packets, WANTED as u64);
+    assert_eq!(
+        f.seen, WANTED as u64,
+        "userspace received only what the kernel filter accepted"
+    );
+    assert_eq!(f.lost, 0);
+}
+
+/// Ethernet broadcast + optional 802.1Q tag + IPv4/UDP 10.9.2.1:1000 -> 10.9.2.2:`port`.
+fn udp_frame(vlan: Option<u16>, port: u16) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 0x0a]);
+    if let Some(id) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&id.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![
+        0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 9, 2, 1, 10, 9, 2, 2,
+    ];
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&1000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&[0, 12, 0, 0, b'f', b'l', b'a', b'b']);
+    f
+}
+
+/// Writes each frame to `dev` of `ns` through an AF_PACKET socket.
+fn send_frames(ns: &str, dev: &str, frames: Vec<Vec<u8>>) {
+    let dev = dev.to_string();
+    in_ns(ns, move || {
+        let ifindex = nix::net::if_::if_nametoindex(dev.as_str())?;
+        // SAFETY: plain socket(2); closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        anyhow::ensure!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: sockaddr_ll is plain old data.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        for f in &frames {
+            // SAFETY: f and sll are valid for reads of the lengths passed.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            anyhow::ensure!(
+                n == f.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        Ok(())
+    })
+}
+
+/// Packet sockets never see VLAN tags in the data (the receive path moves them into
+/// skb metadata, skb_vlan_untag, even without 8021q); the capture puts them back from
+/// PACKET_AUXDATA, as libpcap does, so `vlan 10` matches, plain `udp` does not, the
+/// kernel filter lets tagged frames through, and the pcapng shows the tag.
+#[test]
+fn vlan_tags_are_restored_for_the_filters_and_the_pcapng() {
+    let lab = Netns::new(&["va", "vb"]);
+    lab.veth("va", "va0", "10.9.2.1/24", "vb", "vb0", "10.9.2.2/24");
+    let tmp = TempDir::new("vlan");
+    let dev_b = lab.ns("vb0");
+    let s = spec(&format!(
+        r#"
+        name = "trunk"
+        node = "vb"
+        dev = "{dev_b}"
+        filter = "vlan 10 and udp"
+        [count]
+        tagged = "vlan 10 and udp dst port 9"
+        other_vlan = "vlan 11"
+        untagged = "udp dst port 9"
+        "#
+    ));
+    let path = tmp.0.join("trunk.pcapng");
+    let cap = Capture::start(&lab.ns("vb"), &s, &path).unwrap();
+    const TAGGED: usize = 4;
+    const UNTAGGED: usize = 3;
+    let mut frames = vec![udp_frame(Some(10), 9); TAGGED];
+    frames.extend(vec![udp_frame(None, 9); UNTAGGED]);
+    frames.push(udp_frame(None, 7)); // no filter wants it: the kernel drops it
+    send_frames(&lab.ns("va"), &lab.ns("va0"), frames);
+    std::thread::sleep(Duration::from_millis(100));
+    let sum = cap.stop().unwrap();
+    assert!(sum.kernel_filter);
+    assert_eq!(sum.counts["tagged"], TAGGED as u64, "{sum:?}");
+    assert_eq!(sum.counts["other_vlan"], 0);
+    assert_eq!(
+        sum.counts["untagged"], UNTAGGED as u64,
+        "the tag hides UDP, as in tcpdump"
+    );
+    assert_eq!(sum.packets, TAGGED as u64);
+    assert_eq!(
+        sum.seen,
+        (TAGGED + UNTAGGED) as u64,
+        "the datagram to port 7 was dropped by the kernel filter"
+    );
+    let text = tcpdump(&path);
+    assert_eq!(text.matches("vlan 10").count(), TAGGED, "{text}");
+    // One interface block, named node:device with the namespace.
+    let mut r = pcap_file::pcapng::PcapNgReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let mut packets = 0;
+    while let Some(b) = r.next_block() {
+        if let pcap_file::pcapng::Block::EnhancedPacket(_) = b.unwrap() {
+            packets += 1;
+        }
+    }
+    assert_eq!(packets, TAGGED);
+    let ifaces = r.interfaces();
+    assert_eq!(ifaces.len(), 1);
+    let opts = format!("{:?}", ifaces[0].options);
+    assert!(opts.contains(&format!("IfName(\"vb:{dev_b}\")")), "{opts}");
+    assert!(
+        opts.contains(&format!("IfDescription(\"netns {}\")", lab.ns("vb"))),
+        "{opts}"
+    );
+}
+
 #[test]
 fn capture_start_fails_for_missing_device() {
     let lab = Netns::new(&["cx"]);
     let s = spec("name='x'\nnode='cx'\ndev='nosuchdev0'");
     let tmp = TempDir::new("x");
-    let path = tmp.0.join("x.pcap");
+    let path = tmp.0.join("x.pcapng");
     let err = Capture::start(&lab.ns("cx"), &s, &path)
         .err()
         .expect("must fail");

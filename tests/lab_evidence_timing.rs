@@ -62,10 +62,10 @@ fn capture_gaps_follow_the_send_schedule() {
     let ns = Netns::new("t");
     let dir = TempDir::new("t");
     let spec: CaptureSpec = toml::from_str(&format!(
-        "name = 't'\nnode = 'n'\ndev = 'lo'\n[count]\nprobe = 'udp and dport {PORT}'\nnever = 'tcp'\n"
+        "name = 't'\nnode = 'n'\ndev = 'lo'\n[count]\nprobe = 'udp dst port {PORT}'\nnever = 'tcp'\n"
     ))
     .unwrap();
-    let cap = Capture::start(&ns.0, &spec, &dir.0.join("t.pcap")).unwrap();
+    let cap = Capture::start(&ns.0, &spec, &dir.0.join("t.pcapng")).unwrap();
     let before = cap.counts_now();
     assert_eq!(before["capture.t.probe"], 0.0);
     assert!(!before.contains_key("capture.t.probe.first_ms"));

@@ -46,7 +46,7 @@ params = { containers = 2, published_port = 8080, container_port = 8080 }
 name = "remote"
 node = "remote"
 dev = "eth0"
-count = { from_host = "tcp and src 203.0.113.1", from_containers = "src 172.17.0.0/16", from_host6 = "tcp and src 2001:db8:113::1", from_containers6 = "src fd00:17::/64" }
+count = { from_host = "tcp and src host 203.0.113.1", from_containers = "src net 172.17.0.0/16", from_host6 = "tcp and src host 2001:db8:113::1", from_containers6 = "src net fd00:17::/64" }
 
 [[traffic]]
 name = "c1_remote4"
@@ -121,7 +121,7 @@ params = { vms = 2 }
 name = "dns"
 node = "dns"
 dev = "eth0"
-count = { from_router = "udp and src 198.51.100.1", from_vms = "src 10.0.0.0/24", from_vm6 = "udp and src fd00:10::11" }
+count = { from_router = "udp and src host 198.51.100.1", from_vms = "src net 10.0.0.0/24", from_vm6 = "udp and src host fd00:10::11" }
 
 [[traffic]]
 name = "dns4"

@@ -1,17 +1,22 @@
 //! Packet capture on one device of one namespace: AF_PACKET socket in a thread that has
-//! entered the namespace, a pcap file, and named counters over the packets seen, with
+//! entered the namespace, a pcapng file, and named counters over the packets seen, with
 //! the times of their matches (first, last, gaps) relative to the capture's start.
 //!
-//! Packet times are the kernel's receive stamps (SO_TIMESTAMPNS, read with SIOCGSTAMPNS
-//! after each packet), relative to the wall-clock moment the socket was bound; when the
-//! kernel gives no stamp, the read time (`recvfrom` returning), which a busy machine
-//! can delay by milliseconds.
+//! Filters are tcpdump's (libpcap-compiled for the link type the socket delivers). The
+//! kernel runs their union on the socket, so packets no filter wants never reach
+//! userspace; here each filter is matched on its own, on the frame as libpcap would
+//! show it (VLAN tag re-inserted).
+//!
+//! Packet times are the kernel's receive stamps (SO_TIMESTAMPNS), relative to the
+//! wall-clock moment the socket was bound; when the kernel gives no stamp, the read
+//! time (`recvmsg` returning), which a busy machine can delay by milliseconds.
 
-use super::packet_socket::{sll_header, PacketSocket};
-use super::pcap::{LinkType, PcapWriter};
+use super::packet_socket::{sll_header, PacketSocket, Received};
+use super::pcap::PcapngWriter;
+use super::socket_filter::kernel_program;
 use crate::model::capture::{CaptureSpec, Compiled, DEFAULT_SNAPLEN, TIMING_GAPS};
-use crate::model::capture_filter::Filter;
 use crate::model::packet_info::{Framing, PacketInfo};
+use crate::model::pcap_filter::{LinkType, PcapFilter};
 use crate::verdict::Observations;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -29,7 +34,7 @@ const MAX_KEPT: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapturedPacket {
-    /// Time since the Unix epoch at which userspace read the packet.
+    /// Time since the Unix epoch: the kernel's receive stamp, else when userspace read it.
     pub ts: Duration,
     /// Sent by this namespace (PACKET_OUTGOING) rather than received.
     pub outgoing: bool,
@@ -42,11 +47,17 @@ pub struct CapturedPacket {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaptureSummary {
     pub name: String,
+    /// The pcapng file.
     pub pcap: PathBuf,
-    /// Packets kept by `filter` (written to the pcap file).
+    /// Packets kept by `filter` (written to the pcapng file).
     pub packets: u64,
-    /// Every packet read from the device.
+    /// Every packet the capture received: all the device's when there is no `filter`,
+    /// else those the kernel let through (matched by `filter` or a count).
     pub seen: u64,
+    /// Whether the kernel filtered for the capture (false: no `filter`, or a program
+    /// the kernel cannot run, and userspace filtered alone).
+    #[serde(default)]
+    pub kernel_filter: bool,
     /// Packets the kernel dropped because the socket buffer was full (PACKET_STATISTICS).
     pub lost: u64,
     pub counts: BTreeMap<String, u64>,
@@ -165,7 +176,7 @@ pub struct Capture {
 impl Capture {
     /// Returns once the socket is bound: every packet from then on is captured.
     pub fn start(netns: &str, spec: &CaptureSpec, pcap_path: &Path) -> Result<Capture> {
-        let Compiled { keep, counts } = spec.compile().map_err(|e| anyhow!(e))?;
+        spec.validate().map_err(|e| anyhow!(e))?;
         let file = File::create(pcap_path)
             .with_context(|| format!("create pcap file {}", pcap_path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -176,10 +187,8 @@ impl Capture {
         let (ready_tx, ready_rx) = mpsc::channel();
         let job = Job {
             netns: netns.to_string(),
-            dev: spec.dev.clone(),
+            spec: spec.clone(),
             snaplen: spec.snaplen.unwrap_or(DEFAULT_SNAPLEN),
-            keep,
-            counts,
             tally: tally.clone(),
             name: spec.name.clone(),
             pcap: pcap_path.to_path_buf(),
@@ -239,14 +248,65 @@ fn join(t: JoinHandle<Result<CaptureSummary>>) -> Result<CaptureSummary> {
 
 struct Job {
     netns: String,
-    dev: String,
+    spec: CaptureSpec,
     snaplen: u32,
-    keep: Option<Filter>,
-    counts: Vec<(String, Filter)>,
     tally: Arc<Mutex<Tally>>,
     name: String,
     pcap: PathBuf,
     kept: Vec<CapturedPacket>,
+}
+
+/// The pcapng interfaces of a capture: its device, or for `any` each device packets
+/// arrive on, named `node:dev` with the namespace in the description.
+struct Interfaces {
+    node: String,
+    netns: String,
+    link: LinkType,
+    /// Interface id by ifindex (one entry, ifindex 0, unless the device is `any`).
+    ids: BTreeMap<i32, u32>,
+}
+
+impl Interfaces {
+    fn id<W: std::io::Write>(
+        &mut self,
+        out: &mut PcapngWriter<W>,
+        ifindex: i32,
+        dev: &str,
+    ) -> Result<u32> {
+        if let Some(id) = self.ids.get(&ifindex) {
+            return Ok(*id);
+        }
+        let dev = if ifindex == 0 {
+            dev.to_string()
+        } else {
+            nix::net::if_::if_indextoname(ifindex as u32)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| format!("ifindex{ifindex}"))
+        };
+        let id = out.add_interface(
+            &format!("{}:{dev}", self.node),
+            &format!("netns {}", self.netns),
+            self.link,
+        )?;
+        self.ids.insert(ifindex, id);
+        Ok(id)
+    }
+}
+
+/// The frame as libpcap shows it: the tag the kernel took off put back after the MAC
+/// addresses (Ethernet) or in place of the protocol field (cooked, libpcap's
+/// `vlan_offset` 14), the original protocol after it.
+fn with_vlan_tag(frame: &[u8], link: LinkType, tag: [u8; 4]) -> Vec<u8> {
+    let at = match link {
+        LinkType::Ethernet => 12,
+        LinkType::LinuxSll => 14,
+    }
+    .min(frame.len());
+    let mut f = Vec::with_capacity(frame.len() + 4);
+    f.extend_from_slice(&frame[..at]);
+    f.extend_from_slice(&tag);
+    f.extend_from_slice(&frame[at..]);
+    f
 }
 
 impl Job {
@@ -257,18 +317,34 @@ impl Job {
         ready: mpsc::Sender<()>,
     ) -> Result<CaptureSummary> {
         crate::netns::enter(&self.netns)?;
-        let sock = PacketSocket::open(&self.dev)?;
-        let linktype = if sock.cooked {
-            LinkType::LinuxSll
+        let dev = self.spec.dev.clone();
+        let cooked = PacketSocket::is_cooked(&dev)?;
+        let (link, framing) = if cooked {
+            (LinkType::LinuxSll, Framing::LinuxSll)
         } else {
-            LinkType::Ethernet
+            (LinkType::Ethernet, Framing::Ethernet)
         };
-        let framing = if sock.cooked {
-            Framing::LinuxSll
-        } else {
-            Framing::Ethernet
+        let Compiled { keep, counts } = self
+            .spec
+            .compile(link)
+            .map_err(|e| anyhow!("{e} (device `{dev}` delivers {link:?} frames)"))?;
+        let kernel = keep.as_ref().and_then(|k| {
+            let all: Vec<&PcapFilter> = std::iter::once(k)
+                .chain(counts.iter().map(|(_, f)| f))
+                .collect();
+            kernel_program(&all, link)
+        });
+        let sock = PacketSocket::open(&dev, kernel.as_deref())?;
+        let mut pcap = PcapngWriter::new(BufWriter::new(file), self.snaplen)?;
+        let mut interfaces = Interfaces {
+            node: self.spec.node.clone(),
+            netns: self.netns.clone(),
+            link,
+            ids: BTreeMap::new(),
         };
-        let mut pcap = PcapWriter::new(BufWriter::new(file), linktype, self.snaplen)?;
+        if dev != "any" {
+            interfaces.id(&mut pcap, 0, &dev)?;
+        }
         // Time zero of the counters' timing: the socket is bound, every packet from now on
         // is seen.
         let t0 = Instant::now();
@@ -277,13 +353,13 @@ impl Job {
 
         let header = if sock.cooked { 16 } else { 0 };
         let mut buf = vec![0u8; header + 65536 + 4096];
-        let mut matched: Vec<&(String, Filter)> = Vec::with_capacity(self.counts.len());
+        let mut matched: Vec<&(String, PcapFilter)> = Vec::with_capacity(counts.len());
         loop {
             let stopping = stop.load(Ordering::SeqCst);
-            let ((len, sll), at) = match sock.recv(&mut buf[header..], stopping) {
+            let (got, at) = match sock.recv(&mut buf[header..], stopping) {
                 Ok(r) => {
-                    let at = sock
-                        .last_stamp()
+                    let at = r
+                        .stamp
                         .and_then(|t| t.duration_since(wall0).ok())
                         .unwrap_or_else(|| t0.elapsed());
                     (r, at)
@@ -305,8 +381,14 @@ impl Job {
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).context("recvfrom on the packet socket"),
+                Err(e) => return Err(e).context("recvmsg on the packet socket"),
             };
+            let Received {
+                len,
+                sll,
+                stamp,
+                vlan,
+            } = got;
             let outgoing = sll.sll_pkttype == libc::PACKET_OUTGOING;
             // The loopback device shows each packet twice (out, then in); libpcap keeps one.
             if outgoing && sll.sll_ifindex == sock.lo_ifindex {
@@ -316,12 +398,13 @@ impl Job {
                 buf[..16].copy_from_slice(&sll_header(&sll));
             }
             let caplen = header + len.min(buf.len() - header);
-            let frame = &buf[..caplen];
-            let orig_len = (header + len) as u32;
-            let info = PacketInfo::parse(framing, frame);
-            let kept = self.keep.as_ref().is_none_or(|f| f.matches(&info));
+            let untagged = &buf[..caplen];
+            let tagged = vlan.map(|tag| with_vlan_tag(untagged, link, tag));
+            let frame = tagged.as_deref().unwrap_or(untagged);
+            let orig_len = (header + len + if vlan.is_some() { 4 } else { 0 }) as u32;
+            let kept = keep.as_ref().is_none_or(|f| f.matches(frame, orig_len));
             matched.clear();
-            matched.extend(self.counts.iter().filter(|(_, f)| f.matches(&info)));
+            matched.extend(counts.iter().filter(|(_, f)| f.matches(frame, orig_len)));
             {
                 let mut tally = lock(&self.tally);
                 tally.seen += 1;
@@ -344,17 +427,20 @@ impl Job {
                 }
             }
             if kept {
-                let ts = SystemTime::now()
+                let ts = stamp
+                    .unwrap_or_else(SystemTime::now)
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
-                pcap.write_packet(ts, frame, orig_len)?;
+                let ifindex = if dev == "any" { sll.sll_ifindex } else { 0 };
+                let iface = interfaces.id(&mut pcap, ifindex, &dev)?;
+                pcap.write_packet(iface, ts, frame, orig_len)?;
                 if self.kept.len() < MAX_KEPT {
                     self.kept.push(CapturedPacket {
                         ts,
                         outgoing,
                         ifindex: sll.sll_ifindex,
                         orig_len,
-                        info,
+                        info: PacketInfo::parse(framing, untagged),
                     });
                 }
             }
@@ -370,6 +456,7 @@ impl Job {
             pcap: self.pcap,
             packets: t.packets,
             seen: t.seen,
+            kernel_filter: kernel.is_some(),
             lost: t.lost,
             counts: t.counts,
             timing: t.timing,
@@ -395,8 +482,8 @@ mod tests {
             dev = "eth1"
             filter = "tcp or icmp"
             [count]
-            rst_to_remote = "tcp and rst and dst 203.0.113.2"
-            redirects = "icmp and icmp-type 5"
+            rst_to_remote = "tcp[tcpflags] & tcp-rst != 0 and dst host 203.0.113.2"
+            redirects = "icmp[icmptype] == icmp-redirect"
             "#,
         );
         assert_eq!(s.count.len(), 2);
@@ -408,18 +495,19 @@ mod tests {
     }
 
     #[test]
-    fn validate_names_field_and_column() {
-        let mut s = spec("name='ext'\nnode='h'\ndev='eth1'\n[count]\nbad='tcp and rts'");
+    fn validate_names_field_and_libpcap_message() {
+        let mut s = spec("name='ext'\nnode='h'\ndev='eth1'\n[count]\nbad='tcp prot 80'");
         let e = s.validate().unwrap_err();
         assert!(
-            e.contains("capture `ext`: field `count.bad`, column 9: unknown primitive `rts`"),
+            e.contains("capture `ext`: field `count.bad` = \"tcp prot 80\": libpcap: ")
+                && e.contains("syntax error"),
             "{e}"
         );
         s.count.clear();
-        s.filter = Some("port".into());
+        s.filter = Some("port 70000".into());
         let e = s.validate().unwrap_err();
         assert!(
-            e.contains("field `filter`, column 5: `port` needs a value, e.g. `port 80`"),
+            e.contains("field `filter` = \"port 70000\": libpcap: illegal port number 70000"),
             "{e}"
         );
         s.filter = None;
@@ -437,6 +525,7 @@ mod tests {
             pcap: "x.pcap".into(),
             packets: 3,
             seen: 5,
+            kernel_filter: true,
             lost: 0,
             counts: BTreeMap::from([("rst_to_remote".into(), 2), ("none".into(), 0)]),
             timing: BTreeMap::from([("rst_to_remote".into(), timing(&[5_000, 25_250]))]),

@@ -1,5 +1,8 @@
-//! The AF_PACKET socket of a capture, opened in the calling thread's namespace.
+//! The AF_PACKET socket of a capture, opened in the calling thread's namespace, with
+//! an optional kernel filter (SO_ATTACH_FILTER) attached before it is bound, so no
+//! packet reaches it unfiltered.
 
+use crate::model::pcap_filter::BpfInsn;
 use anyhow::{bail, Context, Result};
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -18,6 +21,18 @@ pub fn sll_header(sll: &libc::sockaddr_ll) -> [u8; 16] {
     // sll_protocol is already in network byte order.
     h[14..16].copy_from_slice(&sll.sll_protocol.to_ne_bytes());
     h
+}
+
+/// One packet `recv` returned.
+pub struct Received {
+    /// The real packet length (MSG_TRUNC), whatever fitted the buffer.
+    pub len: usize,
+    pub sll: libc::sockaddr_ll,
+    /// The kernel's receive time (SCM_TIMESTAMPNS, CLOCK_REALTIME), when it gave one.
+    pub stamp: Option<std::time::SystemTime>,
+    /// The 802.1Q / 802.1ad tag the kernel took off the packet (TPID, TCI), from
+    /// PACKET_AUXDATA: packet sockets never see tags in the data.
+    pub vlan: Option<[u8; 4]>,
 }
 
 pub struct PacketSocket {
@@ -50,17 +65,29 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io:
 }
 
 impl PacketSocket {
-    /// In the calling thread's namespace.
-    pub fn open(dev: &str) -> Result<PacketSocket> {
+    /// Whether a capture on `dev` (in the calling thread's namespace) is cooked
+    /// (SOCK_DGRAM + SLL header): `any`, and devices without an Ethernet header.
+    pub fn is_cooked(dev: &str) -> Result<bool> {
+        if dev == "any" {
+            return Ok(true);
+        }
+        nix::net::if_::if_nametoindex(dev)
+            .with_context(|| format!("no device `{dev}` in this namespace"))?;
+        let hatype = hardware_type(dev)?;
+        Ok(hatype != libc::ARPHRD_ETHER && hatype != libc::ARPHRD_LOOPBACK)
+    }
+
+    /// In the calling thread's namespace; `filter` is attached before the socket is
+    /// bound (SOCK_RAW programs see the Ethernet header, SOCK_DGRAM ones the packet
+    /// without a link-layer header).
+    pub fn open(dev: &str, filter: Option<&[BpfInsn]>) -> Result<PacketSocket> {
         let lo_ifindex = nix::net::if_::if_nametoindex("lo").map_or(0, |i| i as i32);
         let (ifindex, cooked) = if dev == "any" {
             (0, true)
         } else {
             let idx = nix::net::if_::if_nametoindex(dev)
                 .with_context(|| format!("no device `{dev}` in this namespace"))?;
-            let hatype = hardware_type(dev)?;
-            let ethernet_like = hatype == libc::ARPHRD_ETHER || hatype == libc::ARPHRD_LOOPBACK;
-            (idx as i32, !ethernet_like)
+            (idx as i32, PacketSocket::is_cooked(dev)?)
         };
         let kind = if cooked {
             libc::SOCK_DGRAM
@@ -91,6 +118,16 @@ impl PacketSocket {
             tv_usec: 50_000,
         };
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv).context("SO_RCVTIMEO")?;
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, &1i32).context("PACKET_AUXDATA")?;
+        if let Some(prog) = filter {
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                // The kernel copies the program (sk_attach_filter); it is read, never written.
+                filter: prog.as_ptr().cast_mut().cast(),
+            };
+            setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+                .context("SO_ATTACH_FILTER (the capture's kernel filter)")?;
+        }
         // SAFETY: sockaddr_ll is plain old data.
         let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -111,8 +148,8 @@ impl PacketSocket {
             lo_ifindex,
         };
         s.drops(); // PACKET_STATISTICS resets on read
-                   // Receive timestamps on: the kernel stamps each skb as it is queued to the
-                   // socket (sock_enable_timestamp), read back per packet with SIOCGSTAMPNS.
+                   // Receive timestamps on: the kernel stamps each skb as it is queued to the socket
+                   // (sock_enable_timestamp) and hands the stamp over with it (SCM_TIMESTAMPNS).
         setsockopt(
             s.fd.as_raw_fd(),
             libc::SOL_SOCKET,
@@ -122,45 +159,61 @@ impl PacketSocket {
         Ok(s)
     }
 
-    /// The kernel's receive time (CLOCK_REALTIME) of the packet `recv` returned last
-    /// (`SIOCGSTAMPNS`, sock_gettstamp); None when the kernel gives none.
-    pub fn last_stamp(&self) -> Option<std::time::SystemTime> {
-        const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
-        // SAFETY: timespec is plain old data the ioctl fills.
-        let mut ts: libc::timespec = unsafe { zeroed() };
-        // SAFETY: SIOCGSTAMPNS writes one timespec to the pointer passed.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGSTAMPNS, &mut ts) };
-        if r != 0 || ts.tv_sec <= 0 {
-            return None;
-        }
-        Some(std::time::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-    }
-
-    /// Returns the real packet length (MSG_TRUNC) and the packet's address.
-    pub fn recv(
-        &self,
-        buf: &mut [u8],
-        nonblocking: bool,
-    ) -> io::Result<(usize, libc::sockaddr_ll)> {
-        // SAFETY: sockaddr_ll is plain old data.
+    /// The next packet into `buf`.
+    pub fn recv(&self, buf: &mut [u8], nonblocking: bool) -> io::Result<Received> {
+        // SAFETY: sockaddr_ll and msghdr are plain old data.
         let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        let mut alen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        let flags = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
-        // SAFETY: buf and sll are valid for writes of the lengths passed.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                flags,
-                (&mut sll as *mut libc::sockaddr_ll).cast(),
-                &mut alen,
-            )
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
+        // Room for tpacket_auxdata and a timespec with their cmsg headers.
+        let mut control = [0u64; 16];
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of::<[u64; 16]>();
+        let flags = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        // SAFETY: every pointer in msg is valid for writes of the length next to it.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, flags) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok((n as usize, sll))
+        let mut got = Received {
+            len: n as usize,
+            sll,
+            stamp: None,
+            vlan: None,
+        };
+        // SAFETY: the CMSG_* walk stays inside msg_control as the kernel filled it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                let data = libc::CMSG_DATA(c);
+                match ((*c).cmsg_level, (*c).cmsg_type) {
+                    (libc::SOL_PACKET, libc::PACKET_AUXDATA) => {
+                        let aux: libc::tpacket_auxdata = std::ptr::read_unaligned(data.cast());
+                        got.vlan = vlan_tag(&aux);
+                    }
+                    (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                        let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
+                        if ts.tv_sec > 0 {
+                            got.stamp = Some(
+                                std::time::UNIX_EPOCH
+                                    + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        Ok(got)
     }
 
     /// Packets dropped by the kernel since the last call.
@@ -186,6 +239,22 @@ impl PacketSocket {
             u64::from(st.tp_drops)
         }
     }
+}
+
+/// The tag as it sits in a frame (TPID, TCI), when the kernel reports one: a nonzero
+/// TCI, or TP_STATUS_VLAN_VALID for VLAN 0 (libpcap's VLAN_VALID in pcap-linux.c).
+fn vlan_tag(aux: &libc::tpacket_auxdata) -> Option<[u8; 4]> {
+    if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 && aux.tp_vlan_tci == 0 {
+        return None;
+    }
+    let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+        aux.tp_vlan_tpid
+    } else {
+        0x8100
+    };
+    let [t0, t1] = tpid.to_be_bytes();
+    let [c0, c1] = aux.tp_vlan_tci.to_be_bytes();
+    Some([t0, t1, c0, c1])
 }
 
 /// ARPHRD_* of a device, via SIOCGIFHWADDR in the current namespace.

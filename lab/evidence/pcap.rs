@@ -1,114 +1,202 @@
-//! Classic libpcap file format (magic 0xa1b2c3d4, version 2.4, microsecond timestamps).
+//! pcapng output (the `pcap-file` crate): one Interface Description Block per
+//! node:device a capture sees, named `node:dev` with the namespace in its description,
+//! so Wireshark and `tcpdump -r` show where each packet was seen.
 
-use std::io::{self, Read, Write};
+use crate::model::pcap_filter::LinkType;
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::DataLink;
+use std::borrow::Cow;
+use std::io::{self, Write};
 use std::time::Duration;
 
-pub const MAGIC: u32 = 0xa1b2_c3d4;
+/// if_tsresol = 9: the crate writes Enhanced Packet Block times in nanoseconds.
+const NANOSECONDS: u8 = 9;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum LinkType {
-    Ethernet = 1,
-    LinuxSll = 113,
-}
-
-pub struct PcapWriter<W: Write> {
-    out: W,
+pub struct PcapngWriter<W: Write> {
+    out: PcapNgWriter<W>,
     snaplen: u32,
+    interfaces: u32,
 }
 
-impl<W: Write> PcapWriter<W> {
-    /// Writes the global header.
-    pub fn new(mut out: W, linktype: LinkType, snaplen: u32) -> io::Result<Self> {
-        let mut h = Vec::with_capacity(24);
-        h.extend_from_slice(&MAGIC.to_le_bytes());
-        h.extend_from_slice(&2u16.to_le_bytes());
-        h.extend_from_slice(&4u16.to_le_bytes());
-        h.extend_from_slice(&0i32.to_le_bytes()); // thiszone
-        h.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-        h.extend_from_slice(&snaplen.to_le_bytes());
-        h.extend_from_slice(&(linktype as u32).to_le_bytes());
-        out.write_all(&h)?;
-        Ok(PcapWriter { out, snaplen })
+fn io_err(e: pcap_file::PcapError) -> io::Error {
+    match e {
+        pcap_file::PcapError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl<W: Write> PcapngWriter<W> {
+    /// Writes the Section Header Block.
+    pub fn new(out: W, snaplen: u32) -> io::Result<Self> {
+        Ok(PcapngWriter {
+            out: PcapNgWriter::new(out).map_err(io_err)?,
+            snaplen,
+            interfaces: 0,
+        })
+    }
+
+    /// Writes an Interface Description Block; returns the interface id packets name.
+    pub fn add_interface(
+        &mut self,
+        name: &str,
+        description: &str,
+        link: LinkType,
+    ) -> io::Result<u32> {
+        let idb = InterfaceDescriptionBlock {
+            linktype: DataLink::from(u32::from(link.number())),
+            snaplen: self.snaplen,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Owned(name.to_string())),
+                InterfaceDescriptionOption::IfDescription(Cow::Owned(description.to_string())),
+                InterfaceDescriptionOption::IfTsResol(NANOSECONDS),
+            ],
+        };
+        self.out.write_pcapng_block(idb).map_err(io_err)?;
+        self.interfaces += 1;
+        Ok(self.interfaces - 1)
     }
 
     /// `ts` is the time since the Unix epoch; `data` is cut to the snaplen;
     /// `orig_len` is the length on the wire.
-    pub fn write_packet(&mut self, ts: Duration, data: &[u8], orig_len: u32) -> io::Result<()> {
+    pub fn write_packet(
+        &mut self,
+        interface: u32,
+        ts: Duration,
+        data: &[u8],
+        orig_len: u32,
+    ) -> io::Result<()> {
         let data = &data[..data.len().min(self.snaplen as usize)];
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&(ts.as_secs() as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&ts.subsec_micros().to_le_bytes());
-        h[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        h[12..16].copy_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
-        self.out.write_all(&h)?;
-        self.out.write_all(data)
+        let epb = EnhancedPacketBlock {
+            interface_id: interface,
+            timestamp: ts,
+            original_len: orig_len.max(data.len() as u32),
+            data: Cow::Borrowed(data),
+            options: vec![],
+        };
+        self.out.write_pcapng_block(epb).map_err(io_err)?;
+        Ok(())
     }
 
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.flush()?;
-        Ok(self.out)
+    pub fn finish(self) -> io::Result<W> {
+        let mut out = self.out.into_inner();
+        out.flush()?;
+        Ok(out)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PcapRecord {
-    pub ts: Duration,
-    pub orig_len: u32,
-    pub data: Vec<u8>,
-}
-
-/// Reads a little-endian classic pcap file: (linktype, snaplen, records).
-pub fn read_pcap(mut r: impl Read) -> io::Result<(u32, u32, Vec<PcapRecord>)> {
-    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
-    let mut h = [0u8; 24];
-    r.read_exact(&mut h)?;
-    let le32 = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    if le32(&h, 0) != MAGIC {
-        return Err(bad("not a little-endian microsecond pcap file"));
-    }
-    let (snaplen, linktype) = (le32(&h, 16), le32(&h, 20));
-    let mut records = Vec::new();
-    loop {
-        let mut rh = [0u8; 16];
-        match r.read_exact(&mut rh) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(e),
-        }
-        let caplen = le32(&rh, 8) as usize;
-        if caplen > snaplen as usize {
-            return Err(bad("record longer than snaplen"));
-        }
-        let mut data = vec![0; caplen];
-        r.read_exact(&mut data)?;
-        records.push(PcapRecord {
-            ts: Duration::new(u64::from(le32(&rh, 0)), le32(&rh, 4) * 1000),
-            orig_len: le32(&rh, 12),
-            data,
-        });
-    }
-    Ok((linktype, snaplen, records))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+
+    fn frame(src_last: u8) -> Vec<u8> {
+        // Ethernet + IPv4 + UDP 10.0.0.<src_last>:1000 -> 10.0.0.9:2000, 4 bytes payload.
+        let mut f = vec![2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, src_last, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, src_last, 10, 0, 0, 9,
+        ]);
+        f.extend_from_slice(&[0x03, 0xe8, 0x07, 0xd0, 0, 12, 0, 0, b'f', b'l', b'a', b'b']);
+        f
+    }
+
+    fn write_two_interfaces() -> Vec<u8> {
+        let mut w = PcapngWriter::new(Vec::new(), 64).unwrap();
+        let a = w
+            .add_interface("host:eth0", "netns fl-1234-host", LinkType::Ethernet)
+            .unwrap();
+        let b = w
+            .add_interface("router:eth1", "netns fl-1234-router", LinkType::Ethernet)
+            .unwrap();
+        let t = Duration::new(1_700_000_000, 123_456_789);
+        w.write_packet(a, t, &frame(1), 46).unwrap();
+        w.write_packet(b, t + Duration::from_millis(1), &frame(2), 46)
+            .unwrap();
+        w.write_packet(a, t + Duration::from_millis(2), &[7; 100], 1500)
+            .unwrap();
+        w.finish().unwrap()
+    }
 
     #[test]
-    fn round_trip_and_snaplen() {
-        let mut w = PcapWriter::new(Vec::new(), LinkType::LinuxSll, 8).unwrap();
-        w.write_packet(Duration::new(1_700_000_000, 123_456_000), &[1, 2, 3], 3)
+    fn interfaces_are_named_and_packets_read_back() {
+        let bytes = write_two_interfaces();
+        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut packets = Vec::new();
+        while let Some(block) = r.next_block() {
+            if let Block::EnhancedPacket(p) = block.unwrap() {
+                packets.push((p.interface_id, p.timestamp, p.original_len, p.data.len()));
+            }
+        }
+        let names: Vec<(String, String)> = r
+            .interfaces()
+            .iter()
+            .map(|i| {
+                let opt = |want: u8| {
+                    i.options.iter().find_map(|o| match (want, o) {
+                        (2, InterfaceDescriptionOption::IfName(n)) => Some(n.to_string()),
+                        (3, InterfaceDescriptionOption::IfDescription(d)) => Some(d.to_string()),
+                        _ => None,
+                    })
+                };
+                (opt(2).unwrap(), opt(3).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("host:eth0".to_string(), "netns fl-1234-host".to_string()),
+                (
+                    "router:eth1".to_string(),
+                    "netns fl-1234-router".to_string()
+                )
+            ]
+        );
+        assert_eq!(packets.len(), 3);
+        assert_eq!(
+            packets[0],
+            (0, Duration::new(1_700_000_000, 123_456_789), 46, 46)
+        );
+        assert_eq!(packets[1].0, 1);
+        // Cut to the snaplen, the wire length kept.
+        assert_eq!((packets[2].2, packets[2].3), (1500, 64));
+    }
+
+    /// tcpdump (libpcap) reads the file too, times in the nanoseconds we wrote, and names
+    /// the interface of each packet.
+    #[test]
+    fn tcpdump_reads_it() {
+        if std::process::Command::new("tcpdump")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("tcpdump not installed (scripts/install-deps.sh installs it): not run");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("faultlab-pcapng-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("two.pcapng");
+        std::fs::write(&path, write_two_interfaces()).unwrap();
+        let out = std::process::Command::new("tcpdump")
+            .args(["-nn", "-tt", "-r"])
+            .arg(&path)
+            .output()
             .unwrap();
-        w.write_packet(Duration::new(1_700_000_001, 0), &[9; 20], 1500)
-            .unwrap();
-        let bytes = w.finish().unwrap();
-        assert_eq!(&bytes[0..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
-        assert_eq!(bytes.len(), 24 + 16 + 3 + 16 + 8);
-        let (lt, snap, recs) = read_pcap(&bytes[..]).unwrap();
-        assert_eq!((lt, snap), (113, 8));
-        assert_eq!(recs[0].ts, Duration::new(1_700_000_000, 123_456_000));
-        assert_eq!(recs[0].data, vec![1, 2, 3]);
-        assert_eq!((recs[1].data.len(), recs[1].orig_len), (8, 1500));
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.contains("1700000000.123456 "), "{text}");
+        assert!(
+            text.contains("10.0.0.2.1000 > 10.0.0.9.2000: UDP, length 4"),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! One `[[captures]]` entry of a scenario: where to capture and the named counters.
 
-use super::capture_filter::Filter;
+use super::pcap_filter::{LinkType, PcapFilter};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -20,11 +20,13 @@ pub struct CaptureSpec {
     pub node: String,
     /// Device name inside the node, or `any`.
     pub dev: String,
-    /// What is written to the pcap file; every packet when absent.
+    /// What is written to the pcapng file, in tcpdump's filter language (libpcap);
+    /// every packet when absent. The kernel drops what neither `filter` nor a count
+    /// matches before it reaches the capture (SO_ATTACH_FILTER).
     #[serde(default)]
     pub filter: Option<String>,
-    /// Named counters, each a filter evaluated on every packet seen on the device
-    /// (whether or not `filter` keeps it). Each gives `capture.<name>.<count>` and the
+    /// Named counters, each a tcpdump filter evaluated on every packet the capture
+    /// sees (whether or not `filter` keeps it). Each gives `capture.<name>.<count>` and the
     /// times of its matches since the capture started, in ms: `.first_ms`, `.last_ms`,
     /// `.gap_min_ms`, `.gap_max_ms`, `.gap1_ms` ... `.gap32_ms` (only those measured).
     #[serde(default)]
@@ -34,11 +36,14 @@ pub struct CaptureSpec {
 }
 
 impl CaptureSpec {
+    /// Checks the fields and compiles the filters for the link type `dev` is known to
+    /// have before it exists ([`LinkType::of_dev`]).
     pub fn validate(&self) -> Result<(), String> {
-        self.compile().map(|_| ())
+        self.compile(LinkType::of_dev(&self.dev)).map(|_| ())
     }
 
-    pub fn compile(&self) -> Result<Compiled, String> {
+    /// Compiles the filters for frames of `link`, the link type actually captured.
+    pub fn compile(&self, link: LinkType) -> Result<Compiled, String> {
         let ctx = format!("capture `{}`", self.name);
         let ident = |s: &str| {
             !s.is_empty()
@@ -68,10 +73,16 @@ impl CaptureSpec {
                 "{ctx}: field `snaplen` must be > 0 (or omitted: {DEFAULT_SNAPLEN})"
             ));
         }
+        let compile = |field: &str, text: &str| {
+            PcapFilter::compile(text, link).map_err(|e| {
+                format!(
+                    "{ctx}: field `{field}` = {text:?}: libpcap: {e} (write it as tcpdump \
+                     takes it, see pcap-filter(7); try `tcpdump -d '{text}'`)"
+                )
+            })
+        };
         let keep = match &self.filter {
-            Some(f) => Some(
-                Filter::parse(f).map_err(|e| format!("{ctx}: field `filter`, {e} (in {f:?})"))?,
-            ),
+            Some(f) => Some(compile("filter", f)?),
             None => None,
         };
         let mut counts = Vec::new();
@@ -82,9 +93,7 @@ impl CaptureSpec {
                      of {RESERVED:?} (observations already use those names); rename it"
                 ));
             }
-            let filter = Filter::parse(f)
-                .map_err(|e| format!("{ctx}: field `count.{name}`, {e} (in {f:?})"))?;
-            counts.push((name.clone(), filter));
+            counts.push((name.clone(), compile(&format!("count.{name}"), f)?));
         }
         Ok(Compiled { keep, counts })
     }
@@ -92,6 +101,6 @@ impl CaptureSpec {
 
 /// A capture spec with its filters parsed.
 pub struct Compiled {
-    pub keep: Option<Filter>,
-    pub counts: Vec<(String, Filter)>,
+    pub keep: Option<PcapFilter>,
+    pub counts: Vec<(String, PcapFilter)>,
 }

@@ -5,7 +5,6 @@
 //! else of the crate, so data flows one way.
 
 pub mod capture;
-pub mod capture_filter;
 pub mod cell;
 pub mod ct_filter;
 pub mod expr;
@@ -13,6 +12,7 @@ pub mod kernel;
 pub mod kmsg;
 pub mod lab;
 pub mod packet_info;
+pub mod pcap_filter;
 pub mod steps;
 pub mod sysctl_key;
 

@@ -149,7 +149,7 @@ pub fn start(
         collectors.push(Box::new(w));
     }
     for spec in &cell.captures {
-        let path = artifacts.join(format!("{}-{}.pcap", cell.name, spec.name));
+        let path = artifacts.join(format!("{}-{}.pcapng", cell.name, spec.name));
         let capture = Capture::start(&netns[&spec.node], spec, &path)
             .with_context(|| format!("starting capture `{}`", spec.name))?;
         collectors.push(Box::new(CaptureCollector {

@@ -156,3 +156,29 @@ fn kmsg_counters_are_checked() {
     let e = err(&ok.replace("node = \"a\"", "node = \"zz\""));
     assert!(e.message.contains("undefined node `zz`"), "{e}");
 }
+
+#[test]
+fn capture_filters_are_compiled_by_libpcap_at_load_time() {
+    let ok = format!(
+        "{MINI}[[captures]]\nname = \"c\"\nnode = \"b\"\ndev = \"eth0\"\n\
+         filter = \"tcp port 80 or icmp\"\n\
+         count = {{ rst = \"tcp[tcpflags] & tcp-rst != 0\", tagged = \"vlan\", big = \"len > 1000\", \
+         range = \"portrange 1000-2000\", net = \"src net 10.0.0.0/8\" }}\n"
+    );
+    parse("t.toml", &ok).unwrap();
+    let e = err(&ok.replace("tcp port 80 or icmp", "tcp prot 80"));
+    let text = e.to_string();
+    assert_eq!(
+        (e.file.as_str(), e.field.as_str()),
+        ("t.toml", "captures[0]")
+    );
+    assert!(text.starts_with("t.toml:"), "{text}");
+    assert!(
+        e.message
+            .contains("field `filter` = \"tcp prot 80\": libpcap: ")
+            && e.message.contains("syntax error"),
+        "{text}"
+    );
+    let e = err(&ok.replace("len > 1000", "tcp[tcpflags] & tcp-rts != 0"));
+    assert!(e.message.contains("field `count.big`"), "{e}");
+}
