@@ -11,6 +11,8 @@ have ip || need+=(iproute2)
 have tcpdump || need+=(tcpdump)
 have cc || need+=(gcc libc6-dev)
 have pkg-config || need+=(pkg-config)
+# libpcap compiles and matches capture filters (tcpdump's language).
+[ -e /usr/include/pcap.h ] || need+=(libpcap-dev)
 # faultlab vm (kernel matrix): QEMU, a static busybox for the guest initramfs, depmod,
 # module decompressors, and the headers `cargo install virtiofsd` builds against.
 { have qemu-system-x86_64 && have busybox && have depmod && have xz && have zstd; } ||
