@@ -289,8 +289,11 @@ fn kernel_filter_drops_unmatched_packets_before_userspace() {
         "name='f'\nnode='kb'\ndev='{dev_b}'\nfilter='udp dst port 9'\n[count]\nto9='udp dst port 9'"
     ));
     let control = spec(&format!("name='all'\nnode='kb'\ndev='{dev_b}'"));
+    // Cooked (SOCK_DGRAM): the program compiled for Linux SLL, moved onto the packet.
+    let cooked = spec("name='any'\nnode='kb'\ndev='any'\nfilter='udp dst port 9'");
     let cap_f = Capture::start(&lab.ns("kb"), &filtered, &tmp.0.join("f.pcapng")).unwrap();
     let cap_all = Capture::start(&lab.ns("kb"), &control, &tmp.0.join("all.pcapng")).unwrap();
+    let cap_any = Capture::start(&lab.ns("kb"), &cooked, &tmp.0.join("any.pcapng")).unwrap();
     const WANTED: usize = 40;
     const OTHERS: usize = 160;
     let to = |port| SocketAddrV4::new(Ipv4Addr::new(10, 9, 1, 2), port);
@@ -314,6 +317,25 @@ fn kernel_filter_drops_unmatched_packets_before_userspace() {
         "userspace received only what the kernel filter accepted"
     );
     assert_eq!(f.lost, 0);
+    let any = cap_any.stop().unwrap();
+    assert!(any.kernel_filter);
+    assert_eq!((any.seen, any.packets), (WANTED as u64, WANTED as u64));
+    // `any`: one interface block per device packets arrived on, named by the device.
+    let mut r =
+        pcap_file::pcapng::PcapNgReader::new(std::fs::File::open(&any.pcap).unwrap()).unwrap();
+    while let Some(b) = r.next_block() {
+        b.unwrap();
+    }
+    let names: Vec<String> = r
+        .interfaces()
+        .iter()
+        .map(|i| format!("{:?}", i.options))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        names[0].contains(&format!("IfName(\"kb:{dev_b}\")")),
+        "{names:?}"
+    );
 }
 
 /// Ethernet broadcast + optional 802.1Q tag + IPv4/UDP 10.9.2.1:1000 -> 10.9.2.2:`port`.
