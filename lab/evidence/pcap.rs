@@ -164,8 +164,7 @@ mod tests {
         assert_eq!((packets[2].2, packets[2].3), (1500, 64));
     }
 
-    /// tcpdump (libpcap) reads the file too, times in the nanoseconds we wrote, and names
-    /// the interface of each packet.
+    /// tcpdump (libpcap) reads the file too, with the nanosecond times we wrote (if_tsresol).
     #[test]
     fn tcpdump_reads_it() {
         if std::process::Command::new("tcpdump")
