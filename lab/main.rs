@@ -96,6 +96,8 @@ enum Command {
         /// A kernel .config (plain or gzip-compressed).
         file: Option<PathBuf>,
     },
+    /// Print the JSON Schema of scenario files (for taplo / Even Better TOML; README "Editors").
+    Schema,
     /// Helper servers run inside lab nodes (used by scenario processes).
     #[command(hide = true)]
     Serve {
@@ -137,6 +139,10 @@ fn main() -> ExitCode {
         Command::Diff { paths, all } => diff(&paths, all),
         Command::KernelConfig { file } => {
             ExitCode::from(faultlab::kconfig::main(file.as_deref()) as u8)
+        }
+        Command::Schema => {
+            print!("{}", scenario::json_schema::scenario_schema_text());
+            ExitCode::SUCCESS
         }
         Command::Serve { args } => match faultlab::traffic::serve_main(&args) {
             Ok(()) => ExitCode::SUCCESS,
