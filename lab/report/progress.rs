@@ -100,9 +100,8 @@ impl Bar {
         target: impl Fn() -> ProgressDrawTarget + Send + Sync + 'static,
         unit: &str,
     ) -> Self {
-        let counting =
-            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} UNIT · ETA {eta} · {wide_msg}"
-                .replace("UNIT", unit);
+        let counting = "{spinner} {pos}/{len} UNIT [{bar:20}] {elapsed} · ETA {eta} · {wide_msg}"
+            .replace("UNIT", unit);
         Bar {
             target: Box::new(target),
             bar: Mutex::new(None),
@@ -274,7 +273,7 @@ mod tests {
         );
         bar.event(&Event::Finished);
         let screen = term.contents();
-        assert!(!screen.contains("cells ·"), "{screen}");
+        assert!(!screen.contains("cells ["), "{screen}");
         assert!(screen.contains("[2/3] bridge::off SKIP"), "{screen}");
         // The next kernel of a `vm` run gets a bar of its own.
         bar.event(&Event::Planned { cells: 1 });

@@ -1,0 +1,42 @@
+//! As root: `faultlab run` of two real cells under a pseudo-terminal (util-linux
+//! `script`) shows the bar between them, then both cells' lines.
+#![cfg(feature = "lab")]
+
+use std::process::Command;
+
+#[test]
+fn the_bar_shows_while_real_cells_run() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skip: not root");
+        return;
+    }
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/progress-two-cells.toml"
+    );
+    let cmd = format!(
+        "stty cols 160 rows 40; {} run {fixture} --no-results",
+        env!("CARGO_BIN_EXE_faultlab")
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env_remove(faultlab::runner::progress::MARKER_ENV)
+        .env("TERM", "xterm")
+        .output()
+        .expect("util-linux `script` runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    // While the second cell runs: one of two done, and its name as the current cell.
+    let between = screen.split('\r').find(|frame| {
+        frame.contains("1/2 cells [") && frame.contains("progress-two-cells::second")
+    });
+    assert!(between.is_some(), "{screen:?}");
+    assert!(
+        screen.contains("[1/2] progress-two-cells::first PASS"),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("[2/2] progress-two-cells::second PASS"),
+        "{screen:?}"
+    );
+}
