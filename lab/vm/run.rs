@@ -131,10 +131,15 @@ fn run_one(opts: &VmOptions, spec: &KernelSpec, progress: &dyn Progress) -> Resu
         )
     })?;
     progress.event(&Event::Phase {
-        what: format!(
-            "vm: fetching {} (downloaded once, then cached)",
-            spec.label()
-        ),
+        what: match spec {
+            KernelSpec::Debian { .. } => {
+                format!(
+                    "vm: fetching {} (downloaded once, then cached)",
+                    spec.label()
+                )
+            }
+            KernelSpec::File(_) => format!("vm: reading {}", spec.label()),
+        },
     });
     let kernel = kernel::obtain(spec, opts.modules.as_deref(), &opts.cache, opts.refresh)?;
     let index = kernel.index()?;
