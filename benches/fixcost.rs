@@ -250,16 +250,20 @@ fn pps_interleaved(group: &str, variants: &[(&str, LabPlan)], flows: &[libc::soc
             }
         })
         .collect();
+    let steps = common::Steps::new(ROUNDS, "rounds");
     for r in 0..ROUNDS {
-        for k in 0..live.len() {
-            let i = (r + k) % live.len();
-            let v = &mut live[i];
-            let t = Instant::now();
-            let n = send_to_all(&v.fd, &dsts);
-            v.pps.push(n as f64 / t.elapsed().as_secs_f64());
-            v.sent += n as u64;
-        }
+        steps.step(&format!("{group} round {}", r + 1), || {
+            for k in 0..live.len() {
+                let i = (r + k) % live.len();
+                let v = &mut live[i];
+                let t = Instant::now();
+                let n = send_to_all(&v.fd, &dsts);
+                v.pps.push(n as f64 / t.elapsed().as_secs_f64());
+                v.sent += n as u64;
+            }
+        });
     }
+    drop(steps);
     let mut out = serde_json::Map::new();
     for ((name, _), v) in variants.iter().zip(live) {
         let delivered = rx_packets(&v.sink, "eth0") - v.rx0;
@@ -479,14 +483,20 @@ fn conntrack_sweep() -> Result<()> {
     let before_buckets = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_buckets")?;
     let mut points: Vec<Vec<SweepPoint>> = vec![Vec::new(); RATIOS.len()];
     let order: Vec<usize> = (0..RATIOS.len()).chain((0..RATIOS.len()).rev()).collect();
+    let steps = common::Steps::new(order.len(), "sweeps");
     for i in order {
-        let p = sweep_once(RATIOS[i]).with_context(|| format!("ratio {}", RATIOS[i]))?;
-        eprintln!(
+        let p = steps
+            .step(&format!("conntrack ratio {}", RATIOS[i]), || {
+                sweep_once(RATIOS[i])
+            })
+            .with_context(|| format!("ratio {}", RATIOS[i]))?;
+        steps.note(&format!(
             "conntrack ratio {:>2} (buckets {:>6}, entries {}, chain {:.1}, refused {}/{}): hit {:>8.0} pps, new {:>8.0}/s (delivered {:.3})",
             p.ratio, p.buckets, p.entries_after_fill, p.avg_chain, p.refused_fill, p.refused_new, p.hit_pps, p.new_per_s, p.new_delivered_fraction
-        );
+        ));
         points[i].push(p);
     }
+    drop(steps);
     let after_max = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")?;
     let after_buckets = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_buckets")?;
     anyhow::ensure!(

@@ -238,7 +238,10 @@ fn bench() -> Result<()> {
     let (mut f_ct, mut c_ct) = (Ct::default(), Ct::default());
     let (mut f_sent, mut f_err, mut f_iter, mut c_sent, mut c_err) = (0.0, 0.0, 0.0, 0, 0);
     let mut per_round = Vec::new();
+    let steps = common::Steps::new(rounds, "rounds");
     for r in 0..rounds {
+        let id = format!("round {}", r + 1);
+        let round_started = steps.started(&id);
         let mut row = serde_json::Map::new();
         for k in 0..2 {
             // Fresh destination ports every round and sender: every flow is new.
@@ -272,13 +275,15 @@ fn bench() -> Result<()> {
                 row.insert("c_pps".into(), c.pps.into());
             }
         }
-        eprintln!(
+        steps.finished(&id, round_started);
+        steps.note(&format!(
             "round {r}: faultlab {:.0} kpps, C {:.0} kpps",
             f_pps[r] / 1e3,
             c_pps[r] / 1e3
-        );
+        ));
         per_round.push(serde_json::Value::Object(row));
     }
+    drop(steps);
     let errs = lab.teardown();
     anyhow::ensure!(errs.is_empty(), "teardown: {errs:?}");
     let _ = std::fs::remove_dir_all(&artifacts);

@@ -2,6 +2,7 @@
 //! with the kernel's own counters.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use faultlab::runner::progress::{self, Event, Progress};
 use faultlab::runner::{self, RunOptions};
 use faultlab::verdict::{exit_code, ScenarioResult};
 use faultlab::{report, scenario};
@@ -96,6 +97,8 @@ enum Command {
         /// A kernel .config (plain or gzip-compressed).
         file: Option<PathBuf>,
     },
+    /// Print the JSON Schema of scenario files (for taplo / Even Better TOML; README "Editors").
+    Schema,
     /// Helper servers run inside lab nodes (used by scenario processes).
     #[command(hide = true)]
     Serve {
@@ -137,6 +140,10 @@ fn main() -> ExitCode {
         Command::Diff { paths, all } => diff(&paths, all),
         Command::KernelConfig { file } => {
             ExitCode::from(faultlab::kconfig::main(file.as_deref()) as u8)
+        }
+        Command::Schema => {
+            print!("{}", scenario::json_schema::scenario_schema_text());
+            ExitCode::SUCCESS
         }
         Command::Serve { args } => match faultlab::traffic::serve_main(&args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -309,11 +316,15 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
             (None, None) => unreachable!("scratch is set without results"),
         },
         slow,
-        progress: true,
     };
+    let progress = progress_reporter("cells");
+    let planned = scenarios.iter().map(|s| runner::selected(s, &opts).len());
+    progress.event(&Event::Planned {
+        cells: planned.sum(),
+    });
     let mut all = Vec::new();
     for s in &scenarios {
-        let mut r = runner::run_scenario(s, &opts, &run_id);
+        let mut r = runner::run_scenario_reporting(s, &opts, &run_id, &*progress);
         if !all_observations {
             runner::results::keep_what_matters(&mut r);
         }
@@ -334,6 +345,8 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
             break;
         }
     }
+    progress.event(&Event::Finished);
+    drop(progress);
     if let Some(root) = &results {
         if opts.cell.is_none() {
             match runner::results::write_summary(root, &kernel) {
@@ -359,6 +372,17 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
         .flat_map(|r| r.cells.iter().map(|c| c.outcome))
         .collect();
     ExitCode::from(exit_code(&outcomes) as u8)
+}
+
+/// Inside a `faultlab vm` guest, progress goes to the host as console markers;
+/// elsewhere a bar on a terminal, plain lines otherwise.
+fn progress_reporter(unit: &str) -> Box<dyn Progress> {
+    match std::env::var(progress::MARKER_ENV) {
+        Ok(prefix) if !prefix.is_empty() => {
+            Box::new(progress::Markers::new(&prefix, std::io::stderr()))
+        }
+        _ => report::progress::for_stderr(unit),
+    }
 }
 
 fn print_results(all: &[ScenarioResult], format: Format) {
@@ -553,7 +577,7 @@ fn vm(a: VmArgs) -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(EXIT_USAGE);
     }
-    ExitCode::from(faultlab::vm::run(&opts) as u8)
+    ExitCode::from(faultlab::vm::run(&opts, &*progress_reporter("cells")) as u8)
 }
 
 fn diff(paths: &[PathBuf], all: Option<PathBuf>) -> ExitCode {

@@ -17,7 +17,6 @@ fn run(text: &str) {
         repeat: 1,
         artifacts: std::env::temp_dir().join("faultlab-template-tests"),
         slow: 1.0,
-        progress: false,
     };
     let run_id = faultlab::build::new_run_id();
     let result = runner::run_scenario(&scn, &opts, &run_id);

@@ -46,7 +46,6 @@ fn run_file(file: &str, text: &str) -> Vec<CellResult> {
         repeat: 1,
         artifacts: std::env::temp_dir().join("faultlab-timeline-test"),
         slow: 1.0,
-        progress: false,
     };
     let result = runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
     for c in &result.cells {

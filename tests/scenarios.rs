@@ -114,7 +114,6 @@ mod lab {
             repeat: 1,
             artifacts: tmp,
             slow: 1.0,
-            progress: false,
         };
         let run_id = faultlab::build::new_run_id();
         let result = runner::run_scenario(scn, &opts, &run_id);

@@ -131,3 +131,54 @@ pub fn record(file: &str, key: &str, value: serde_json::Value) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Progress of a long bench loop on stderr, drawn by faultlab's own reporter (a bar
+/// on a terminal, one line per finished step otherwise). Ends when dropped.
+pub struct Steps {
+    progress: Box<dyn faultlab::runner::progress::Progress>,
+}
+
+impl Steps {
+    /// `total` steps of `unit` (`rounds`, `sweeps`).
+    pub fn new(total: usize, unit: &str) -> Steps {
+        let progress = faultlab::report::progress::for_stderr(unit);
+        progress.event(&faultlab::runner::progress::Event::Planned { cells: total });
+        Steps { progress }
+    }
+
+    /// Run one step, reported as `id` (started, then finished with its time).
+    pub fn step<T>(&self, id: &str, f: impl FnOnce() -> T) -> T {
+        let t = self.started(id);
+        let out = f();
+        self.finished(id, t);
+        out
+    }
+
+    pub fn started(&self, id: &str) -> std::time::Instant {
+        let e = faultlab::runner::progress::Event::CellStarted { id: id.into() };
+        self.progress.event(&e);
+        std::time::Instant::now()
+    }
+
+    pub fn finished(&self, id: &str, since: std::time::Instant) {
+        self.progress
+            .event(&faultlab::runner::progress::Event::CellFinished {
+                id: id.into(),
+                outcome: None,
+                ms: since.elapsed().as_millis() as u64,
+                reason: None,
+            });
+    }
+
+    /// A line of results, printed above the bar.
+    pub fn note(&self, line: &str) {
+        self.progress.suspend(&mut || eprintln!("{line}"));
+    }
+}
+
+impl Drop for Steps {
+    fn drop(&mut self) {
+        self.progress
+            .event(&faultlab::runner::progress::Event::Finished);
+    }
+}

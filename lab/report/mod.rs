@@ -1,4 +1,5 @@
-//! Output formats of a run: terminal table, JSON, markdown summary, KTAP and JUnit.
+//! Output formats of a run: terminal table, JSON, markdown summary, KTAP and JUnit,
+//! and its progress while it runs.
 
 mod evidence;
 #[cfg(test)]
@@ -7,6 +8,7 @@ mod json;
 mod junit;
 mod ktap;
 mod markdown;
+pub mod progress;
 mod table;
 
 pub use evidence::{evidence, Totals};

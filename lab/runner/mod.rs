@@ -6,11 +6,14 @@ mod configure;
 pub mod kernel;
 pub mod live;
 pub mod prereq;
+pub mod progress;
 pub mod results;
 pub mod timeline;
 
+use crate::model::CellPlan;
 use crate::scenario::Scenario;
 use crate::verdict::{CellResult, Outcome, ScenarioResult};
+use progress::{Event, Progress};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,24 +26,38 @@ pub struct RunOptions {
     pub artifacts: PathBuf,
     /// Timing multiplier for emulated kernels.
     pub slow: f64,
-    /// Print one progress line per cell on stderr.
-    pub progress: bool,
+}
+
+/// The cells of `scn` a run with `opts` runs, in order.
+pub fn selected<'a>(scn: &'a Scenario, opts: &RunOptions) -> Vec<&'a CellPlan> {
+    scn.cells
+        .iter()
+        .filter(|c| opts.cell.as_ref().is_none_or(|n| n == &c.name))
+        .collect()
 }
 
 pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioResult {
+    run_scenario_reporting(scn, opts, run_id, &progress::Silent)
+}
+
+/// As `run_scenario`, telling `progress` as each cell starts and ends (the caller
+/// sends `Planned` and `Finished`: a run may span scenarios).
+pub fn run_scenario_reporting(
+    scn: &Scenario,
+    opts: &RunOptions,
+    run_id: &str,
+    progress: &dyn Progress,
+) -> ScenarioResult {
     let started = Instant::now();
     let kernel = kernel::release();
     let artifacts = opts.artifacts.join(&scn.name);
-    let cells: Vec<_> = scn
-        .cells
-        .iter()
-        .filter(|c| opts.cell.as_ref().is_none_or(|n| n == &c.name))
-        .collect();
     let mut results = Vec::new();
-    for (i, cell) in cells.iter().enumerate() {
+    for cell in selected(scn, opts) {
         if crate::build::signals::interrupted() {
             break;
         }
+        let id = format!("{}::{}", scn.name, cell.name);
+        progress.event(&Event::CellStarted { id: id.clone() });
         let t0 = Instant::now();
         let reps = cell.repeat.max(1) * opts.repeat.max(1);
         let result = if let Some(reason) = prereq::missing(&cell.requires) {
@@ -74,14 +91,12 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 if crate::build::signals::interrupted() {
                     break;
                 }
-                if opts.progress && reps > 1 {
-                    eprint!(
-                        "\r  {}::{} repetition {}/{}   ",
-                        scn.name,
-                        cell.name,
-                        rep + 1,
-                        reps
-                    );
+                if reps > 1 {
+                    progress.event(&Event::Repetition {
+                        id: id.clone(),
+                        n: rep + 1,
+                        of: reps,
+                    });
                 }
                 // A bug in one cell fails that cell (its lab torn down by unwinding),
                 // not the run.
@@ -116,9 +131,6 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                     worst = Some(r);
                 }
             }
-            if opts.progress && reps > 1 {
-                eprint!("\r");
-            }
             let worst = worst.unwrap_or_else(|| {
                 cell::RepetitionResult::error(
                     Outcome::Inconclusive,
@@ -141,22 +153,12 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                 phases_ms: phases,
             }
         };
-        if opts.progress {
-            eprintln!(
-                "[{}/{}] {}::{} {} ({:.1}s){}",
-                i + 1,
-                cells.len(),
-                scn.name,
-                result.name,
-                result.outcome.as_str().to_uppercase(),
-                t0.elapsed().as_secs_f64(),
-                result
-                    .reason
-                    .as_ref()
-                    .map(|r| format!(" — {r}"))
-                    .unwrap_or_default()
-            );
-        }
+        progress.event(&Event::CellFinished {
+            id,
+            outcome: Some(result.outcome),
+            ms: t0.elapsed().as_millis() as u64,
+            reason: result.reason.clone(),
+        });
         results.push(result);
     }
     ScenarioResult {

@@ -2,6 +2,7 @@
 
 pub mod error;
 mod expand;
+pub mod json_schema;
 pub mod schema;
 pub mod syntax;
 pub mod template;

@@ -2,6 +2,7 @@
 //! command's status and infrastructure failures; the deadlines are enforced here.
 
 use super::marker::{self, Marker};
+use crate::runner::progress::{Event as Progressed, Progress};
 use anyhow::{Context, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,7 +69,15 @@ enum Event {
 
 const TAIL: usize = 60;
 
-pub fn boot(mut cmd: Command, nonce: &str, limits: &Limits, echo: &Echo) -> Result<BootReport> {
+/// Boot and follow the console; the command's progress markers go to `progress`,
+/// and so do the boot's phases.
+pub fn boot(
+    mut cmd: Command,
+    nonce: &str,
+    limits: &Limits,
+    echo: &Echo,
+    progress: &dyn Progress,
+) -> Result<BootReport> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -163,8 +172,17 @@ pub fn boot(mut cmd: Command, nonce: &str, limits: &Limits, echo: &Echo) -> Resu
                 break;
             }
             Ok(Event::Line(line)) => match marker::parse(&line, nonce) {
-                Some(Marker::Booted(r)) => report.release = Some(r),
+                Some(Marker::Booted(r)) => {
+                    progress.event(&Progressed::Phase {
+                        what: format!("vm: {r} is up, mounting the host root"),
+                    });
+                    report.release = Some(r);
+                }
+                Some(Marker::Progress(e)) => progress.event(&e),
                 Some(Marker::Start) => {
+                    progress.event(&Progressed::Phase {
+                        what: "vm: the command started".into(),
+                    });
                     let t = Instant::now();
                     report.boot = Some(t - started);
                     started_cmd = Some(t);
@@ -180,12 +198,14 @@ pub fn boot(mut cmd: Command, nonce: &str, limits: &Limits, echo: &Echo) -> Resu
                 }
                 None if started_cmd.is_some() => {
                     if echo.command {
-                        let _ = writeln!(stdout.lock(), "{line}");
+                        progress.suspend(&mut || {
+                            let _ = writeln!(stdout.lock(), "{line}");
+                        });
                     }
                 }
                 None => {
                     if echo.boot {
-                        eprintln!("{line}");
+                        progress.suspend(&mut || eprintln!("{line}"));
                     }
                     tail.push_back(line);
                     if tail.len() > TAIL {
@@ -224,4 +244,78 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::progress::Markers;
+    use crate::verdict::Outcome;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Progressed>>);
+
+    impl Progress for Recorder {
+        fn event(&self, e: &Progressed) {
+            self.0.lock().unwrap().push(e.clone());
+        }
+    }
+
+    /// A stand-in for QEMU: prints what a guest prints on its console, with the
+    /// inner run's progress encoded by the same `Markers` the guest's faultlab uses.
+    #[test]
+    fn the_inner_runs_progress_reaches_the_host() {
+        let prefix = marker::prefix("n1");
+        let inner = [
+            Progressed::Planned { cells: 2 },
+            Progressed::CellStarted { id: "s::a".into() },
+            Progressed::CellFinished {
+                id: "s::a".into(),
+                outcome: Some(Outcome::Pass),
+                ms: 5,
+                reason: None,
+            },
+            Progressed::Finished,
+        ];
+        let mut buf = Vec::new();
+        let enc = Markers::new(&prefix, &mut buf);
+        for e in &inner {
+            enc.event(e);
+        }
+        drop(enc);
+        let console = format!(
+            "[    0.5] Linux version 6.1.0-test\n{prefix}BOOTED 6.1.0-test\n{prefix}START\nthe command's own output\n{}{prefix}EXIT 4\n",
+            String::from_utf8(buf).unwrap()
+        );
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("cat <<'EOF'\n{console}EOF"));
+        let rec = Recorder::default();
+        let report = boot(
+            cmd,
+            "n1",
+            &Limits {
+                boot: Duration::from_secs(10),
+                total: Duration::from_secs(10),
+            },
+            &Echo {
+                command: false,
+                boot: false,
+            },
+            &rec,
+        )
+        .unwrap();
+        assert_eq!(report.outcome, GuestOutcome::Exited(4));
+        let got = rec.0.into_inner().unwrap();
+        let mut want = vec![
+            Progressed::Phase {
+                what: "vm: 6.1.0-test is up, mounting the host root".into(),
+            },
+            Progressed::Phase {
+                what: "vm: the command started".into(),
+            },
+        ];
+        want.extend(inner);
+        assert_eq!(got, want);
+    }
 }

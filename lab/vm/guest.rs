@@ -2,7 +2,8 @@
 //! `/init` (in the initramfs: load the share modules, mount the host root read-only
 //! under a tmpfs overlay, mount the kernel's modules and the results share, switch
 //! root) and stage 2 (in the new root: point modprobe at the kernel's modules, run
-//! the command, report its status with a marker, power off).
+//! the command, report its status with a marker, power off). The command's progress
+//! events come back as markers too (`FAULTLAB_PROGRESS_MARKER`, runner::progress).
 
 use super::marker;
 use std::fmt::Write;
@@ -182,8 +183,9 @@ $B hostname faultlab-vm
     let cwd = quoted_path(&p.cwd);
     let argv: Vec<String> = p.argv.iter().map(|a| sh_quote(a)).collect();
     let env = format!(
-        "$B env -i PATH={GUEST_PATH} HOME=/root LANG=C.UTF-8 TERM={} FAULTLAB_VM=1",
-        if p.tty { "linux" } else { "dumb" }
+        "$B env -i PATH={GUEST_PATH} HOME=/root LANG=C.UTF-8 TERM={} FAULTLAB_VM=1 {}=\"$M\"",
+        if p.tty { "linux" } else { "dumb" },
+        crate::runner::progress::MARKER_ENV
     );
     let _ = write!(
         s,

@@ -11,6 +11,8 @@ pub enum Marker {
     Exit(i32),
     /// The guest could not set itself up; carries what failed.
     Infra(String),
+    /// A progress event of the command (`runner::progress::Markers`).
+    Progress(crate::runner::progress::Event),
 }
 
 pub fn prefix(nonce: &str) -> String {
@@ -31,6 +33,7 @@ pub fn parse(line: &str, nonce: &str) -> Option<Marker> {
         "START" => Some(Marker::Start),
         "EXIT" => arg.parse().ok().map(Marker::Exit),
         "INFRA" => Some(Marker::Infra(arg.to_owned())),
+        "PROGRESS" => crate::runner::progress::parse_marker(arg).map(Marker::Progress),
         _ => None,
     }
 }
@@ -70,6 +73,16 @@ mod tests {
         assert_eq!(parse("@@FAULTLAB:other:EXIT 0", "n1"), None);
         assert_eq!(parse("@@FAULTLAB:n1:EXIT zero", "n1"), None);
         assert_eq!(parse("plain output", "n1"), None);
+        assert_eq!(parse("@@FAULTLAB:n1:PROGRESS {not json", "n1"), None);
+        assert_eq!(
+            parse(
+                r#"@@FAULTLAB:n1:PROGRESS {"event":"planned","cells":7}"#,
+                "n1"
+            ),
+            Some(Marker::Progress(crate::runner::progress::Event::Planned {
+                cells: 7
+            }))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::qemu::{self, Accel, QemuConfig, ShareSource};
 use super::record::{self, VmRecord};
 use super::spec::KernelSpec;
 use super::{initramfs, virtiofsd};
+use crate::runner::progress::{Event, Progress, Silent};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -93,10 +94,10 @@ pub fn validate(opts: &VmOptions) -> Result<()> {
 
 /// Run the command under every kernel in turn; the exit code is the worst:
 /// infrastructure (125) over timeout (124) over the command's own status.
-pub fn run(opts: &VmOptions) -> i32 {
+pub fn run(opts: &VmOptions, progress: &dyn Progress) -> i32 {
     let mut worst = 0;
     for spec in &opts.kernels {
-        let code = match run_one(opts, spec) {
+        let code = match run_one(opts, spec, progress) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("vm: {}: {e:#}", spec.label());
@@ -122,17 +123,28 @@ pub fn combine(a: i32, b: i32) -> i32 {
     }
 }
 
-fn run_one(opts: &VmOptions, spec: &KernelSpec) -> Result<i32> {
+fn run_one(opts: &VmOptions, spec: &KernelSpec, progress: &dyn Progress) -> Result<i32> {
     std::fs::create_dir_all(&opts.cache).with_context(|| {
         format!(
             "creating the cache {} (set --cache or FAULTLAB_CACHE)",
             opts.cache.display()
         )
     })?;
+    progress.event(&Event::Phase {
+        what: match spec {
+            KernelSpec::Debian { .. } => {
+                format!(
+                    "vm: fetching {} (downloaded once, then cached)",
+                    spec.label()
+                )
+            }
+            KernelSpec::File(_) => format!("vm: reading {}", spec.label()),
+        },
+    });
     let kernel = kernel::obtain(spec, opts.modules.as_deref(), &opts.cache, opts.refresh)?;
     let index = kernel.index()?;
     let share = choose_share(opts.share, &index, kernel.modules.is_some())?;
-    let accel = choose_accel(opts, &kernel, &index, share)?;
+    let accel = choose_accel(opts, &kernel, &index, share, progress)?;
     let slow = opts
         .slow
         .unwrap_or(if accel == Accel::Tcg { 10.0 } else { 1.0 });
@@ -162,15 +174,17 @@ fn run_one(opts: &VmOptions, spec: &KernelSpec) -> Result<i32> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    eprintln!(
-        "vm: booting {} ({}) under {}, {} share, {} CPUs, {} MiB",
-        kernel.release.as_deref().unwrap_or("?"),
-        kernel.spec,
-        accel.as_str(),
-        share.as_str(),
-        opts.smp,
-        opts.memory_mb
-    );
+    progress.event(&Event::Phase {
+        what: format!(
+            "vm: booting {} ({}) under {}, {} share, {} CPUs, {} MiB",
+            kernel.release.as_deref().unwrap_or("?"),
+            kernel.spec,
+            accel.as_str(),
+            share.as_str(),
+            opts.smp,
+            opts.memory_mb
+        ),
+    });
     let report = boot_guest(
         &kernel,
         &index,
@@ -193,7 +207,10 @@ fn run_one(opts: &VmOptions, spec: &KernelSpec) -> Result<i32> {
             smp: opts.smp,
             memory_mb: opts.memory_mb,
         },
+        progress,
     )?;
+    // The inner run ends its own bar; one cut short (timeout, crash) is ended here.
+    progress.event(&Event::Finished);
     let release = report
         .release
         .clone()
@@ -338,6 +355,7 @@ fn choose_accel(
     kernel: &Kernel,
     index: &ModuleIndex,
     share: Share,
+    progress: &dyn Progress,
 ) -> Result<Accel> {
     let kvm = Path::new("/dev/kvm");
     match opts.accel {
@@ -358,7 +376,9 @@ fn choose_accel(
             Accel::Tcg
         });
     }
-    eprintln!("vm: probing KVM with a short boot of {}", kernel.spec);
+    progress.event(&Event::Phase {
+        what: format!("vm: probing KVM with a short boot of {}", kernel.spec),
+    });
     let report = boot_guest(
         kernel,
         index,
@@ -381,6 +401,7 @@ fn choose_accel(
             smp: 1,
             memory_mb: opts.memory_mb,
         },
+        &Silent,
     )?;
     let accel = match &report.outcome {
         GuestOutcome::Exited(0) => Accel::Kvm,
@@ -390,9 +411,11 @@ fn choose_accel(
                 GuestOutcome::TimedOut => "timed out".into(),
                 GuestOutcome::Exited(c) => format!("probe exited {c}"),
             };
-            eprintln!(
-                "vm: KVM does not boot this kernel here ({why}); using TCG (software emulation)"
-            );
+            progress.event(&Event::Phase {
+                what: format!(
+                    "vm: KVM does not boot this kernel here ({why}); using TCG (software emulation)"
+                ),
+            });
             Accel::Tcg
         }
     };
@@ -438,6 +461,7 @@ fn boot_guest(
     accel: Accel,
     cache: &Path,
     run: GuestRun,
+    progress: &dyn Progress,
 ) -> Result<BootReport> {
     let (base, modules) = initramfs::base(cache, &cache_key(kernel), index, share)?;
     let nonce = format!(
@@ -502,7 +526,7 @@ fn boot_guest(
     };
     let mut cmd = Command::new(qemu_bin());
     cmd.args(qemu::args(&cfg));
-    let report = boot::boot(cmd, &nonce, &run.limits, &run.echo);
+    let report = boot::boot(cmd, &nonce, &run.limits, &run.echo, progress);
     drop(daemons);
     drop(dir);
     report

@@ -2,10 +2,12 @@
 //! checked beyond its type keeps its span so errors can point at it.
 //! Unknown fields are errors everywhere (`deny_unknown_fields`).
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
 
+pub mod stand_ins;
 mod steps;
 mod topology;
 pub use steps::*;
@@ -19,7 +21,7 @@ pub type SysctlMap = indexmap::IndexMap<SpannedStr, Spanned<toml::Value>>;
 /// `{ nft = "...", iptables = ["...", "..."] }`: one text or several, loaded in order.
 pub type RulesetMap = BTreeMap<SpannedStr, RulesetText>;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RulesetText {
     One(String),
@@ -37,10 +39,11 @@ impl RulesetText {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     /// Short identifier; used in results file names and test names.
+    #[schemars(with = "String")]
     pub name: SpannedStr,
     /// One paragraph: the phenomenon and the field report it comes from.
     pub about: String,
@@ -49,9 +52,11 @@ pub struct ScenarioFile {
     pub seed: Option<String>,
     /// Repetitions of every cell (default 1); `--repeat` multiplies it.
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     pub repeat: Option<Spanned<u32>>,
     /// Expression that proves the trigger fired; false makes a cell inconclusive.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub trigger: Option<SpannedStr>,
     #[serde(default)]
     pub requires: RequiresSpec,
@@ -60,36 +65,43 @@ pub struct ScenarioFile {
     pub template: Option<TemplateUse>,
     /// Host-global sysctls written in the root namespace, restored afterwards.
     #[serde(default)]
+    #[schemars(with = "stand_ins::Sysctls")]
     pub host_sysctls: SysctlMap,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, NodeSpec>")]
     pub nodes: BTreeMap<SpannedStr, NodeSpec>,
     #[serde(default)]
     pub links: Vec<LinkSpec>,
     /// Traffic steps, run in order; each table has a `kind` (see "Traffic kinds" in README.md).
     #[serde(default)]
+    #[schemars(with = "Vec<stand_ins::Step>")]
     pub traffic: Vec<Spanned<toml::Table>>,
     /// Packet captures, with named counters over what they saw.
     #[serde(default)]
+    #[schemars(with = "Vec<stand_ins::Table>")]
     pub captures: Vec<Spanned<toml::Table>>,
     /// Kernel log lines to count while the traffic runs (`kmsg.<name>`).
     #[serde(default)]
+    #[schemars(with = "Vec<stand_ins::Table>")]
     pub kmsg: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     pub evidence: EvidenceSpec,
     pub cells: Vec<CellSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateUse {
     /// File stem under scenarios/topologies/ (e.g. `docker`).
+    #[schemars(with = "String")]
     pub name: SpannedStr,
     /// Values for the template's `{param}` placeholders.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub params: BTreeMap<SpannedStr, Spanned<toml::Value>>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequiresSpec {
     /// Programs that must be on PATH (ruleset loaders are added automatically).
@@ -103,7 +115,7 @@ pub struct RequiresSpec {
     pub cpus: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceSpec {
     /// Trace skb:kfree_skb drop reasons during traffic (default true).
@@ -111,66 +123,84 @@ pub struct EvidenceSpec {
     pub drops: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CellSpec {
+    #[schemars(with = "String")]
     pub name: SpannedStr,
     #[serde(default)]
     pub about: String,
     /// Per node sysctl overrides: `{ sw = { "net.bridge.bridge-nf-call-iptables" = 0 } }`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, stand_ins::Sysctls>")]
     pub sysctls: BTreeMap<SpannedStr, SysctlMap>,
     #[serde(default)]
+    #[schemars(with = "stand_ins::Sysctls")]
     pub host_sysctls: SysctlMap,
     /// Per node ruleset replacements by kind (`""` removes that kind).
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, stand_ins::Rulesets>")]
     pub rulesets: BTreeMap<SpannedStr, RulesetMap>,
     /// Per node rulesets loaded after the node's own (add one rule).
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, stand_ins::Rulesets>")]
     pub extra_rulesets: BTreeMap<SpannedStr, RulesetMap>,
     /// Per node routes added after the node's own.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub extra_routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
     /// Per node routes that replace the node's whole route list.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
     /// Per node destinations whose routes this cell removes (`default`, `10.0.0.0/8`).
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub remove_routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
     /// Per node helper processes added in this cell.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<ProcessSpec>>")]
     pub processes: BTreeMap<SpannedStr, Vec<ProcessSpec>>,
     /// Helper processes (by name, any node) this cell does not start.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub skip_processes: Vec<SpannedStr>,
     /// Steps added to this cell's timeline: at the end, or before the step named
     /// by `before = "..."`.
     #[serde(default)]
+    #[schemars(with = "Vec<stand_ins::Step>")]
     pub extra_steps: Vec<Spanned<toml::Table>>,
     /// Per traffic step (by name) parameter overrides.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, stand_ins::Table>")]
     pub traffic: BTreeMap<SpannedStr, Spanned<toml::Table>>,
     /// Overrides the scenario's trigger; `""` means this cell has none.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub trigger: Option<SpannedStr>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub expect: Vec<SpannedStr>,
     /// Expectations that replace `expect` on matching kernels (first match wins).
     #[serde(default)]
     pub expect_by_kernel: Vec<KernelExpectSpec>,
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     pub repeat: Option<Spanned<u32>>,
     #[serde(default)]
     pub requires: RequiresSpec,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KernelExpectSpec {
     /// Version range: `>=5.6`, `<4.19`, `>=4.19, <5.6`.
+    #[schemars(with = "String")]
     pub kernel: SpannedStr,
     /// Replaces the cell's trigger on these kernels when given.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub trigger: Option<SpannedStr>,
+    #[schemars(with = "Vec<String>")]
     pub expect: Vec<SpannedStr>,
 }
