@@ -9,6 +9,7 @@ pub mod capture_filter;
 pub mod cell;
 pub mod ct_filter;
 pub mod expr;
+pub mod host_check;
 pub mod kernel;
 pub mod kmsg;
 pub mod lab;

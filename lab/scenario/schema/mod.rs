@@ -77,6 +77,9 @@ pub struct ScenarioFile {
     #[serde(default)]
     pub evidence: EvidenceSpec,
     pub cells: Vec<CellSpec>,
+    /// How `faultlab check-host` runs this phenomenon against the machine's own settings.
+    #[serde(default)]
+    pub host_check: Option<HostCheckSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,4 +176,38 @@ pub struct KernelExpectSpec {
     #[serde(default)]
     pub trigger: Option<SpannedStr>,
     pub expect: Vec<SpannedStr>,
+}
+
+/// `[host_check]`: how `faultlab check-host` maps this machine onto the lab and
+/// which observations of one cell mean "this machine is affected".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostCheckSpec {
+    /// The lab node that plays the machine being checked.
+    pub node: SpannedStr,
+    /// The cell whose lab and timeline are run with the machine's settings.
+    pub cell: SpannedStr,
+    /// Expression over the cell's observations that holds when the machine is affected.
+    pub affected: SpannedStr,
+    /// What "affected" means, one sentence (printed with the verdict).
+    pub says: String,
+    /// What would change the answer.
+    pub fix: String,
+    /// Sysctls read on the machine and written to the node (`conf.@uplink.` and
+    /// device names are mapped through `interfaces`).
+    #[serde(default)]
+    pub sysctls: Vec<SpannedStr>,
+    /// Values to use when the machine lacks a sysctl (e.g. br_netfilter not loaded).
+    #[serde(default)]
+    pub absent: BTreeMap<SpannedStr, Spanned<toml::Value>>,
+    /// Ruleset kinds taken from the machine; they replace the node's own.
+    #[serde(default)]
+    pub rulesets: Vec<SpannedStr>,
+    /// Machine interface glob (or `@uplink`) → lab device (`*` allowed at the end).
+    #[serde(default)]
+    pub interfaces: indexmap::IndexMap<SpannedStr, SpannedStr>,
+    /// Rules that decide the answer: name → glob (or globs) over the machine's
+    /// rule lines (`iptables TABLE -A CHAIN ...`, `nft FAMILY TABLE CHAIN RULE`).
+    #[serde(default)]
+    pub rules: indexmap::IndexMap<SpannedStr, RulesetText>,
 }
