@@ -252,12 +252,7 @@ pub fn rule_lines(kind: &str, text: &str) -> Vec<String> {
                 table = w.get(1).unwrap_or(&"").to_string();
             } else if let Some(h) = t.strip_prefix("chain ") {
                 chain = h.split_whitespace().next().unwrap_or("").to_string();
-            } else if !t.is_empty()
-                && t != "}"
-                && !t.starts_with("type ")
-                && !t.starts_with("policy ")
-                && !chain.is_empty()
-            {
+            } else if !t.is_empty() && t != "}" && !chain.is_empty() {
                 out.push(format!("nft {family} {table} {chain} {t}"));
             }
         }

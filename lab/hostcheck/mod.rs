@@ -105,7 +105,7 @@ impl HostReport {
                         reader::Reading::Value(t) => {
                             let n = mapping::rule_lines(k, t)
                                 .iter()
-                                .filter(|l| !l.contains(" :"))
+                                .filter(|l| !l.contains(" :") && !l.contains(" hook "))
                                 .count();
                             format!("{n} rules")
                         }

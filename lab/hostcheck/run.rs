@@ -115,15 +115,16 @@ pub fn check_host(
         .filter_map(|s| s.host_check.as_ref())
         .flat_map(|h| h.sysctls.iter().cloned())
         .collect();
-    let before = prove_unchanged.then(super::snapshot::take);
-    let reading = HostReading::read(src, &extra);
-    let mut report = super::HostReport::from_reading(&reading);
-    // Shared, like every lab: no run may change host-global sysctls meanwhile, so
-    // the lab sees the machine's own values and the snapshots stay comparable.
+    // Shared, like every lab, and taken before the first snapshot: no other run may
+    // change host-global sysctls meanwhile, so the lab sees the machine's own
+    // values and the two snapshots compare what this run did.
     let lock = crate::build::state::HostLock::acquire_shared(
         std::time::Duration::from_secs(600),
         &crate::build::signals::interrupted,
     );
+    let before = prove_unchanged.then(super::snapshot::take);
+    let reading = HostReading::read(src, &extra);
+    let mut report = super::HostReport::from_reading(&reading);
     let run_id = std::env::var("FAULTLAB_RUN_ID")
         .ok()
         .filter(|id| (1..=12).contains(&id.len()) && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
@@ -138,9 +139,9 @@ pub fn check_host(
         report.verdicts.push(v);
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    drop(lock);
     if let Some(before) = before {
         report.host_changes = Some(super::snapshot::diff(&before, &super::snapshot::take()));
     }
+    drop(lock);
     report
 }
