@@ -117,8 +117,10 @@ impl HostSource for LiveHost {
 
     fn ruleset(&self, kind: RulesetKind) -> Reading {
         let legacy_names = match kind {
-            RulesetKind::IptablesLegacy => Some("/proc/net/ip_tables_names"),
-            RulesetKind::Ip6tablesLegacy => Some("/proc/net/ip6_tables_names"),
+            // thread-self: /proc/net is the thread group leader's namespace, and
+            // run_in reads from a thread that entered another one.
+            RulesetKind::IptablesLegacy => Some("/proc/thread-self/net/ip_tables_names"),
+            RulesetKind::Ip6tablesLegacy => Some("/proc/thread-self/net/ip6_tables_names"),
             _ => None,
         };
         if let Some(names) = legacy_names {
