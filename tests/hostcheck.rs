@@ -6,7 +6,7 @@
 use faultlab::hostcheck::reader::{FixtureHost, HostReading};
 use faultlab::hostcheck::{self, lab_cell, report, HostReport, HostVerdict, Verdict};
 use faultlab::scenario;
-use faultlab::verdict::{Check, CellResult, Outcome};
+use faultlab::verdict::{CellResult, Check, Outcome};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -26,26 +26,51 @@ fn load(name: &str) -> scenario::Scenario {
 
 fn reading(dir: &Path) -> HostReading {
     let f = FixtureHost::open(dir).unwrap();
-    let s: Vec<String> = ["docker-out-of-window-rst", "bridge-netfilter", "conntrack-race-dns-openstack", "conntrack-race-calico-dnat"]
-        .iter()
-        .flat_map(|n| load(n).host_check.unwrap().sysctls)
-        .collect();
+    let s: Vec<String> = [
+        "docker-out-of-window-rst",
+        "bridge-netfilter",
+        "conntrack-race-dns-openstack",
+        "conntrack-race-calico-dnat",
+    ]
+    .iter()
+    .flat_map(|n| load(n).host_check.unwrap().sysctls)
+    .collect();
     HostReading::read(&f, &s)
 }
 
 #[test]
 fn every_fixture_parses_and_expects_only_known_verdicts_of_participating_scenarios() {
     let dirs = fixtures();
-    let names: Vec<String> = dirs.iter().map(|d| d.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    for want in ["docker", "kube-proxy-iptables", "kube-proxy-nftables", "calico", "neutron"] {
-        assert!(names.iter().any(|n| n == want), "fixture {want} missing: {names:?}");
+    let names: Vec<String> = dirs
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "docker",
+        "kube-proxy-iptables",
+        "kube-proxy-nftables",
+        "calico",
+        "neutron",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "fixture {want} missing: {names:?}"
+        );
     }
     for dir in &dirs {
         let f = FixtureHost::open(dir).unwrap();
         assert!(!f.node().expect.is_empty(), "{}: no expect", dir.display());
         for (scn, verdict) in &f.node().expect {
-            assert!(load(scn).host_check.is_some(), "{}: {scn} has no [host_check]", dir.display());
-            assert!(["affected", "not affected", "cannot tell"].contains(&verdict.as_str()), "{}: {verdict}", dir.display());
+            assert!(
+                load(scn).host_check.is_some(),
+                "{}: {scn} has no [host_check]",
+                dir.display()
+            );
+            assert!(
+                ["affected", "not affected", "cannot tell"].contains(&verdict.as_str()),
+                "{}: {verdict}",
+                dir.display()
+            );
         }
         let r = reading(dir);
         let rules: usize = r
@@ -70,7 +95,12 @@ fn fixtures_map_onto_the_labs_as_the_host_check_tables_say() {
             let scn = load(name);
             let hc = scn.host_check.clone().unwrap();
             let p = lab_cell::prepare(&scn, &hc, &r);
-            let _ = writeln!(out, "== {} / {name} (node {})", dir.file_name().unwrap().to_string_lossy(), hc.node);
+            let _ = writeln!(
+                out,
+                "== {} / {name} (node {})",
+                dir.file_name().unwrap().to_string_lossy(),
+                hc.node
+            );
             for s in p.settings.iter().chain(&p.rules).chain(&p.notes) {
                 let _ = writeln!(out, "  {s}");
             }
@@ -82,13 +112,25 @@ fn fixtures_map_onto_the_labs_as_the_host_check_tables_say() {
                 .devices
                 .iter()
                 .map(|d| d.name.clone())
-                .chain(p.cell.lab.veths.iter().flat_map(|v| [&v.a, &v.b]).filter(|e| e.node == hc.node).map(|e| e.dev.clone()))
+                .chain(
+                    p.cell
+                        .lab
+                        .veths
+                        .iter()
+                        .flat_map(|v| [&v.a, &v.b])
+                        .filter(|e| e.node == hc.node)
+                        .map(|e| e.dev.clone()),
+                )
                 .collect();
             for rs in &node.rulesets {
                 for line in rs.text.lines() {
                     let named = line.split_whitespace().any(|w| {
-                        let w = w.trim_matches(|c| c == '"' || c == ',').trim_end_matches('+');
-                        devices.iter().any(|d| d == w || (d.starts_with(w) && w.len() > 2 && line.contains('+')))
+                        let w = w
+                            .trim_matches(|c| c == '"' || c == ',')
+                            .trim_end_matches('+');
+                        devices.iter().any(|d| {
+                            d == w || (d.starts_with(w) && w.len() > 2 && line.contains('+'))
+                        })
                     });
                     if named {
                         let _ = writeln!(out, "  {}: {}", rs.kind.key(), line.trim());
@@ -106,7 +148,11 @@ fn cell_result(outcome: Outcome, checks: Vec<Check>, reason: Option<&str>) -> Ce
         about: String::new(),
         outcome,
         reason: reason.map(str::to_string),
-        trigger: Some(Check { expr: "in_window.inj0.reached_client == 1".into(), ok: outcome != Outcome::Inconclusive, detail: "in_window.inj0.reached_client=1".into() }),
+        trigger: Some(Check {
+            expr: "in_window.inj0.reached_client == 1".into(),
+            ok: outcome != Outcome::Inconclusive,
+            detail: "in_window.inj0.reached_client=1".into(),
+        }),
         checks,
         observations: Default::default(),
         drops: vec![],
@@ -124,20 +170,62 @@ fn outcomes_read_as_verdicts() {
     let hc = scn.host_check.clone().unwrap();
     let r = reading(Path::new("tests/fixtures/hostcheck/docker"));
     let p = || lab_cell::prepare(&scn, &hc, &r);
-    let check = |ok| vec![Check { expr: hc.affected.source().into(), ok, detail: "seq_above.server_reset=1".into() }];
+    let check = |ok| {
+        vec![Check {
+            expr: hc.affected.source().into(),
+            ok,
+            detail: "seq_above.server_reset=1".into(),
+        }]
+    };
     let v = |c: CellResult| hostcheck::run::verdict_of(&scn, &hc, p(), &c);
-    assert_eq!(v(cell_result(Outcome::Pass, check(true), None)).verdict, Verdict::Affected);
-    assert_eq!(v(cell_result(Outcome::Fail, check(false), Some("1 of 1 failed"))).verdict, Verdict::NotAffected);
-    let inc = v(cell_result(Outcome::Inconclusive, check(false), Some("trigger not proven")));
+    assert_eq!(
+        v(cell_result(Outcome::Pass, check(true), None)).verdict,
+        Verdict::Affected
+    );
+    assert_eq!(
+        v(cell_result(
+            Outcome::Fail,
+            check(false),
+            Some("1 of 1 failed")
+        ))
+        .verdict,
+        Verdict::NotAffected
+    );
+    let inc = v(cell_result(
+        Outcome::Inconclusive,
+        check(false),
+        Some("trigger not proven"),
+    ));
     assert_eq!(inc.verdict, Verdict::CannotTell);
     assert!(inc.reason.unwrap().contains("trigger did not fire"));
-    let err = v(cell_result(Outcome::Fail, vec![], Some("load iptables: bad rule")));
+    let err = v(cell_result(
+        Outcome::Fail,
+        vec![],
+        Some("load iptables: bad rule"),
+    ));
     assert_eq!(err.verdict, Verdict::CannotTell);
     assert!(err.reason.unwrap().contains("bad rule"));
-    assert_eq!(v(cell_result(Outcome::Skip, vec![], Some("not root"))).verdict, Verdict::CannotTell);
+    assert_eq!(
+        v(cell_result(Outcome::Skip, vec![], Some("not root"))).verdict,
+        Verdict::CannotTell
+    );
     let affected = v(cell_result(Outcome::Pass, check(true), None));
-    assert!(affected.deciding.iter().any(|d| d == "net.netfilter.nf_conntrack_tcp_be_liberal=0 (machine)"), "{:?}", affected.deciding);
-    assert!(affected.deciding.iter().any(|d| d == "invalid-drop-in-input: absent"), "{:?}", affected.deciding);
+    assert!(
+        affected
+            .deciding
+            .iter()
+            .any(|d| d == "net.netfilter.nf_conntrack_tcp_be_liberal=0 (machine)"),
+        "{:?}",
+        affected.deciding
+    );
+    assert!(
+        affected
+            .deciding
+            .iter()
+            .any(|d| d == "invalid-drop-in-input: absent"),
+        "{:?}",
+        affected.deciding
+    );
 }
 
 fn fixed_report() -> HostReport {
@@ -211,7 +299,12 @@ expect = ["ping.received == ping.sent"]
 "#;
 
 fn parse_err(table: &str) -> String {
-    scenario::parse("scenarios/mini.toml", &format!("{MINI}\n[host_check]\n{table}")).unwrap_err().to_string()
+    scenario::parse(
+        "scenarios/mini.toml",
+        &format!("{MINI}\n[host_check]\n{table}"),
+    )
+    .unwrap_err()
+    .to_string()
 }
 
 #[test]
@@ -223,20 +316,44 @@ says = "s"
 fix = "f"
 interfaces = { "@uplink" = "eth0" }
 "#;
-    let s = scenario::parse("scenarios/mini.toml", &format!("{MINI}\n[host_check]\n{ok}")).unwrap();
-    assert_eq!(s.host_check.unwrap().interfaces, vec![("@uplink".to_string(), "eth0".to_string())]);
+    let s = scenario::parse(
+        "scenarios/mini.toml",
+        &format!("{MINI}\n[host_check]\n{ok}"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.host_check.unwrap().interfaces,
+        vec![("@uplink".to_string(), "eth0".to_string())]
+    );
     let e = parse_err(&ok.replace("\"reachable\"", "\"nope\""));
-    assert!(e.starts_with("scenarios/mini.toml:") && e.contains("host_check.cell") && e.contains("use one of: reachable"), "{e}");
+    assert!(
+        e.starts_with("scenarios/mini.toml:")
+            && e.contains("host_check.cell")
+            && e.contains("use one of: reachable"),
+        "{e}"
+    );
     let e = parse_err(&ok.replace("node = \"a\"", "node = \"zz\""));
-    assert!(e.contains("host_check.node") && e.contains("undefined node `zz`"), "{e}");
+    assert!(
+        e.contains("host_check.node") && e.contains("undefined node `zz`"),
+        "{e}"
+    );
     let e = parse_err(&ok.replace("\"eth0\" }", "\"wlan0\" }"));
-    assert!(e.contains("host_check.interfaces.@uplink") && e.contains("use one of: eth0"), "{e}");
+    assert!(
+        e.contains("host_check.interfaces.@uplink") && e.contains("use one of: eth0"),
+        "{e}"
+    );
     let e = parse_err(&ok.replace("ping.received < ping.sent", "ping.received <"));
     assert!(e.contains("host_check.affected"), "{e}");
     let e = parse_err(&format!("{ok}colour = 1\n"));
     assert!(e.contains("unknown field `colour`"), "{e}");
     let e = parse_err(&format!("{ok}rulesets = [\"pf\"]\n"));
-    assert!(e.contains("host_check.rulesets[0]") && e.contains("unknown ruleset kind"), "{e}");
+    assert!(
+        e.contains("host_check.rulesets[0]") && e.contains("unknown ruleset kind"),
+        "{e}"
+    );
     let e = parse_err(&format!("{ok}absent = {{ \"net.x.y\" = 0 }}\n"));
-    assert!(e.contains("host_check.absent.net.x.y") && e.contains("not in host_check.sysctls"), "{e}");
+    assert!(
+        e.contains("host_check.absent.net.x.y") && e.contains("not in host_check.sysctls"),
+        "{e}"
+    );
 }

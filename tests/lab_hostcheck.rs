@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 /// Keys a child namespace cannot have its own value of: the fixture's value is
 /// reported from the files but cannot be planted in the stand-in namespace.
-const MACHINE_WIDE: &[&str] = &["net.netfilter.nf_conntrack_max", "net.netfilter.nf_conntrack_buckets"];
+const MACHINE_WIDE: &[&str] = &[
+    "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_buckets",
+];
 
 struct StandIn(String);
 
@@ -44,14 +47,46 @@ fn stand_in(dir: &Path, fixture: &reader::FixtureHost) -> StandIn {
     let guard = StandIn(ns.clone());
     let up = &fixture.node().uplink;
     // A veth pair: this kernel may lack the dummy driver.
-    run(&ns, &["ip", "link", "add", up, "type", "veth", "peer", "name", "uplink-peer"], None);
+    run(
+        &ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            up,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "uplink-peer",
+        ],
+        None,
+    );
     run(&ns, &["ip", "link", "set", "uplink-peer", "up"], None);
-    run(&ns, &["ip", "addr", "add", "192.0.2.10/24", "dev", up], None);
+    run(
+        &ns,
+        &["ip", "addr", "add", "192.0.2.10/24", "dev", up],
+        None,
+    );
     run(&ns, &["ip", "link", "set", up, "up"], None);
-    run(&ns, &["ip", "route", "add", "default", "via", "192.0.2.1", "dev", up], None);
+    run(
+        &ns,
+        &[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.0.2.1",
+            "dev",
+            up,
+        ],
+        None,
+    );
     for (k, v) in fixture.sysctls() {
         if !MACHINE_WIDE.contains(&k.as_str()) {
-            netns::sysctl::sysctl_write(&ns, &k, &v).unwrap_or_else(|e| panic!("{}: {k}: {e:#}", dir.display()));
+            netns::sysctl::sysctl_write(&ns, &k, &v)
+                .unwrap_or_else(|e| panic!("{}: {k}: {e:#}", dir.display()));
         }
     }
     for kind in RulesetKind::ALL {
@@ -70,7 +105,10 @@ fn stand_in(dir: &Path, fixture: &reader::FixtureHost) -> StandIn {
 /// ipset matches need the sets, and this machine has no `ipset` to create them:
 /// the stand-in gets the rest (check-host leaves those rules out too, and says so).
 fn without_ipsets(text: &str) -> String {
-    text.lines().filter(|l| !l.contains("--match-set")).map(|l| format!("{l}\n")).collect()
+    text.lines()
+        .filter(|l| !l.contains("--match-set"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[test]
@@ -80,42 +118,72 @@ fn lab_every_fixture_node_gets_the_catalogues_verdicts_and_the_host_is_unchanged
         return;
     }
     // Held across both snapshots: no other run changes host-global sysctls meanwhile.
-    let _lock = faultlab::build::state::HostLock::acquire_shared(std::time::Duration::from_secs(600), &|| false)
-        .unwrap()
-        .expect("the host lock");
+    let _lock = faultlab::build::state::HostLock::acquire_shared(
+        std::time::Duration::from_secs(600),
+        &|| false,
+    )
+    .unwrap()
+    .expect("the host lock");
     let before = snapshot::take();
     let mut mismatches = Vec::new();
     let mut checked = 0;
     for dir in fixtures() {
         let fixture = reader::FixtureHost::open(&dir).unwrap();
         let ns = stand_in(&dir, &fixture);
-        let live = reader::LiveHost { netns: Some(ns.0.clone()) };
+        let live = reader::LiveHost {
+            netns: Some(ns.0.clone()),
+        };
         // The reader sees the node as the fixture describes it.
-        assert_eq!(live.uplink(), reader::Reading::Value(fixture.node().uplink.clone()));
+        assert_eq!(
+            live.uplink(),
+            reader::Reading::Value(fixture.node().uplink.clone())
+        );
         for (k, v) in fixture.sysctls() {
             if !MACHINE_WIDE.contains(&k.as_str()) {
-                assert_eq!(live.sysctl(&k), reader::Reading::Value(v.clone()), "{}: {k}", dir.display());
+                assert_eq!(
+                    live.sysctl(&k),
+                    reader::Reading::Value(v.clone()),
+                    "{}: {k}",
+                    dir.display()
+                );
             }
         }
         for kind in RulesetKind::ALL {
-            let want = hostcheck::mapping::rule_lines(kind.key(), &without_ipsets(fixture.ruleset(kind).value().unwrap()))
-                .iter()
-                .filter(|l| l.contains(" -A "))
-                .count();
-            let got = hostcheck::mapping::rule_lines(kind.key(), live.ruleset(kind).value().unwrap())
-                .iter()
-                .filter(|l| l.contains(" -A "))
-                .count();
-            assert_eq!(got, want, "{}: {} rules read back", dir.display(), kind.key());
+            let want = hostcheck::mapping::rule_lines(
+                kind.key(),
+                &without_ipsets(fixture.ruleset(kind).value().unwrap()),
+            )
+            .iter()
+            .filter(|l| l.contains(" -A "))
+            .count();
+            let got =
+                hostcheck::mapping::rule_lines(kind.key(), live.ruleset(kind).value().unwrap())
+                    .iter()
+                    .filter(|l| l.contains(" -A "))
+                    .count();
+            assert_eq!(
+                got,
+                want,
+                "{}: {} rules read back",
+                dir.display(),
+                kind.key()
+            );
         }
         let scenarios: Vec<_> = fixture
             .node()
             .expect
             .keys()
-            .map(|name| faultlab::scenario::load(Path::new(&format!("scenarios/{name}.toml"))).unwrap())
+            .map(|name| {
+                faultlab::scenario::load(Path::new(&format!("scenarios/{name}.toml"))).unwrap()
+            })
             .collect();
         let report = hostcheck::run::check_host(&scenarios, &live, true);
-        assert_eq!(report.host_changes, Some(vec![]), "{}: the root namespace changed", dir.display());
+        assert_eq!(
+            report.host_changes,
+            Some(vec![]),
+            "{}: the root namespace changed",
+            dir.display()
+        );
         for v in &report.verdicts {
             checked += 1;
             let want = &fixture.node().expect[&v.scenario];

@@ -79,12 +79,16 @@ pub fn prepare(scn: &Scenario, hc: &HostCheck, host: &HostReading) -> Prepared {
             (Some(v), _) => (v.to_string(), "machine"),
             (None, Some(d)) => (d.clone(), "absent on the machine: default"),
             (None, None) => {
-                notes.push(format!("{host_key}: not on the machine; the lab keeps its own"));
+                notes.push(format!(
+                    "{host_key}: not on the machine; the lab keeps its own"
+                ));
                 continue;
             }
         };
         if MACHINE_WIDE.contains(&host_key.as_str()) {
-            settings.push(format!("{host_key}={value} ({origin}; machine-wide, not applied)"));
+            settings.push(format!(
+                "{host_key}={value} ({origin}; machine-wide, not applied)"
+            ));
             continue;
         }
         match mapping::lab_sysctl_key(&host_key, &ifaces) {
@@ -102,7 +106,10 @@ pub fn prepare(scn: &Scenario, hc: &HostCheck, host: &HostReading) -> Prepared {
 
     // Tables iptables-nft owns are loaded from the saves, not from the nft text.
     let mut ipt_tables = Vec::new();
-    for (kind, family) in [(RulesetKind::Iptables, "ip"), (RulesetKind::Ip6tables, "ip6")] {
+    for (kind, family) in [
+        (RulesetKind::Iptables, "ip"),
+        (RulesetKind::Ip6tables, "ip6"),
+    ] {
         if let Some(t) = host.rulesets.get(kind.key()).and_then(|r| r.value()) {
             ipt_tables.extend(mapping::iptables_tables(t, family));
         }
@@ -112,7 +119,10 @@ pub fn prepare(scn: &Scenario, hc: &HostCheck, host: &HostReading) -> Prepared {
         let text = match host.rulesets.get(kind.key()) {
             Some(super::reader::Reading::Value(t)) => t,
             Some(super::reader::Reading::Absent(why)) => {
-                notes.push(format!("{}: cannot tell: {why}; the lab has none", kind.key()));
+                notes.push(format!(
+                    "{}: cannot tell: {why}; the lab has none",
+                    kind.key()
+                ));
                 continue;
             }
             None => continue,
@@ -142,9 +152,14 @@ pub fn prepare(scn: &Scenario, hc: &HostCheck, host: &HostReading) -> Prepared {
     let rules = hc
         .rules
         .iter()
-        .map(|(name, globs)| match lines.iter().find(|l| globs.iter().any(|g| glob_match(g, l))) {
-            Some(l) => format!("{name}: present (`{l}`)"),
-            None => format!("{name}: absent"),
+        .map(|(name, globs)| {
+            match lines
+                .iter()
+                .find(|l| globs.iter().any(|g| glob_match(g, l)))
+            {
+                Some(l) => format!("{name}: present (`{l}`)"),
+                None => format!("{name}: absent"),
+            }
         })
         .collect();
 

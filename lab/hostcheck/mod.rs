@@ -124,11 +124,17 @@ impl HostReport {
 /// 4 only cannot-tell answers (like `run`'s skips).
 pub fn exit_code(report: &HostReport) -> i32 {
     if report.host_changes.as_ref().is_some_and(|c| !c.is_empty())
-        || report.verdicts.iter().any(|v| v.verdict == Verdict::Affected)
+        || report
+            .verdicts
+            .iter()
+            .any(|v| v.verdict == Verdict::Affected)
     {
         1
     } else if !report.verdicts.is_empty()
-        && report.verdicts.iter().all(|v| v.verdict == Verdict::CannotTell)
+        && report
+            .verdicts
+            .iter()
+            .all(|v| v.verdict == Verdict::CannotTell)
     {
         4
     } else {

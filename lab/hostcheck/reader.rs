@@ -148,7 +148,9 @@ impl HostSource for LiveHost {
 pub fn parse_uplink(route_text: &str) -> Reading {
     let dev = route_text.lines().find_map(|l| {
         let w: Vec<&str> = l.split_whitespace().collect();
-        w.windows(2).find(|p| p[0] == "dev").map(|p| p[1].to_string())
+        w.windows(2)
+            .find(|p| p[0] == "dev")
+            .map(|p| p[1].to_string())
     });
     match dev {
         Some(d) => Reading::Value(d),
@@ -179,10 +181,15 @@ pub struct FixtureNode {
 impl FixtureHost {
     pub fn open(dir: &Path) -> anyhow::Result<FixtureHost> {
         let file = dir.join("node.toml");
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| anyhow::anyhow!("{}: {e} (a fixture node needs node.toml)", file.display()))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            anyhow::anyhow!("{}: {e} (a fixture node needs node.toml)", file.display())
+        })?;
         let node: FixtureNode = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{}: {} (fields: about, uplink, sysctls, expect)", file.display(), e.message())
+            anyhow::anyhow!(
+                "{}: {} (fields: about, uplink, sysctls, expect)",
+                file.display(),
+                e.message()
+            )
         })?;
         Ok(FixtureHost {
             dir: dir.to_path_buf(),
@@ -293,10 +300,7 @@ impl HostReading {
             .chain(extra.iter().cloned())
         {
             let key = super::mapping::resolve_uplink(&key, uplink.value());
-            if !sysctls.contains_key(&key) {
-                let r = src.sysctl(&key);
-                sysctls.insert(key, r);
-            }
+            sysctls.entry(key.clone()).or_insert_with(|| src.sysctl(&key));
         }
         let rulesets = RulesetKind::ALL
             .into_iter()

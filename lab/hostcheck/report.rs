@@ -6,7 +6,10 @@ use std::fmt::Write;
 fn host_line(r: &HostReport) -> String {
     match &r.host_changes {
         None => String::new(),
-        Some(c) if c.is_empty() => "host unchanged (root namespace: links, addresses, routes, rules, rulesets, sysctls)\n".into(),
+        Some(c) if c.is_empty() => {
+            "host unchanged (root namespace: links, addresses, routes, rules, rulesets, sysctls)\n"
+                .into()
+        }
         Some(c) => {
             let mut s = format!("HOST CHANGED ({} differences):\n", c.len());
             for l in c {
@@ -21,7 +24,11 @@ pub fn table(r: &HostReport) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "check-host: {}", r.source);
     let _ = writeln!(s, "kernel {}, uplink {}", r.kernel, r.uplink);
-    let rules: Vec<String> = r.rulesets.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let rules: Vec<String> = r
+        .rulesets
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
     let _ = writeln!(s, "rulesets: {}", rules.join("; "));
     let settings: Vec<String> = r.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(s, "sysctls: {}", settings.join(" "));
@@ -33,7 +40,11 @@ pub fn table(r: &HostReport) -> String {
         .max()
         .unwrap_or(8)
         .max(8);
-    let _ = writeln!(s, "{:<w$}  {:<12}  {:>6}  MEANS", "SCENARIO", "VERDICT", "TIME");
+    let _ = writeln!(
+        s,
+        "{:<w$}  {:<12}  {:>6}  MEANS",
+        "SCENARIO", "VERDICT", "TIME"
+    );
     for v in &r.verdicts {
         let _ = writeln!(
             s,
@@ -93,7 +104,11 @@ pub fn markdown(r: &HostReport) -> String {
     let notes: Vec<String> = r
         .verdicts
         .iter()
-        .flat_map(|v| v.notes.iter().map(move |n| format!("- `{}`: {}", v.scenario, n)))
+        .flat_map(|v| {
+            v.notes
+                .iter()
+                .map(move |n| format!("- `{}`: {}", v.scenario, n))
+        })
         .collect();
     if !notes.is_empty() {
         s.push_str("\nNot carried over:\n\n");

@@ -48,7 +48,13 @@ pub fn verdict_of(scn: &Scenario, hc: &HostCheck, p: Prepared, cell: &CellResult
     let mut evidence: Vec<String> = cell
         .trigger
         .iter()
-        .map(|t| format!("trigger {}: {}", if t.ok { "held" } else { "did not hold" }, t.detail))
+        .map(|t| {
+            format!(
+                "trigger {}: {}",
+                if t.ok { "held" } else { "did not hold" },
+                t.detail
+            )
+        })
         .collect();
     evidence.extend(
         cell.checks
@@ -127,7 +133,12 @@ pub fn check_host(
     let mut report = super::HostReport::from_reading(&reading);
     let run_id = std::env::var("FAULTLAB_RUN_ID")
         .ok()
-        .filter(|id| (1..=12).contains(&id.len()) && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        .filter(|id| {
+            (1..=12).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
         .unwrap_or_else(crate::build::new_run_id);
     let scratch = crate::build::state::scratch_dir();
     for scn in scenarios {

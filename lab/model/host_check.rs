@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn globs_cross_dots_and_spaces() {
         assert!(glob_match("cali*", "cali12ab"));
-        assert!(glob_match("*INPUT*INVALID*DROP*", "-A INPUT -m conntrack --ctstate INVALID -j DROP"));
+        assert!(glob_match(
+            "*INPUT*INVALID*DROP*",
+            "-A INPUT -m conntrack --ctstate INVALID -j DROP"
+        ));
         assert!(!glob_match("cali*", "tap1"));
         assert!(glob_match("eth0.100", "eth0.100"));
         assert!(!glob_match("eth0", "eth0.100"));

@@ -74,7 +74,11 @@ pub fn expand_host_check(
         let field = format!("host_check.interfaces.{}", host.get_ref());
         let l = lab.get_ref();
         let bad_glob = l.contains('*') && !(l.ends_with('*') && l.matches('*').count() == 1);
-        if bad_glob || !devices.iter().any(|d| crate::model::host_check::glob_match(l, d)) {
+        if bad_glob
+            || !devices
+                .iter()
+                .any(|d| crate::model::host_check::glob_match(l, d))
+        {
             return cx.fail(
                 lab.span(),
                 &field,
