@@ -26,16 +26,9 @@ fn load(name: &str) -> scenario::Scenario {
 
 fn reading(dir: &Path) -> HostReading {
     let f = FixtureHost::open(dir).unwrap();
-    let s: Vec<String> = [
-        "docker-out-of-window-rst",
-        "bridge-netfilter",
-        "conntrack-race-dns-openstack",
-        "conntrack-race-calico-dnat",
-    ]
-    .iter()
-    .flat_map(|n| load(n).host_check.unwrap().sysctls)
-    .collect();
-    HostReading::read(&f, &s)
+    let files = scenario::discover(&[], Path::new("scenarios")).unwrap();
+    let all: Vec<_> = files.iter().map(|p| scenario::load(p).unwrap()).collect();
+    HostReading::read(&f, &hostcheck::run::sysctls_taken(&all))
 }
 
 #[test]

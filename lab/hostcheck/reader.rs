@@ -300,7 +300,9 @@ impl HostReading {
             .chain(extra.iter().cloned())
         {
             let key = super::mapping::resolve_uplink(&key, uplink.value());
-            sysctls.entry(key.clone()).or_insert_with(|| src.sysctl(&key));
+            sysctls
+                .entry(key.clone())
+                .or_insert_with(|| src.sysctl(&key));
         }
         let rulesets = RulesetKind::ALL
             .into_iter()

@@ -109,6 +109,15 @@ pub fn verdict_of(scn: &Scenario, hc: &HostCheck, p: Prepared, cell: &CellResult
     }
 }
 
+/// Every sysctl key the scenarios' `[host_check]` tables take from the machine.
+pub fn sysctls_taken(scenarios: &[Scenario]) -> Vec<String> {
+    scenarios
+        .iter()
+        .filter_map(|s| s.host_check.as_ref())
+        .flat_map(|h| h.sysctls.iter().cloned())
+        .collect()
+}
+
 /// Reads the machine, runs every scenario that has a `[host_check]`, and (with
 /// `prove_unchanged`) compares the root namespace before and after.
 pub fn check_host(
@@ -116,11 +125,7 @@ pub fn check_host(
     src: &dyn super::reader::HostSource,
     prove_unchanged: bool,
 ) -> super::HostReport {
-    let extra: Vec<String> = scenarios
-        .iter()
-        .filter_map(|s| s.host_check.as_ref())
-        .flat_map(|h| h.sysctls.iter().cloned())
-        .collect();
+    let extra = sysctls_taken(scenarios);
     // Shared, like every lab, and taken before the first snapshot: no other run may
     // change host-global sysctls meanwhile, so the lab sees the machine's own
     // values and the two snapshots compare what this run did.
