@@ -8,17 +8,12 @@ use crate::model::host_check::{glob_match, HostCheck};
 use crate::model::{CellPlan, RulesetKind, RulesetPlan, Sysctl};
 use crate::scenario::Scenario;
 
-/// Sysctls that are one value for the whole machine: a lab namespace cannot have
+/// Sysctls that are one value for the whole machine (the ones a scenario may set
+/// in `host_sysctls`, and the read-only entry count): a lab namespace cannot have
 /// its own, so the lab always runs under the running kernel's value.
-const MACHINE_WIDE: &[&str] = &[
-    "net.netfilter.nf_conntrack_max",
-    "net.netfilter.nf_conntrack_buckets",
-    "net.netfilter.nf_conntrack_count",
-    "net.netfilter.nf_log_all_netns",
-    "net.nf_conntrack_max",
-    "net.core.message_cost",
-    "net.core.message_burst",
-];
+fn machine_wide(key: &str) -> bool {
+    crate::scenario::HOST_GLOBAL_SYSCTLS.contains(&key) || key == "net.netfilter.nf_conntrack_count"
+}
 
 /// What was carried over, for the verdict's "deciding" column.
 #[derive(Debug, Clone)]
@@ -85,7 +80,7 @@ pub fn prepare(scn: &Scenario, hc: &HostCheck, host: &HostReading) -> Prepared {
                 continue;
             }
         };
-        if MACHINE_WIDE.contains(&host_key.as_str()) {
+        if machine_wide(&host_key) {
             settings.push(format!(
                 "{host_key}={value} ({origin}; machine-wide, not applied)"
             ));

@@ -8,6 +8,7 @@ pub mod template;
 
 use crate::model::CellPlan;
 pub use error::{ScenarioError, SourceMap};
+pub use expand::HOST_GLOBAL_SYSCTLS;
 use std::path::{Path, PathBuf};
 
 /// A validated scenario: every cell is ready to run.

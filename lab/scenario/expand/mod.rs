@@ -23,6 +23,7 @@ use sysctls::*;
 use topology::*;
 
 pub use host_check::expand_host_check;
+pub use sysctls::HOST_GLOBAL_SYSCTLS;
 
 type R<T> = Result<T, ScenarioError>;
 
