@@ -31,6 +31,13 @@ enum Format {
     Junit,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum HostFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// List scenarios and their cells.
@@ -99,6 +106,21 @@ enum Command {
     },
     /// Print the JSON Schema of scenario files (for taplo / Even Better TOML; README "Editors").
     Schema,
+    /// Does this machine have the catalogue's phenomena? Runs each scenario's
+    /// `[host_check]` cell with this machine's sysctls and rules: affected / not
+    /// affected / cannot tell, and proves the root namespace did not change.
+    CheckHost {
+        /// Scenario files, directories or names (default: scenarios/).
+        paths: Vec<String>,
+        #[arg(long, value_enum, default_value_t = HostFormat::Table)]
+        format: HostFormat,
+        /// Read the node from fixture files (node.toml, *.save, nft.ruleset) instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "netns")]
+        fixture: Option<PathBuf>,
+        /// Read the node from this network namespace instead of the root one.
+        #[arg(long, value_name = "NAME")]
+        netns: Option<String>,
+    },
     /// Helper servers run inside lab nodes (used by scenario processes).
     #[command(hide = true)]
     Serve {
@@ -145,6 +167,12 @@ fn main() -> ExitCode {
             print!("{}", scenario::json_schema::scenario_schema_text());
             ExitCode::SUCCESS
         }
+        Command::CheckHost {
+            paths,
+            format,
+            fixture,
+            netns,
+        } => check_host(&paths, format, fixture, netns),
         Command::Serve { args } => match faultlab::traffic::serve_main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -198,6 +226,45 @@ fn compact(paths: &[PathBuf]) -> ExitCode {
     }
     eprintln!("compacted {} results files", files.len());
     ExitCode::SUCCESS
+}
+
+fn check_host(
+    paths: &[String],
+    format: HostFormat,
+    fixture: Option<PathBuf>,
+    netns: Option<String>,
+) -> ExitCode {
+    use faultlab::hostcheck::{self, reader};
+    let scenarios = match load_all(paths) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let src: Box<dyn reader::HostSource> = match fixture {
+        Some(dir) => match reader::FixtureHost::open(&dir) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => Box::new(reader::LiveHost { netns }),
+    };
+    if let Err(e) = faultlab::build::signals::install() {
+        eprintln!("warning: cannot install the SIGINT/SIGTERM handler: {e:#}");
+    }
+    let r = hostcheck::run::check_host(&scenarios, src.as_ref(), true);
+    print!(
+        "{}",
+        match format {
+            HostFormat::Table => hostcheck::report::table(&r),
+            HostFormat::Json => hostcheck::report::json(&r),
+            HostFormat::Markdown => hostcheck::report::markdown(&r),
+        }
+    );
+    if faultlab::build::signals::interrupted() {
+        return ExitCode::from(130);
+    }
+    ExitCode::from(hostcheck::exit_code(&r) as u8)
 }
 
 fn scenarios_dir() -> PathBuf {

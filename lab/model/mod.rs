@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cell;
 pub mod ct_filter;
 pub mod expr;
+pub mod host_check;
 pub mod kernel;
 pub mod kmsg;
 pub mod lab;

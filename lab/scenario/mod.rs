@@ -9,6 +9,7 @@ pub mod template;
 
 use crate::model::CellPlan;
 pub use error::{ScenarioError, SourceMap};
+pub use expand::HOST_GLOBAL_SYSCTLS;
 use std::path::{Path, PathBuf};
 
 /// A validated scenario: every cell is ready to run.
@@ -19,6 +20,8 @@ pub struct Scenario {
     pub about: String,
     pub seed: Option<String>,
     pub cells: Vec<CellPlan>,
+    /// How `faultlab check-host` runs this phenomenon against a machine's settings.
+    pub host_check: Option<crate::model::host_check::HostCheck>,
 }
 
 /// Parse and validate a scenario from its text. `file` is used in error messages.
@@ -29,12 +32,14 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let dir = Path::new(file).parent().unwrap_or(Path::new("."));
     template::apply(&mut raw, &src, dir)?;
     let cells = expand::expand_cells(&raw, &src)?;
+    let host_check = expand::expand_host_check(&raw, &src, &cells)?;
     Ok(Scenario {
         file: file.to_string(),
         name: raw.name.into_inner(),
         about: raw.about,
         seed: raw.seed,
         cells,
+        host_check,
     })
 }
 

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 mod cells;
 mod control;
+mod host_check;
 mod steps;
 mod sysctls;
 mod topology;
@@ -20,6 +21,9 @@ use cells::*;
 use steps::*;
 use sysctls::*;
 use topology::*;
+
+pub use host_check::expand_host_check;
+pub use sysctls::HOST_GLOBAL_SYSCTLS;
 
 type R<T> = Result<T, ScenarioError>;
 

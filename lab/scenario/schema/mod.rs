@@ -87,6 +87,9 @@ pub struct ScenarioFile {
     #[serde(default)]
     pub evidence: EvidenceSpec,
     pub cells: Vec<CellSpec>,
+    /// How `faultlab check-host` runs this phenomenon against the machine's own settings.
+    #[serde(default)]
+    pub host_check: Option<HostCheckSpec>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -203,4 +206,46 @@ pub struct KernelExpectSpec {
     pub trigger: Option<SpannedStr>,
     #[schemars(with = "Vec<String>")]
     pub expect: Vec<SpannedStr>,
+}
+
+/// `[host_check]`: how `faultlab check-host` maps this machine onto the lab and
+/// which observations of one cell mean "this machine is affected".
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostCheckSpec {
+    /// The lab node that plays the machine being checked.
+    #[schemars(with = "String")]
+    pub node: SpannedStr,
+    /// The cell whose lab and timeline are run with the machine's settings.
+    #[schemars(with = "String")]
+    pub cell: SpannedStr,
+    /// Expression over the cell's observations that holds when the machine is affected.
+    #[schemars(with = "String")]
+    pub affected: SpannedStr,
+    /// What "affected" means, one sentence (printed with the verdict).
+    pub says: String,
+    /// What would change the answer.
+    pub fix: String,
+    /// Sysctls read on the machine and written to the node (`conf.@uplink.` and
+    /// device names are mapped through `interfaces`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub sysctls: Vec<SpannedStr>,
+    /// Values to use when the machine lacks a sysctl (e.g. br_netfilter not loaded).
+    #[serde(default)]
+    #[schemars(with = "stand_ins::Sysctls")]
+    pub absent: BTreeMap<SpannedStr, Spanned<toml::Value>>,
+    /// Ruleset kinds taken from the machine; they replace the node's own.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub rulesets: Vec<SpannedStr>,
+    /// Machine interface glob (or `@uplink`) → lab device (`*` allowed at the end).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub interfaces: indexmap::IndexMap<SpannedStr, SpannedStr>,
+    /// Rules that decide the answer: name → glob (or globs) over the machine's
+    /// rule lines (`iptables TABLE -A CHAIN ...`, `nft FAMILY TABLE CHAIN RULE`).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RulesetText>")]
+    pub rules: indexmap::IndexMap<SpannedStr, RulesetText>,
 }

@@ -1,0 +1,160 @@
+//! What the root network namespace looks like, without counters or timers, so two
+//! snapshots taken around a check-host run are equal when it changed nothing:
+//! links, addresses, routes, policy rules, the nft ruleset, the iptables saves
+//! and the sysctls check-host reads.
+
+use super::reader::{HostSource, LiveHost, Reading, REPORTED_SYSCTLS};
+use crate::model::RulesetKind;
+use std::collections::BTreeMap;
+use std::process::Command;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootSnapshot(pub BTreeMap<String, String>);
+
+/// Readings that change on their own and say nothing about a change by us.
+const VOLATILE_SYSCTLS: &[&str] = &["net.netfilter.nf_conntrack_count"];
+
+pub fn take() -> RootSnapshot {
+    let cmd = |argv: &[&str]| -> String {
+        match Command::new(argv[0]).args(&argv[1..]).output() {
+            Ok(o) => {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            }
+            Err(e) => format!("({} unavailable: {e})", argv[0]),
+        }
+    };
+    let mut s = BTreeMap::new();
+    s.insert("links".into(), cmd(&["ip", "-o", "link", "show"]));
+    s.insert(
+        "addresses".into(),
+        strip_timers(&cmd(&["ip", "-o", "addr", "show"])),
+    );
+    for (name, fam) in [("routes4", "-4"), ("routes6", "-6")] {
+        s.insert(
+            name.into(),
+            strip_timers(&cmd(&["ip", fam, "route", "show", "table", "all"])),
+        );
+    }
+    s.insert("rules4".into(), cmd(&["ip", "-4", "rule", "show"]));
+    s.insert("rules6".into(), cmd(&["ip", "-6", "rule", "show"]));
+    let host = LiveHost::root();
+    for kind in RulesetKind::ALL {
+        let text = match host.ruleset(kind) {
+            Reading::Value(t) => strip_counters(&t),
+            Reading::Absent(why) => format!("(cannot read: {why})"),
+        };
+        s.insert(format!("ruleset.{}", kind.key()), text);
+    }
+    for key in REPORTED_SYSCTLS
+        .iter()
+        .filter(|k| !VOLATILE_SYSCTLS.contains(k))
+    {
+        let v = match host.sysctl(key) {
+            Reading::Value(v) => v,
+            Reading::Absent(_) => "(absent)".into(),
+        };
+        s.insert(format!("sysctl.{key}"), v);
+    }
+    RootSnapshot(s)
+}
+
+/// Lines that differ, section by section (`-` before, `+` after).
+pub fn diff(before: &RootSnapshot, after: &RootSnapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = before.0.keys().chain(after.0.keys()).collect();
+    for k in keys {
+        let a = before.0.get(k).map(String::as_str).unwrap_or("");
+        let b = after.0.get(k).map(String::as_str).unwrap_or("");
+        if a == b {
+            continue;
+        }
+        let al: Vec<&str> = a.lines().collect();
+        let bl: Vec<&str> = b.lines().collect();
+        let before_len = out.len();
+        for l in al.iter().filter(|l| !bl.contains(l)) {
+            out.push(format!("{k}: - {l}"));
+        }
+        for l in bl.iter().filter(|l| !al.contains(l)) {
+            out.push(format!("{k}: + {l}"));
+        }
+        if out.len() == before_len {
+            out.push(format!("{k}: same lines, different order or repetition"));
+        }
+    }
+    out
+}
+
+/// `valid_lft 86000sec preferred_lft 86000sec`, `expires 300sec`: counting down.
+fn strip_timers(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let mut kept = Vec::new();
+            let mut i = 0;
+            while i < w.len() {
+                if matches!(w[i], "valid_lft" | "preferred_lft" | "expires" | "used")
+                    && i + 1 < w.len()
+                {
+                    i += 2;
+                } else {
+                    kept.push(w[i]);
+                    i += 1;
+                }
+            }
+            kept.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// iptables-save `[packets:bytes]` and `# Generated` comments, nft
+/// `packets N bytes M`: traffic, not configuration.
+pub fn strip_counters(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let mut kept = Vec::new();
+            let mut i = 0;
+            while i < w.len() {
+                if matches!(w[i], "packets" | "bytes") && i + 1 < w.len() {
+                    i += 2;
+                } else if w[i].starts_with('[') && w[i].ends_with(']') && w[i].contains(':') {
+                    i += 1;
+                } else {
+                    kept.push(w[i]);
+                    i += 1;
+                }
+            }
+            kept.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_timers_do_not_count_as_changes() {
+        assert_eq!(
+            strip_counters(
+                ":INPUT ACCEPT [12:3400]\n# Generated by x\n\tcounter packets 5 bytes 300 accept"
+            ),
+            ":INPUT ACCEPT\ncounter accept"
+        );
+        assert_eq!(
+            strip_timers("2: eth0 inet 10.0.0.2/24 valid_lft 3599sec preferred_lft 3599sec"),
+            "2: eth0 inet 10.0.0.2/24"
+        );
+        let a = RootSnapshot(BTreeMap::from([("links".into(), "1: lo\n2: eth0".into())]));
+        let b = RootSnapshot(BTreeMap::from([(
+            "links".into(),
+            "1: lo\n2: eth0\n3: veth9".into(),
+        )]));
+        assert_eq!(diff(&a, &a), Vec::<String>::new());
+        assert_eq!(diff(&a, &b), vec!["links: + 3: veth9".to_string()]);
+    }
+}
