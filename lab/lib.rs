@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod evidence;
+pub mod export;
 pub mod judge;
 pub mod kconfig;
 pub mod model;
