@@ -3,7 +3,9 @@
 //! run_kselftest.sh use). Nothing is vendored: runner.sh comes from
 //! /var/cache/faultlab/ktap/selftests, else from Debian's linux-source tarball
 //! (/usr/src/linux-source-*.tar.xz, `apt-get install linux-source`, extracted there
-//! once), else the test skips with a printed reason. Needs root.
+//! once), else the test skips with a printed reason. Also real runs' exit codes:
+//! kselftest's (2 for a trigger that did not fire, read `# XFAIL`) and `--bisect`'s.
+//! Needs root.
 #![cfg(feature = "lab")]
 
 mod support_reports;
@@ -194,4 +196,91 @@ fn the_exported_settings_timeout_is_the_runners() {
     assert!(left.is_empty(), "namespaces left behind: {left:?}\n{out}");
     let state = Path::new("/run/faultlab").join(format!("{run_id}.json"));
     assert!(!state.exists(), "{} left behind\n{out}", state.display());
+}
+
+const MINI: &str = r#"name = "mini"
+about = "two namespaces on a veth"
+
+[nodes.a]
+[nodes.b]
+
+[[links]]
+a = "a:eth0 192.0.2.1/24"
+b = "b:eth0 192.0.2.2/24"
+
+[[traffic]]
+kind = "ping"
+from = "a"
+to = "192.0.2.2"
+count = 3
+interval_ms = 20
+
+[[cells]]
+name = "reachable"
+expect = ["ping.received == ping.sent"]
+
+[[cells]]
+name = "race-not-fired"
+trigger = "ping.received > 1000"
+expect = ["ping.received == ping.sent"]
+
+[[cells]]
+name = "wrong"
+expect = ["ping.received == 0"]
+"#;
+
+#[test]
+fn real_runs_exit_with_kselftests_and_git_bisects_codes() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP exit code test: {why}");
+        return;
+    }
+    let dir = Scratch(std::env::temp_dir().join(format!("faultlab-codes-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("mini.toml");
+    std::fs::write(&file, MINI).unwrap();
+    let file = file.display().to_string();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_faultlab"))
+            .args(["run", &file, "--no-results", "--format", "ktap"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // (cell, extra flags, exit code)
+    let table: &[(&str, &[&str], i32)] = &[
+        ("reachable", &[], 0),
+        ("race-not-fired", &[], 2),
+        ("wrong", &[], 1),
+        ("reachable", &["--bisect"], 0),
+        ("race-not-fired", &["--bisect"], 125),
+        ("wrong", &["--bisect"], 1),
+        // Three fails are not the four --bad-threshold asks for, nor enough decisive runs.
+        (
+            "wrong",
+            &["--bisect", "--repeat", "3", "--bad-threshold", "4"],
+            125,
+        ),
+        (
+            "reachable",
+            &["--bisect", "--repeat", "2", "--bad-threshold", "2"],
+            0,
+        ),
+    ];
+    for (cell, extra, code) in table {
+        let mut args = vec!["--cell", cell];
+        args.extend_from_slice(extra);
+        let (got, ktap) = run(&args);
+        assert_eq!(got, Some(*code), "{cell} {extra:?}\n{ktap}");
+        let tests = support_reports::check_faultlab_ktap(&ktap);
+        if *cell == "race-not-fired" {
+            let c = &tests[0].subtests[0];
+            assert!(c.ok && c.directive.as_deref() == Some("XFAIL"), "{ktap}");
+            assert!(c.diagnostic.contains("ping.received > 1000"), "{ktap}");
+        }
+    }
 }
