@@ -44,7 +44,7 @@ fn find_runner() -> Result<PathBuf, String> {
     let out = Command::new("tar")
         .arg("-xJf")
         .arg(&tarball)
-        .args(["--strip-components=3", "-C", CACHE])
+        .args(["--strip-components=4", "-C", CACHE])
         .args(&members)
         .output()
         .map_err(|e| format!("tar: {e}"))?;
