@@ -24,8 +24,9 @@ pub const FRAGMENT: &str = include_str!("../config");
 pub const EXIT_OK: i32 = 0;
 /// A required option is off.
 pub const EXIT_MISSING: i32 = 1;
-/// The kernel config cannot be read (or there is none to read).
-pub const EXIT_UNREADABLE: i32 = 2;
+/// The kernel config cannot be read (or there is none to read): an input error,
+/// faultlab's usage code (2 is kselftest's XFAIL).
+pub const EXIT_UNREADABLE: i32 = crate::verdict::EXIT_USAGE;
 
 /// A kernel `.config`: `CONFIG_X=value` lines; `# CONFIG_X is not set` reads as `n`.
 #[derive(Debug, Clone, Default)]

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod evidence;
 pub mod hostcheck;
+pub mod export;
 pub mod judge;
 pub mod kconfig;
 pub mod model;

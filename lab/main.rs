@@ -4,16 +4,22 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use faultlab::runner::progress::{self, Event, Progress};
 use faultlab::runner::{self, RunOptions};
-use faultlab::verdict::{exit_code, ScenarioResult};
+use faultlab::verdict::{bisect_exit_code, exit_code, ScenarioResult};
 use faultlab::{report, scenario};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Exit code for usage and input errors (bad scenario file, unknown name).
-const EXIT_USAGE: u8 = 2;
+/// Exit code for usage and input errors (bad scenario file, unknown name): 64
+/// (EX_USAGE), clear of kselftest's 0/1/2/4.
+const EXIT_USAGE: u8 = faultlab::verdict::EXIT_USAGE as u8;
+
+const EXIT_CODES: &str = "Exit codes (kselftest's): 0 all pass, 1 any fail, 2 any inconclusive \
+(XFAIL: a race that did not fire), 4 only skips, 64 usage or scenario-file error, 130 \
+interrupted. `run --bisect`: 0 good, 1 bad, 125 cannot tell, 128 usage error. `vm`: 124 \
+timeout, 125 infrastructure failure.";
 
 #[derive(Parser)]
-#[command(name = "faultlab", version, about)]
+#[command(name = "faultlab", version, about, after_help = EXIT_CODES)]
 struct Cli {
     /// Where templates are looked for after the scenario's own topologies/ directory
     /// (before the built-in ones); may be repeated.
@@ -28,6 +34,8 @@ enum Format {
     Table,
     Json,
     Ktap,
+    /// One kselftest program's output: TAP version 13, one test per cell.
+    Kselftest,
     Junit,
 }
 
@@ -63,9 +71,18 @@ enum Command {
         /// Do not write results files.
         #[arg(long)]
         no_results: bool,
-        /// Timing multiplier (e.g. 10 under software emulation).
-        #[arg(long, default_value_t = 1.0)]
-        slow: f64,
+        /// Timing multiplier (e.g. 10 under software emulation; default 1, or 10
+        /// when KSFT_MACHINE_SLOW=yes).
+        #[arg(long)]
+        slow: Option<f64>,
+        /// Exit for `git bisect run`: 0 good, 1 bad, 125 cannot tell (inconclusive,
+        /// skip); see --bad-threshold.
+        #[arg(long)]
+        bisect: bool,
+        /// With --bisect: a cell is bad when at least K of its repetitions fail, good
+        /// when fewer fail and at least K passed or failed, else it cannot tell.
+        #[arg(long, value_name = "K", default_value_t = 1, requires = "bisect")]
+        bad_threshold: u32,
         /// Keep every observation in the results (default: those the expectations
         /// read, and nonzero values).
         #[arg(long)]
@@ -121,8 +138,12 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         netns: Option<String>,
     },
-    /// Helper servers run inside lab nodes (used by scenario processes).
-    #[command(hide = true)]
+    /// Write a kselftest target (Makefile, config, settings, one program per scenario
+    /// printing KTAP) that the kernel's runner and CI fleets run.
+    KselftestExport(faultlab::export::kselftest::ExportArgs),
+    /// Helper servers for scenario processes: `serve udp-echo|tcp-echo|tcp-sink|dns
+    /// [--port N] [--bind ADDR] [--seconds S]` (ports 9000, 8080, 8080, 53; bind ::;
+    /// 3600 s).
     Serve {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -130,7 +151,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ if std::env::args().any(|a| a == "--bisect") => {
+                    faultlab::verdict::BISECT_ABORT as u8
+                }
+                _ => EXIT_USAGE,
+            });
+        }
+    };
     faultlab::scenario::template::set_template_dirs(cli.templates.clone());
     match cli.command {
         Command::List { paths } => list(&paths),
@@ -142,18 +175,26 @@ fn main() -> ExitCode {
             results,
             no_results,
             slow,
+            bisect,
+            bad_threshold,
             all_observations,
-        } => run(
-            &paths,
-            RunFlags {
-                cell,
-                repeat,
-                format,
-                results: (!no_results).then_some(results),
-                slow,
-                all_observations,
-            },
-        ),
+        } => {
+            let code = run(
+                &paths,
+                RunFlags {
+                    cell,
+                    repeat,
+                    format,
+                    results: (!no_results).then_some(results),
+                    slow: slow
+                        .or_else(faultlab::export::kselftest::machine_slow)
+                        .unwrap_or(1.0),
+                    bisect: bisect.then_some(bad_threshold),
+                    all_observations,
+                },
+            );
+            ExitCode::from(code as u8)
+        }
         Command::Compact { paths } => compact(&paths),
         Command::Show { files, format } => show(&files, format),
         Command::Plan { file, cell } => plan(&file, cell),
@@ -173,6 +214,9 @@ fn main() -> ExitCode {
             fixture,
             netns,
         } => check_host(&paths, format, fixture, netns),
+        Command::KselftestExport(args) => {
+            ExitCode::from(faultlab::export::kselftest::main(&args) as u8)
+        }
         Command::Serve { args } => match faultlab::traffic::serve_main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -320,21 +364,28 @@ struct RunFlags {
     format: Format,
     results: Option<PathBuf>,
     slow: f64,
+    /// `--bisect` with its bad threshold.
+    bisect: Option<u32>,
     all_observations: bool,
 }
 
-fn run(paths: &[String], flags: RunFlags) -> ExitCode {
+fn run(paths: &[String], flags: RunFlags) -> i32 {
     let RunFlags {
         cell,
         repeat,
         format,
         results,
         slow,
+        bisect,
         all_observations,
     } = flags;
-    let scenarios = match load_all(paths) {
-        Ok(s) => s,
-        Err(code) => return code,
+    let usage = if bisect.is_some() {
+        faultlab::verdict::BISECT_ABORT
+    } else {
+        EXIT_USAGE as i32
+    };
+    let Ok(scenarios) = load_all(paths) else {
+        return usage;
     };
     if let Some(name) = &cell {
         if !scenarios
@@ -342,7 +393,7 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
             .any(|s| s.cells.iter().any(|c| &c.name == name))
         {
             eprintln!("error: no scenario has a cell named `{name}` (see `faultlab list`)");
-            return ExitCode::from(EXIT_USAGE);
+            return usage;
         }
     }
     if let Err(e) = faultlab::build::signals::install() {
@@ -432,13 +483,13 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
     }
     print_results(&all, format);
     if faultlab::build::signals::interrupted() {
-        return ExitCode::from(130);
+        return 130;
     }
-    let outcomes: Vec<_> = all
-        .iter()
-        .flat_map(|r| r.cells.iter().map(|c| c.outcome))
-        .collect();
-    ExitCode::from(exit_code(&outcomes) as u8)
+    let cells = all.iter().flat_map(|r| r.cells.iter());
+    match bisect {
+        Some(k) => bisect_exit_code(cells, k),
+        None => exit_code(cells.map(|c| &c.outcome)),
+    }
 }
 
 /// Inside a `faultlab vm` guest, progress goes to the host as console markers;
@@ -461,6 +512,7 @@ fn print_results(all: &[ScenarioResult], format: Format) {
             .map(|r| report::json(r).expect("results serialize") + "\n")
             .collect(),
         Format::Ktap => report::ktap(all),
+        Format::Kselftest => report::kselftest(all),
         Format::Junit => report::junit(all),
     };
     // A closed pipe (`faultlab run | head`) is not worth a panic.
@@ -600,14 +652,27 @@ enum VmShare {
 }
 
 fn vm(a: VmArgs) -> ExitCode {
+    // `vm … -- run --bisect`: what the vm adds (timeout, broken boot) is "skip".
+    let bisect =
+        a.args.first().is_some_and(|c| c == "run") && a.args.iter().any(|x| x == "--bisect");
+    let code = vm_code(a);
+    ExitCode::from(if bisect {
+        faultlab::verdict::bisect_vm_code(code)
+    } else {
+        code
+    } as u8)
+}
+
+fn vm_code(a: VmArgs) -> i32 {
     use faultlab::vm::{AccelChoice, KernelSpec, ShareChoice, VmOptions};
+    const EXIT_USAGE: i32 = faultlab::verdict::EXIT_USAGE;
     let mut kernels = Vec::new();
     for k in &a.kernel {
         match KernelSpec::parse(k) {
             Ok(s) => kernels.push(s),
             Err(e) => {
                 eprintln!("error: --kernel {e:#}");
-                return ExitCode::from(EXIT_USAGE);
+                return EXIT_USAGE;
             }
         }
     }
@@ -642,9 +707,9 @@ fn vm(a: VmArgs) -> ExitCode {
     };
     if let Err(e) = faultlab::vm::run::validate(&opts) {
         eprintln!("error: {e:#}");
-        return ExitCode::from(EXIT_USAGE);
+        return EXIT_USAGE;
     }
-    ExitCode::from(faultlab::vm::run(&opts, &*progress_reporter("cells")) as u8)
+    faultlab::vm::run(&opts, &*progress_reporter("cells"))
 }
 
 fn diff(paths: &[PathBuf], all: Option<PathBuf>) -> ExitCode {

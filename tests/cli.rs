@@ -1,9 +1,10 @@
-//! The command line, without root: input errors (exit 2, `file:line:col`), `show` of
-//! a results file in every format (KTAP and JUnit validated), unknown cells.
+//! The command line, without root: input errors (exit 64, `file:line:col`), `show` of
+//! a results file in every format (KTAP and JUnit validated), kselftest's exit codes
+//! (2 for inconclusive), unknown cells, `kselftest-export`.
 
 mod support_reports;
 
-use faultlab::verdict::{CellResult, Outcome, ScenarioResult};
+use faultlab::verdict::{CellResult, Outcome, ScenarioResult, EXIT_USAGE};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -93,7 +94,7 @@ fn a_good_file_plans() {
 }
 
 #[test]
-fn a_misspelled_field_is_exit_2_with_its_location() {
+fn a_misspelled_field_is_exit_64_with_its_location() {
     let d = Scratch::new("typo");
     let f = d.file(
         "typo.toml",
@@ -102,7 +103,7 @@ fn a_misspelled_field_is_exit_2_with_its_location() {
     for cmd in ["plan", "list", "run"] {
         let out = faultlab(&[cmd, f.to_str().unwrap()]);
         let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert_eq!(out.status.code(), Some(EXIT_USAGE), "{cmd}: {err}");
         let (line, _) = assert_located(&err, &f);
         assert_eq!(line, 9, "{err}");
         assert!(err.contains("aa"), "{err}");
@@ -111,19 +112,19 @@ fn a_misspelled_field_is_exit_2_with_its_location() {
 }
 
 #[test]
-fn an_undefined_node_is_exit_2_with_its_location() {
+fn an_undefined_node_is_exit_64_with_its_location() {
     let d = Scratch::new("node");
     let f = d.file("node.toml", &GOOD.replace("b = \"b:eth0", "b = \"c:eth0"));
     let out = faultlab(&["run", f.to_str().unwrap(), "--no-results"]);
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(EXIT_USAGE), "{err}");
     let (line, _) = assert_located(&err, &f);
     assert_eq!(line, 9, "{err}");
     assert!(err.contains("`c`"), "{err}");
 }
 
 #[test]
-fn a_bad_expression_is_exit_2_with_its_location() {
+fn a_bad_expression_is_exit_64_with_its_location() {
     let d = Scratch::new("expr");
     let f = d.file(
         "expr.toml",
@@ -131,30 +132,30 @@ fn a_bad_expression_is_exit_2_with_its_location() {
     );
     let out = faultlab(&["list", f.to_str().unwrap()]);
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(EXIT_USAGE), "{err}");
     assert_located(&err, &f);
 }
 
 #[test]
-fn an_unknown_cell_is_exit_2() {
+fn an_unknown_cell_is_exit_64() {
     let d = Scratch::new("cell");
     let f = d.file("mini.toml", GOOD);
     let out = faultlab(&["run", f.to_str().unwrap(), "--cell", "nope", "--no-results"]);
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(EXIT_USAGE), "{err}");
     assert!(err.contains("`nope`"), "{err}");
 }
 
 #[test]
-fn an_unknown_scenario_name_is_exit_2() {
+fn an_unknown_scenario_name_is_exit_64() {
     let out = faultlab(&["run", "no-such-scenario", "--no-results"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(EXIT_USAGE), "{}", text(&out.stderr));
 }
 
 #[test]
-fn a_missing_results_file_is_exit_2() {
+fn a_missing_results_file_is_exit_64() {
     let out = faultlab(&["show", "/nonexistent/faultlab.json"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(EXIT_USAGE));
     assert!(text(&out.stderr).contains("/nonexistent/faultlab.json"));
 }
 
@@ -290,13 +291,19 @@ fn show_as_ktap_is_valid_ktap() {
     assert!(skip.ok);
     assert_eq!(skip.directive.as_deref(), Some("SKIP"));
     assert!(skip.diagnostic.contains("/proc/sys/net/bridge is missing"));
-    assert!(!by_name("race").ok);
+    let race = by_name("race");
+    assert!(race.ok, "a race that did not fire is XFAIL, not a failure");
+    assert_eq!(race.directive.as_deref(), Some("XFAIL"));
+    assert!(
+        race.diagnostic.starts_with("trigger not proven"),
+        "{race:?}"
+    );
     assert!(ktap.contains("  # note: no drop evidence"), "{ktap}");
     assert_eq!(tests[1].directive.as_deref(), Some("SKIP"));
     assert!(tests[1].ok);
     assert!(tests[2].ok && tests[2].subtests.is_empty());
     assert!(
-        ktap.ends_with("# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:6 error:1\n"),
+        ktap.ends_with("# Totals: pass:2 fail:1 xfail:1 xpass:0 skip:6 error:0\n"),
         "{ktap}"
     );
 }
@@ -347,4 +354,179 @@ fn a_closed_stdout_is_not_a_panic() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `results()[0]` with every cell but the given ones removed, written to a file.
+fn only(d: &Scratch, tag: &str, keep: &[&str]) -> String {
+    let mut r = results().remove(0);
+    r.cells.retain(|c| keep.contains(&c.name.as_str()));
+    let p = d.file(
+        &format!("{tag}.json"),
+        &serde_json::to_string_pretty(&r).unwrap(),
+    );
+    p.display().to_string()
+}
+
+#[test]
+fn exit_codes_follow_kselftest() {
+    let d = Scratch::new("codes");
+    let table: &[(&[&str], i32)] = &[
+        (&["call-iptables-on"], 0),
+        (&["call-iptables-on", "no-bridge"], 0),
+        (&["no-bridge"], 4),
+        // KSFT_XFAIL: the race did not fire.
+        (&["race"], 2),
+        (&["call-iptables-on", "race", "no-bridge"], 2),
+        (&["race", "call-iptables-off"], 1),
+    ];
+    for (i, (cells, code)) in table.iter().enumerate() {
+        let f = only(&d, &format!("c{i}"), cells);
+        let out = faultlab(&["show", "--format", "ktap", &f]);
+        assert_eq!(out.status.code(), Some(*code), "{cells:?}");
+        support_reports::check_faultlab_ktap(&text(&out.stdout));
+    }
+}
+
+#[test]
+fn a_race_that_did_not_fire_reads_xfail_and_exits_2() {
+    let d = Scratch::new("xfail");
+    let f = only(&d, "race", &["race"]);
+    for format in ["ktap", "kselftest"] {
+        let out = faultlab(&["show", "--format", format, &f]);
+        let ktap = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{ktap}");
+        assert!(
+            ktap.contains(
+                "ok 1 race # XFAIL trigger not proven: conntrack.r.clashres > 0 time=1234ms\n"
+            ),
+            "{ktap}"
+        );
+    }
+}
+
+#[test]
+fn kselftest_format_is_one_program_s_tap() {
+    let d = Scratch::new("ksft");
+    let files = write_results(&d);
+    let out = faultlab(&["show", "--format", "kselftest", &files[0]]);
+    let tap = text(&out.stdout);
+    let tests = support_reports::check_kselftest_tap(&tap);
+    let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "call-iptables-on",
+            "call-iptables-off",
+            "no-bridge",
+            "race",
+            "noted"
+        ]
+    );
+    assert!(tests.iter().all(|t| t.diagnostic.ends_with("ms")), "{tap}");
+    // Several scenarios: SCENARIO__CELL, still only [A-Za-z0-9_-].
+    let out = faultlab(&["show", "--format", "kselftest", &files[0], &files[1]]);
+    let tests = support_reports::check_kselftest_tap(&text(&out.stdout));
+    assert_eq!(tests[5].name, "all-skipped__call-iptables-on");
+}
+
+#[test]
+fn usage_errors_are_64_and_the_help_lists_the_codes() {
+    let out = faultlab(&["run", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(EXIT_USAGE), "{}", text(&out.stderr));
+    let out = faultlab(&["run", "--bad-threshold", "2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_USAGE),
+        "--bad-threshold needs --bisect"
+    );
+    let out = faultlab(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for words in ["2 any inconclusive", "64 usage", "125 cannot tell", "124"] {
+        assert!(help.contains(words), "--help lacks {words:?}:\n{help}");
+    }
+    assert!(
+        help.contains("kselftest-export") && help.contains("serve"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_usage_error_under_bisect_aborts_the_bisection() {
+    // git bisect run reads 1..=127 (but 125) as "bad": a broken command line must
+    // not mark every commit bad.
+    let out = faultlab(&["run", "no-such-scenario", "--no-results", "--bisect"]);
+    assert_eq!(out.status.code(), Some(128), "{}", text(&out.stderr));
+    let out = faultlab(&["run", "--bisect", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(128), "{}", text(&out.stderr));
+}
+
+#[test]
+fn kselftest_export_writes_a_target() {
+    let d = Scratch::new("export");
+    let dir = d.0.join("target");
+    let fake_binary = d.file("fake-faultlab", "#!/bin/sh\necho fake\n");
+    let out = faultlab(&[
+        "kselftest-export",
+        dir.to_str().unwrap(),
+        "bridge-netfilter",
+        "scenarios/selftests/xt_string.toml",
+        "--binary",
+        fake_binary.to_str().unwrap(),
+        "--timeout",
+        "300",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+    let make = read("Makefile");
+    assert!(
+        make.contains("TEST_PROGS := bridge-netfilter.sh \\\n\tselftest-xt-string.sh\n"),
+        "{make}"
+    );
+    assert!(make.contains("include ../lib.mk"), "{make}");
+    assert_eq!(read("settings"), "timeout=300\n");
+    assert_eq!(read("config"), std::fs::read_to_string("config").unwrap());
+    assert_eq!(read("faultlab"), "#!/bin/sh\necho fake\n");
+    assert_eq!(
+        read("scenarios/selftests/xt_string.toml"),
+        std::fs::read_to_string("scenarios/selftests/xt_string.toml").unwrap()
+    );
+    assert!(dir.join("scenarios/topologies/docker.toml").is_file());
+    use std::os::unix::fs::PermissionsExt;
+    for exe in ["bridge-netfilter.sh", "selftest-xt-string.sh", "faultlab"] {
+        let mode = std::fs::metadata(dir.join(exe))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "{exe} is not executable");
+    }
+    // The program runs the copied binary on the copied scenario.
+    let run = Command::new("sh")
+        .arg(dir.join("selftest-xt-string.sh"))
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_eq!(text(&run.stdout), "fake\n");
+    // Never merged into an old export.
+    let again = faultlab(&[
+        "kselftest-export",
+        dir.to_str().unwrap(),
+        "bridge-netfilter",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("is not empty"),
+        "{}",
+        text(&again.stderr)
+    );
+    // A broken scenario file is a usage error, and nothing is written.
+    let bad = d.file("bad.toml", "name = \"x\"\nbogus = 1\n");
+    let dir2 = d.0.join("t2");
+    let out = faultlab(&[
+        "kselftest-export",
+        dir2.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(EXIT_USAGE));
+    assert!(!dir2.exists());
 }

@@ -212,13 +212,13 @@ fn gzip_configs_are_read() {
 }
 
 #[test]
-fn unreadable_input_exits_2() {
+fn unreadable_input_exits_64() {
     let o = kernel_config(Path::new("/nonexistent/faultlab/config"));
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read"));
     let f = Fixture::new("not-a-config", "hello\n");
     let o = kernel_config(&f.0);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a kernel config"));
 }
 

@@ -1,6 +1,8 @@
-//! JUnit XML: a testsuite per scenario, a testcase per cell.
+//! JUnit XML: a testsuite per scenario, a testcase per cell. Names are KTAP's
+//! (`[A-Za-z0-9_-]` only), so a fleet's dashboards match the two formats up.
 
 use super::evidence::{drop_site, evidence, failed_checks, top_drops, Totals};
+use super::ktap::test_name;
 use crate::verdict::{CellResult, Outcome, ScenarioResult};
 
 /// Escapes for attribute values and text; drops characters XML 1.0 cannot carry.
@@ -45,8 +47,8 @@ fn failure_text(c: &CellResult) -> String {
 fn testcase(out: &mut String, scenario: &str, c: &CellResult) {
     let open = format!(
         "    <testcase name=\"{}\" classname=\"{}\" time=\"{}\"",
-        esc(&c.name),
-        esc(scenario),
+        test_name(&c.name),
+        test_name(scenario),
         secs(c.duration_ms)
     );
     match c.outcome {
@@ -86,7 +88,7 @@ pub fn junit(results: &[ScenarioResult]) -> String {
         let s = Totals::of(&r.cells);
         out.push_str(&format!(
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{}\">\n",
-            esc(&r.scenario),
+            test_name(&r.scenario),
             r.cells.len(),
             s.fail + s.inconclusive,
             s.skip,
@@ -114,6 +116,22 @@ mod tests {
     #[test]
     fn junit_output() {
         insta::assert_snapshot!(junit(&results()));
+    }
+
+    #[test]
+    fn names_keep_only_the_safe_characters() {
+        let mut r = results();
+        r[0].scenario = "bridge <forward>".into();
+        r[0].cells[0].name = "on & off".into();
+        let out = junit(&r);
+        assert!(
+            out.contains("<testsuite name=\"bridge__forward_\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("<testcase name=\"on___off\" classname=\"bridge__forward_\""),
+            "{out}"
+        );
     }
 
     #[test]

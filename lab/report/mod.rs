@@ -14,6 +14,6 @@ mod table;
 pub use evidence::{evidence, Totals};
 pub use json::{json, read_json};
 pub use junit::junit;
-pub use ktap::ktap;
+pub use ktap::{aborted as ktap_aborted, kselftest, ktap, test_name, Aborted};
 pub use markdown::markdown_summary;
 pub use table::table;

@@ -121,6 +121,9 @@ mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay 
 R=/newroot
 mount -t proc proc $R/proc && mount -t sysfs sysfs $R/sys && mount -t devtmpfs devtmpfs $R/dev || infra "cannot mount proc, sys or dev"
 mkdir -p $R/dev/pts $R/dev/shm
+# devtmpfs has no /dev/fd, /dev/std* links (udev makes them): kselftest's runner.sh
+# writes to /dev/stdout.
+ln -sf /proc/self/fd $R/dev/fd && ln -sf /proc/self/fd/0 $R/dev/stdin && ln -sf /proc/self/fd/1 $R/dev/stdout && ln -sf /proc/self/fd/2 $R/dev/stderr
 mount -t devpts -o ptmxmode=0666 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount -t tmpfs -o mode=0755 tmpfs $R/run || infra "cannot mount /run"

@@ -97,6 +97,7 @@ pub fn validate(opts: &VmOptions) -> Result<()> {
 pub fn run(opts: &VmOptions, progress: &dyn Progress) -> i32 {
     let mut worst = 0;
     for spec in &opts.kernels {
+        let started = std::time::Instant::now();
         let code = match run_one(opts, spec, progress) {
             Ok(c) => c,
             Err(e) => {
@@ -104,9 +105,52 @@ pub fn run(opts: &VmOptions, progress: &dyn Progress) -> i32 {
                 EXIT_INFRA
             }
         };
+        // An inner KTAP run that never printed its verdicts still leaves a test line
+        // for the CI parser (runner.sh's `# TIMEOUT`; `# ERROR` for a broken guest).
+        // Under --bisect, 125 is the guest's own "cannot tell".
+        if let Some(how) = aborted_ktap(&opts.args, code) {
+            let reason = match how {
+                crate::report::Aborted::Timeout => {
+                    format!("{} seconds", opts.timeout.as_secs())
+                }
+                crate::report::Aborted::Error => {
+                    "infrastructure failure, not a scenario result (see stderr)".into()
+                }
+            };
+            print!(
+                "{}",
+                crate::report::ktap_aborted(
+                    &format!("vm {}", spec.label()),
+                    how,
+                    &reason,
+                    started.elapsed().as_millis() as u64
+                )
+            );
+        }
         worst = combine(worst, code);
     }
     worst
+}
+
+/// Whether the inner command is a `run` printing KTAP that the exit code says it
+/// never finished.
+pub fn aborted_ktap(args: &[String], code: i32) -> Option<crate::report::Aborted> {
+    let formats = ["ktap", "kselftest"];
+    let ktap = args.first().is_some_and(|c| c == "run")
+        && (args
+            .windows(2)
+            .any(|w| w[0] == "--format" && formats.contains(&w[1].as_str()))
+            || args.iter().any(|a| {
+                a.strip_prefix("--format=")
+                    .is_some_and(|f| formats.contains(&f))
+            }));
+    let bisect = args.iter().any(|a| a == "--bisect");
+    match code {
+        _ if !ktap => None,
+        EXIT_TIMEOUT => Some(crate::report::Aborted::Timeout),
+        EXIT_INFRA if !bisect => Some(crate::report::Aborted::Error),
+        _ => None,
+    }
 }
 
 pub fn combine(a: i32, b: i32) -> i32 {
@@ -608,6 +652,20 @@ mod tests {
         assert_eq!(args, s(&["list"]));
         assert_eq!(dir, None);
         assert!(inner_args(&[], Path::new("/r"), 1.0).is_err());
+    }
+
+    #[test]
+    fn an_unfinished_ktap_run_gets_a_timeout_or_error_line() {
+        use crate::report::Aborted;
+        let ktap = s(&["run", "--format", "ktap", "scenarios/"]);
+        assert_eq!(aborted_ktap(&ktap, EXIT_TIMEOUT), Some(Aborted::Timeout));
+        assert_eq!(aborted_ktap(&ktap, EXIT_INFRA), Some(Aborted::Error));
+        assert_eq!(aborted_ktap(&ktap, 1), None);
+        let table = s(&["run", "scenarios/"]);
+        assert_eq!(aborted_ktap(&table, EXIT_TIMEOUT), None);
+        let bisect = s(&["run", "--format=kselftest", "--bisect"]);
+        assert_eq!(aborted_ktap(&bisect, EXIT_INFRA), None);
+        assert_eq!(aborted_ktap(&bisect, EXIT_TIMEOUT), Some(Aborted::Timeout));
     }
 
     #[test]

@@ -189,17 +189,65 @@ fn parse_result(text: &str) -> Result<KtapTest, String> {
     })
 }
 
+/// faultlab's conventions on every result line: a name of `[A-Za-z0-9_-]` only (what
+/// LAVA's parser keeps), `time=Nms` last (what NIPA reads), a reason on SKIP and XFAIL.
+fn check_conventions(t: &KtapTest) {
+    assert!(
+        !t.name.is_empty()
+            && t.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "a name outside [A-Za-z0-9_-]: {t:?}"
+    );
+    let ms = t
+        .diagnostic
+        .rsplit_once("time=")
+        .map(|(_, ms)| ms)
+        .or_else(|| t.diagnostic.strip_prefix("time="))
+        .and_then(|ms| ms.strip_suffix("ms"));
+    assert!(
+        ms.is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())),
+        "no time=Nms at the end: {t:?}"
+    );
+    if matches!(t.directive.as_deref(), Some("SKIP") | Some("XFAIL")) {
+        assert!(
+            !t.diagnostic.starts_with("time="),
+            "a {} without a reason: {t:?}",
+            t.directive.as_deref().unwrap_or("")
+        );
+    }
+}
+
 /// Validates faultlab's KTAP and returns it parsed: on top of [`parse_ktap`], every
-/// scenario is a test with one subtest per cell, and every skip says why.
+/// scenario is a test with one subtest per cell, and every line keeps the
+/// conventions of [`check_conventions`].
 pub fn check_faultlab_ktap(text: &str) -> Vec<KtapTest> {
     let tests = parse_ktap(text).unwrap_or_else(|e| panic!("invalid KTAP: {e}\n{text}"));
     for t in &tests {
+        check_conventions(t);
         for c in &t.subtests {
-            if c.directive.as_deref() == Some("SKIP") {
-                assert!(!c.diagnostic.is_empty(), "a skip without a reason: {c:?}");
-            }
-            assert!(!c.name.is_empty(), "a cell without a name: {c:?}");
+            check_conventions(c);
         }
+    }
+    assert!(
+        text.lines().last().unwrap_or("").starts_with("# Totals: "),
+        "no kselftest totals line:\n{text}"
+    );
+    tests
+}
+
+/// Validates the output of one kselftest program (`--format kselftest`): kselftest.h's
+/// `TAP version 13` header (KTAP's allowed alternative), then flat KTAP, one test per
+/// cell, with the conventions above and the `# Totals:` line.
+pub fn check_kselftest_tap(text: &str) -> Vec<KtapTest> {
+    let body = text
+        .strip_prefix("TAP version 13\n")
+        .unwrap_or_else(|| panic!("no `TAP version 13` header:\n{text}"));
+    let tests = parse_ktap(&format!("KTAP version 1\n{body}"))
+        .unwrap_or_else(|e| panic!("invalid TAP: {e}\n{text}"));
+    for t in &tests {
+        assert!(t.subtests.is_empty(), "nested: {t:?}");
+        check_conventions(t);
     }
     assert!(
         text.lines().last().unwrap_or("").starts_with("# Totals: "),
