@@ -304,3 +304,24 @@ fn killed_mid_trace_leaves_nothing() {
         "program {prog} or maps {maps:?} outlived the killed process"
     );
 }
+
+#[test]
+fn falls_back_to_tracefs_when_bpf_cannot_start() {
+    // A node whose namespace does not exist: the BPF method cannot map it to a cookie,
+    // so the best available method is the tracefs one, and the report says why.
+    let targets = DropTargets {
+        namespaces: BTreeMap::from([(
+            "ghost".to_string(),
+            format!("flbpf{}-ghost", std::process::id()),
+        )]),
+        devices: BTreeMap::from([("flbpf-nodev".to_string(), "ghost".to_string())]),
+    };
+    let name = format!("flbpf{}-fallback", std::process::id());
+    let trace = DropTrace::start(&name, &targets).unwrap();
+    assert_eq!(trace.method(), DropMethod::Tracefs);
+    let r = trace.stop_report().unwrap();
+    let why = r.bpf_unavailable.clone().unwrap();
+    assert!(why.contains("ghost"), "{why}");
+    assert_eq!(r.observations()["drops_method.tracefs"], 1.0);
+    assert!(!r.observations().contains_key("drops_method.bpf"));
+}

@@ -334,7 +334,14 @@ impl DropTrace {
         if method != Some(DropMethod::Tracefs) {
             match start_bpf(&targets.namespaces) {
                 Ok(t) => return Ok(t),
-                Err(e) if method.is_none() => bpf_unavailable = Some(format!("{e:#}")),
+                Err(e) if method.is_none() => {
+                    let why = format!("{e:#}");
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        eprintln!("faultlab: BPF drop tracer unavailable ({why}); using tracefs")
+                    });
+                    bpf_unavailable = Some(why);
+                }
                 Err(e) => return Err(e),
             }
         }
