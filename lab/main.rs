@@ -62,6 +62,14 @@ enum Command {
         /// read, and nonzero values).
         #[arg(long)]
         all_observations: bool,
+        /// Cells run at once; cells that change host-global sysctls or are
+        /// timing-sensitive still run alone (see `--schedule`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
+        /// TOML file overriding which cells run alone: `alone = ["scenario::cell"]`,
+        /// `shared = ["scenario::*"]`.
+        #[arg(long)]
+        schedule: Option<PathBuf>,
     },
     /// Rewrite results JSON files (or every one in a results directory) keeping only
     /// the observations that matter, as `run` writes them; summaries are regenerated.
@@ -118,6 +126,8 @@ fn main() -> ExitCode {
             no_results,
             slow,
             all_observations,
+            jobs,
+            schedule,
         } => run(
             &paths,
             RunFlags {
@@ -127,6 +137,8 @@ fn main() -> ExitCode {
                 results: (!no_results).then_some(results),
                 slow,
                 all_observations,
+                jobs: jobs as usize,
+                schedule,
             },
         ),
         Command::Compact { paths } => compact(&paths),
@@ -247,6 +259,8 @@ struct RunFlags {
     results: Option<PathBuf>,
     slow: f64,
     all_observations: bool,
+    jobs: usize,
+    schedule: Option<PathBuf>,
 }
 
 fn run(paths: &[String], flags: RunFlags) -> ExitCode {
@@ -257,7 +271,17 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
         results,
         slow,
         all_observations,
+        jobs,
+        schedule,
     } = flags;
+    let overrides = match schedule.as_deref().map(runner::schedule::Overrides::load) {
+        None => Default::default(),
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let scenarios = match load_all(paths) {
         Ok(s) => s,
         Err(code) => return code,
@@ -312,8 +336,21 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
         progress: true,
     };
     let mut all = Vec::new();
+    // --jobs N: every cell first (overlapping), then results are written as below.
+    let mut ran = if jobs > 1 {
+        runner::schedule::run_all(&scenarios, &opts, &run_id, jobs, &overrides).into_iter()
+    } else {
+        Vec::new().into_iter()
+    };
     for s in &scenarios {
-        let mut r = runner::run_scenario(s, &opts, &run_id);
+        let mut r = if jobs > 1 {
+            match ran.next() {
+                Some(r) => r,
+                None => break,
+            }
+        } else {
+            runner::run_scenario(s, &opts, &run_id)
+        };
         if !all_observations {
             runner::results::keep_what_matters(&mut r);
         }

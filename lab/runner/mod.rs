@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod live;
 pub mod prereq;
 pub mod results;
+pub mod schedule;
 pub mod timeline;
 
 use crate::scenario::Scenario;
