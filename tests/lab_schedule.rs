@@ -52,3 +52,57 @@ fn jobs_give_the_same_verdicts_and_overlap() {
         "--jobs 3 took {wall:.1} s for {busy:.1} s of cells: nothing overlapped"
     );
 }
+
+/// SIGTERM while three cells run at once: every lab is torn down, and nothing with the
+/// run's id (namespaces, state files) is left.
+#[test]
+fn sigterm_with_overlapping_cells_leaves_nothing() {
+    let run_id = format!("flsc{}", std::process::id() % 100_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultlab"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "scenarios/bridge-netfilter.toml", "--no-results"])
+        .args(["--jobs", "3"])
+        .env("FAULTLAB_RUN_ID", &run_id)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ours = || -> Vec<String> {
+        let mut v: Vec<String> = faultlab::netns::list()
+            .into_iter()
+            .filter(|n| n.starts_with(&run_id))
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(faultlab::build::state::STATE_DIR) {
+            v.extend(
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&run_id)),
+            );
+        }
+        v
+    };
+    // Wait until at least two cells' labs exist at once (proof of overlap), then stop.
+    let t0 = Instant::now();
+    let mut labs = 0;
+    while t0.elapsed().as_secs() < 30 {
+        let cells: std::collections::BTreeSet<String> = faultlab::netns::list()
+            .into_iter()
+            .filter(|n| n.starts_with(&run_id))
+            .filter_map(|n| n.split('-').next().map(str::to_string))
+            .collect();
+        labs = labs.max(cells.len());
+        if labs >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(labs >= 2, "never saw two labs of {run_id} at once");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted run does not succeed");
+    assert_eq!(ours(), Vec::<String>::new(), "left behind by {run_id}");
+}

@@ -174,6 +174,21 @@ pub fn run_all(
             overrides.placement(&scenarios[*s].name, &c.name, default)
         })
         .collect();
+    if jobs > 1 && opts.progress {
+        let alone = placements
+            .iter()
+            .filter(|p| **p == Placement::Alone)
+            .count();
+        eprintln!(
+            "--jobs {jobs}: {} cells may overlap, {alone} run alone{}",
+            placements.len() - alone,
+            if lab_only {
+                ""
+            } else {
+                " (no BPF drop attribution: cells reading drops run alone)"
+            }
+        );
+    }
     let one = |k: usize| {
         let (s, cell) = cells[k];
         let single = Scenario {

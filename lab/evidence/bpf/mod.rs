@@ -241,7 +241,7 @@ fn hold(
     stop: mpsc::Receiver<()>,
 ) -> Result<BpfCounts> {
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, keep_libbpf_log)));
-    let mut first_err = None;
+    let mut last_err = None;
     for has_rx_sk in [true, false] {
         LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut storage = MaybeUninit::uninit();
@@ -249,8 +249,9 @@ fn hold(
         let skel = match loaded {
             Ok(s) => s,
             Err(e) => {
-                // Kernels before 6.12 have no rx_sk argument: the verifier refuses ctx[3].
-                first_err.get_or_insert(e);
+                // Kernels before 6.12 have no rx_sk argument: the verifier refuses ctx[3]
+                // (the second attempt's error, without rx_sk, is the one reported).
+                last_err = Some(e);
                 continue;
             }
         };
@@ -288,7 +289,7 @@ fn hold(
         drop(link);
         return read_counts(&skel, &ids.nodes);
     }
-    let e = first_err.unwrap_or_else(|| anyhow!("no load attempt"));
+    let e = last_err.unwrap_or_else(|| anyhow!("no load attempt"));
     let _ = ready.send(Err(anyhow!("{e:#}")));
     Err(e)
 }
