@@ -325,3 +325,64 @@ fn falls_back_to_tracefs_when_bpf_cannot_start() {
     assert_eq!(r.observations()["drops_method.tracefs"], 1.0);
     assert!(!r.observations().contains_key("drops_method.bpf"));
 }
+
+/// BPF objects (programs, maps, links) this process holds an fd of, from
+/// /proc/self/fdinfo (`prog_id:` / `map_id:` / `link_id:` lines).
+fn bpf_fds() -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue; // closed meanwhile
+        };
+        for l in text.lines() {
+            if ["prog_id:", "map_id:", "link_id:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+            {
+                found.push(format!("fd {}: {l}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// A whole cell through the runner: its drops were attributed by BPF, and when it is
+/// over this process holds no BPF fd (so nothing of ours stays loaded).
+#[test]
+fn a_cell_uses_bpf_and_leaves_no_bpf_fd() {
+    let lab = TwoNodes::new("fds");
+    let trace = start(&lab);
+    let during = bpf_fds();
+    assert!(
+        during.len() >= 4,
+        "prog, link and 3 maps expected: {during:?}"
+    );
+    drop(trace);
+    assert_eq!(bpf_fds(), Vec::<String>::new());
+
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/bridge-netfilter.toml"
+    );
+    let scn = faultlab::scenario::parse(file, &std::fs::read_to_string(file).unwrap()).unwrap();
+    let opts = faultlab::runner::RunOptions {
+        cell: Some("call-iptables-on".into()),
+        repeat: 1,
+        artifacts: std::env::temp_dir().join(format!("flbpf{}-cell", std::process::id())),
+        slow: 1.0,
+        progress: false,
+    };
+    let r = faultlab::runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
+    let _ = std::fs::remove_dir_all(&opts.artifacts);
+    let cell = &r.cells[0];
+    assert_eq!(cell.outcome, faultlab::verdict::Outcome::Pass, "{cell:#?}");
+    assert_eq!(cell.observations.get("drops_method.bpf"), Some(&1.0));
+    // Every drop of the cell has a node.
+    assert!(!cell.drops.is_empty());
+    assert!(
+        cell.drops.iter().all(|d| d.node.is_some()),
+        "{:#?}",
+        cell.drops
+    );
+    assert_eq!(bpf_fds(), Vec::<String>::new());
+}
