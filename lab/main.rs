@@ -87,6 +87,14 @@ enum Command {
         /// read, and nonzero values).
         #[arg(long)]
         all_observations: bool,
+        /// Cells run at once; cells that change host-global sysctls or are
+        /// timing-sensitive still run alone (see `--schedule`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
+        /// TOML file overriding which cells run alone: `alone = ["scenario::cell"]`,
+        /// `shared = ["scenario::*"]`.
+        #[arg(long)]
+        schedule: Option<PathBuf>,
     },
     /// Rewrite results JSON files (or every one in a results directory) keeping only
     /// the observations that matter, as `run` writes them; summaries are regenerated.
@@ -178,6 +186,8 @@ fn main() -> ExitCode {
             bisect,
             bad_threshold,
             all_observations,
+            jobs,
+            schedule,
         } => {
             let code = run(
                 &paths,
@@ -191,6 +201,8 @@ fn main() -> ExitCode {
                         .unwrap_or(1.0),
                     bisect: bisect.then_some(bad_threshold),
                     all_observations,
+                    jobs: jobs as usize,
+                    schedule,
                 },
             );
             ExitCode::from(code as u8)
@@ -367,6 +379,8 @@ struct RunFlags {
     /// `--bisect` with its bad threshold.
     bisect: Option<u32>,
     all_observations: bool,
+    jobs: usize,
+    schedule: Option<PathBuf>,
 }
 
 fn run(paths: &[String], flags: RunFlags) -> i32 {
@@ -378,11 +392,21 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         slow,
         bisect,
         all_observations,
+        jobs,
+        schedule,
     } = flags;
     let usage = if bisect.is_some() {
         faultlab::verdict::BISECT_ABORT
     } else {
         EXIT_USAGE as i32
+    };
+    let overrides = match schedule.as_deref().map(runner::schedule::Overrides::load) {
+        None => Default::default(),
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return usage;
+        }
     };
     let Ok(scenarios) = load_all(paths) else {
         return usage;
@@ -441,8 +465,21 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         cells: planned.sum(),
     });
     let mut all = Vec::new();
+    // --jobs N: every cell first (overlapping), then results are written as below.
+    let mut ran = if jobs > 1 {
+        runner::schedule::run_all(&scenarios, &opts, &run_id, jobs, &overrides, &*progress).into_iter()
+    } else {
+        Vec::new().into_iter()
+    };
     for s in &scenarios {
-        let mut r = runner::run_scenario_reporting(s, &opts, &run_id, &*progress);
+        let mut r = if jobs > 1 {
+            match ran.next() {
+                Some(r) => r,
+                None => break,
+            }
+        } else {
+            runner::run_scenario_reporting(s, &opts, &run_id, &*progress)
+        };
         if !all_observations {
             runner::results::keep_what_matters(&mut r);
         }

@@ -3,7 +3,7 @@
 //! before the first step, readable while the timeline runs, stopped after it.
 
 use crate::build::Lab;
-use crate::evidence::{Capture, DropTrace, KmsgWatch, SplatWatch};
+use crate::evidence::{Capture, DropTargets, DropTrace, KmsgWatch, SplatWatch};
 use crate::model::{CellPlan, LabPlan};
 use crate::verdict::{DropStat, Observations};
 use anyhow::{Context, Result};
@@ -200,7 +200,15 @@ fn start_drop_trace(
     }
     // Recorded first, so the instance is removed even if this run dies.
     lab.register_tracefs_instance(instance)?;
-    match DropTrace::start(instance, &device_owners(plan)) {
+    let targets = DropTargets {
+        namespaces: plan
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.netns.clone()))
+            .collect(),
+        devices: device_owners(plan),
+    };
+    match DropTrace::start(instance, &targets) {
         Ok(t) => Ok(Ok(t)),
         Err(e) => {
             let _ = crate::build::state::remove_tracefs_instance(instance);

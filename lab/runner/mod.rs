@@ -8,6 +8,7 @@ pub mod live;
 pub mod prereq;
 pub mod progress;
 pub mod results;
+pub mod schedule;
 pub mod timeline;
 
 use crate::model::CellPlan;
