@@ -2,8 +2,8 @@
 
 pub mod build;
 pub mod evidence;
-pub mod hostcheck;
 pub mod export;
+pub mod hostcheck;
 pub mod judge;
 pub mod kconfig;
 pub mod model;

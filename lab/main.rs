@@ -467,7 +467,8 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
     let mut all = Vec::new();
     // --jobs N: every cell first (overlapping), then results are written as below.
     let mut ran = if jobs > 1 {
-        runner::schedule::run_all(&scenarios, &opts, &run_id, jobs, &overrides, &*progress).into_iter()
+        runner::schedule::run_all(&scenarios, &opts, &run_id, jobs, &overrides, &*progress)
+            .into_iter()
     } else {
         Vec::new().into_iter()
     };

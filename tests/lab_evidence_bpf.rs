@@ -370,7 +370,6 @@ fn a_cell_uses_bpf_and_leaves_no_bpf_fd() {
         repeat: 1,
         artifacts: std::env::temp_dir().join(format!("flbpf{}-cell", std::process::id())),
         slow: 1.0,
-        progress: false,
     };
     let r = faultlab::runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
     let _ = std::fs::remove_dir_all(&opts.artifacts);

@@ -201,7 +201,10 @@ pub fn run_all(
         } else {
             run_id.to_string()
         };
-        (s, super::run_scenario_reporting(&single, opts, &id, progress))
+        (
+            s,
+            super::run_scenario_reporting(&single, opts, &id, progress),
+        )
     };
     let done = execute(jobs, &placements, one);
     // One result per scenario, as `run_scenario` gives (empty for a scenario none of
