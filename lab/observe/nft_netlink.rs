@@ -220,9 +220,7 @@ mod tests {
     #[test]
     fn only_counter_objects_are_kept() {
         let data = nla(NFTA_COUNTER_PACKETS, &3u64.to_be_bytes());
-        let counter_type = 1u32.to_be_bytes();
-        let quota_type = 2u32.to_be_bytes();
-        let mk = |t: &'static [u8; 4]| -> Vec<(u16, Vec<u8>)> {
+        let mk = |t: [u8; 4]| -> Vec<(u16, Vec<u8>)> {
             vec![
                 (NFTA_OBJ_TABLE, b"t\0".to_vec()),
                 (NFTA_OBJ_NAME, b"related\0".to_vec()),
@@ -230,11 +228,11 @@ mod tests {
                 (NFTA_OBJ_DATA, data.clone()),
             ]
         };
-        let c = mk(&counter_type);
+        let c = mk(NFT_OBJECT_COUNTER.to_be_bytes());
         let c: Vec<(u16, &[u8])> = c.iter().map(|(t, v)| (*t, v.as_slice())).collect();
         let o = decode_counter_object(2, &c).unwrap().unwrap();
         assert_eq!((o.family.as_str(), o.name.as_str(), o.packets), ("ip", "related", 3));
-        let q = mk(&quota_type);
+        let q = mk(2u32.to_be_bytes()); // NFT_OBJECT_QUOTA
         let q: Vec<(u16, &[u8])> = q.iter().map(|(t, v)| (*t, v.as_slice())).collect();
         assert!(decode_counter_object(2, &q).unwrap().is_none());
     }
