@@ -65,5 +65,8 @@ fn netlink_counters_equal_nft_list_ruleset() {
     assert_eq!(v("filter.output.rule3.packets"), Some(1));
     assert_eq!(v("filter.output.rule4.packets"), Some(1));
     assert_eq!(v("filter.output.rule5.packets"), Some(6));
-    assert!(v("filter.output.rule2.packets").is_none(), "named-counter rule has no own counter");
+    assert!(
+        v("filter.output.rule2.packets").is_none(),
+        "named-counter rule has no own counter"
+    );
 }

@@ -58,7 +58,10 @@ pub fn parse(json: &str) -> Result<RuleCounters, ParseError> {
                 family: str_of(rule, "family"),
                 table: str_of(rule, "table"),
                 chain: str_of(rule, "chain"),
-                comment: rule.get("comment").and_then(Value::as_str).map(str::to_owned),
+                comment: rule
+                    .get("comment")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 counter: rule_counter(rule),
             });
         } else if let Some(counter) = item.get("counter") {
@@ -92,7 +95,11 @@ pub fn counters_of(rules: &[RuleItem], objects: &[CounterItem]) -> RuleCounters 
     let mut comments: HashMap<(&str, &str, &str, String), usize> = HashMap::new();
     let mut numbered = Vec::new();
     for rule in rules {
-        let key = (rule.family.as_str(), rule.table.as_str(), rule.chain.as_str());
+        let key = (
+            rule.family.as_str(),
+            rule.table.as_str(),
+            rule.chain.as_str(),
+        );
         let n = position.entry(key).or_default();
         *n += 1;
         numbered.push((*n, rule));
@@ -104,7 +111,11 @@ pub fn counters_of(rules: &[RuleItem], objects: &[CounterItem]) -> RuleCounters 
         let Some((packets, bytes)) = rule.counter else {
             continue;
         };
-        let key = (rule.family.as_str(), rule.table.as_str(), rule.chain.as_str());
+        let key = (
+            rule.family.as_str(),
+            rule.table.as_str(),
+            rule.chain.as_str(),
+        );
         let leaf = match rule.comment.as_deref().and_then(comment_segment) {
             Some(c) if comments[&(key.0, key.1, key.2, c.clone())] == 1 => c,
             _ => format!("rule{n}"),

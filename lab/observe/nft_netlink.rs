@@ -193,7 +193,11 @@ mod tests {
             nla(NFTA_LIST_ELEM, &nla(NFTA_EXPR_NAME, b"meta\0")),
             nla(
                 NFTA_LIST_ELEM,
-                &[nla(NFTA_EXPR_NAME, b"counter\0"), nla(NFTA_EXPR_DATA, &counter_data)].concat(),
+                &[
+                    nla(NFTA_EXPR_NAME, b"counter\0"),
+                    nla(NFTA_EXPR_DATA, &counter_data),
+                ]
+                .concat(),
             ),
         ]
         .concat();
@@ -231,7 +235,10 @@ mod tests {
         let c = mk(NFT_OBJECT_COUNTER.to_be_bytes());
         let c: Vec<(u16, &[u8])> = c.iter().map(|(t, v)| (*t, v.as_slice())).collect();
         let o = decode_counter_object(2, &c).unwrap().unwrap();
-        assert_eq!((o.family.as_str(), o.name.as_str(), o.packets), ("ip", "related", 3));
+        assert_eq!(
+            (o.family.as_str(), o.name.as_str(), o.packets),
+            ("ip", "related", 3)
+        );
         let q = mk(2u32.to_be_bytes()); // NFT_OBJECT_QUOTA
         let q: Vec<(u16, &[u8])> = q.iter().map(|(t, v)| (*t, v.as_slice())).collect();
         assert!(decode_counter_object(2, &q).unwrap().is_none());

@@ -161,7 +161,9 @@ fn may_name(wanted: &[String], kind: &str, node: &str) -> bool {
         match (segs.next(), segs.next()) {
             (Some("**"), _) => true,
             (Some(k), Some("**")) => crate::judge::glob_matches(k, kind),
-            (Some(k), Some(nd)) => crate::judge::glob_matches(&format!("{k}.{nd}"), &format!("{kind}.{node}")),
+            (Some(k), Some(nd)) => {
+                crate::judge::glob_matches(&format!("{k}.{nd}"), &format!("{kind}.{node}"))
+            }
             _ => false,
         }
     })
@@ -211,7 +213,11 @@ fn observe_timeline(
         .map(|n| (n.name.clone(), n.netns.clone()))
         .collect();
     let referenced = referenced_names(cell);
-    let wanted: Vec<String> = referenced.iter().cloned().chain(sampled_names(cell)).collect();
+    let wanted: Vec<String> = referenced
+        .iter()
+        .cloned()
+        .chain(sampled_names(cell))
+        .collect();
     let kinds = kinds_to_read(ruleset_kinds(cell), &wanted);
     let before = phases.time("observe", || snapshot_all(plan, &kinds))?;
 
@@ -408,11 +414,15 @@ mod tests {
     fn rule_counters_read_follow_the_expressions() {
         let mut out = String::new();
         for file in ["bridge-netfilter.toml", "conntrack-race-dns-openstack.toml"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(file);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scenarios")
+                .join(file);
             let sc = crate::scenario::load(&path).unwrap();
             for cell in &sc.cells {
-                let wanted: Vec<String> =
-                    referenced_names(cell).into_iter().chain(sampled_names(cell)).collect();
+                let wanted: Vec<String> = referenced_names(cell)
+                    .into_iter()
+                    .chain(sampled_names(cell))
+                    .collect();
                 let all = ruleset_kinds(cell);
                 let read = kinds_to_read(all.clone(), &wanted);
                 out.push_str(&format!("{}::{}\n", sc.name, cell.name));
@@ -437,14 +447,34 @@ mod tests {
     #[test]
     fn globs_and_checkpoints_can_name_rule_counters() {
         let w = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(may_name(&w(&["iptables.r.filter.FORWARD.policy.packets"]), "iptables", "r"));
-        assert!(!may_name(&w(&["iptables.s.filter.FORWARD.policy.packets"]), "iptables", "r"));
+        assert!(may_name(
+            &w(&["iptables.r.filter.FORWARD.policy.packets"]),
+            "iptables",
+            "r"
+        ));
+        assert!(!may_name(
+            &w(&["iptables.s.filter.FORWARD.policy.packets"]),
+            "iptables",
+            "r"
+        ));
         assert!(!may_name(&w(&["iptables.r.x"]), "iptables-legacy", "r"));
-        assert!(may_name(&w(&["at.cp1.iptables.r.raw.OUTPUT.1.packets"]), "iptables", "r"));
-        assert!(may_name(&w(&["*.r.filter.INPUT.1.packets"]), "ip6tables", "r"));
+        assert!(may_name(
+            &w(&["at.cp1.iptables.r.raw.OUTPUT.1.packets"]),
+            "iptables",
+            "r"
+        ));
+        assert!(may_name(
+            &w(&["*.r.filter.INPUT.1.packets"]),
+            "ip6tables",
+            "r"
+        ));
         assert!(may_name(&w(&["iptables.**"]), "iptables", "r"));
         assert!(may_name(&w(&["**.packets"]), "iptables", "r"));
-        assert!(!may_name(&w(&["conntrack.r.drop", "ping.sent"]), "iptables", "r"));
+        assert!(!may_name(
+            &w(&["conntrack.r.drop", "ping.sent"]),
+            "iptables",
+            "r"
+        ));
     }
 
     fn driven(obs: &[(&str, f64)]) -> Driven {

@@ -32,7 +32,9 @@ pub fn batched_loads(loads: &[RulesetPlan]) -> Vec<(usize, usize, RulesetPlan)> 
     let mut out: Vec<(usize, usize, RulesetPlan)> = Vec::new();
     for (i, rs) in loads.iter().enumerate() {
         match out.last_mut() {
-            Some((_, last, prev)) if prev.kind == RulesetKind::Nft && rs.kind == RulesetKind::Nft => {
+            Some((_, last, prev))
+                if prev.kind == RulesetKind::Nft && rs.kind == RulesetKind::Nft =>
+            {
                 if !prev.text.ends_with('\n') {
                     prev.text.push('\n');
                 }
@@ -67,7 +69,10 @@ pub fn merge_nft_loads(plans: &[&ConfigurePlan]) -> Option<(ConfigurePlan, usize
         return None;
     }
     let mut merged = (*first).clone();
-    merged.load = plans[..n].iter().flat_map(|c| c.load.iter().cloned()).collect();
+    merged.load = plans[..n]
+        .iter()
+        .flat_map(|c| c.load.iter().cloned())
+        .collect();
     Some((merged, n))
 }
 
@@ -176,7 +181,8 @@ mod tests {
             rs(RulesetKind::Iptables, "*filter\nCOMMIT\n"),
             rs(RulesetKind::Nft, "add table u"),
         ]);
-        let shape: Vec<(usize, usize, RulesetKind)> = b.iter().map(|(f, l, r)| (*f, *l, r.kind)).collect();
+        let shape: Vec<(usize, usize, RulesetKind)> =
+            b.iter().map(|(f, l, r)| (*f, *l, r.kind)).collect();
         assert_eq!(
             shape,
             vec![
@@ -190,8 +196,14 @@ mod tests {
 
     #[test]
     fn only_load_only_steps_of_one_node_merge() {
-        let a = load_only("n1", vec![rs(RulesetKind::Nft, "add element t s { 1 : 1 }")]);
-        let b = load_only("n1", vec![rs(RulesetKind::Nft, "add element t s { 2 : 2 }")]);
+        let a = load_only(
+            "n1",
+            vec![rs(RulesetKind::Nft, "add element t s { 1 : 1 }")],
+        );
+        let b = load_only(
+            "n1",
+            vec![rs(RulesetKind::Nft, "add element t s { 2 : 2 }")],
+        );
         let (m, n) = merge_nft_loads(&[&a, &b, &a]).unwrap();
         assert_eq!((m.load.len(), n), (3, 3));
         assert_eq!(batched_loads(&m.load).len(), 1);

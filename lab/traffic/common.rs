@@ -315,7 +315,12 @@ mod tests {
     #[test]
     fn wait_until_stops_on_interrupt() {
         let t0 = Instant::now();
-        assert!(!wait_until(&|| true, Duration::from_secs(10), POLL_EVERY, || false));
+        assert!(!wait_until(
+            &|| true,
+            Duration::from_secs(10),
+            POLL_EVERY,
+            || false
+        ));
         assert!(t0.elapsed() < Duration::from_secs(1));
     }
 
@@ -327,11 +332,20 @@ mod tests {
         assert_eq!(scaled(&ctx_with(1.0, &no), 50), Duration::from_millis(50));
         // A known outcome ends the wait at once however slow the machine is said to be.
         let t0 = Instant::now();
-        assert!(wait_until(&no, scaled(&ctx_with(1000.0, &no), 1000), POLL_EVERY, || true));
+        assert!(wait_until(
+            &no,
+            scaled(&ctx_with(1000.0, &no), 1000),
+            POLL_EVERY,
+            || true
+        ));
         assert!(t0.elapsed() < Duration::from_millis(100));
         // Without it the stretched cap is waited out in full.
         let t0 = Instant::now();
         assert!(!wait_until(&no, scaled(&slow, 20), POLL_EVERY, || false));
-        assert!(t0.elapsed() >= Duration::from_millis(80), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }

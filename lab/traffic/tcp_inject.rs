@@ -162,8 +162,12 @@ fn reactions(
 /// host's or the client's), or the segment reached the client and the client answered it
 /// (its ACK arrived at the server).
 fn outcome_known(reached_client: bool, at_server: &[Captured], conn: &Conn) -> bool {
-    let from_peer: Vec<TcpSeen> = at_server.iter().filter_map(|c| from_peer(c, conn)).collect();
-    from_peer.iter().any(|t| t.flags & packet::TCP_RST != 0) || reached_client && !from_peer.is_empty()
+    let from_peer: Vec<TcpSeen> = at_server
+        .iter()
+        .filter_map(|c| from_peer(c, conn))
+        .collect();
+    from_peer.iter().any(|t| t.flags & packet::TCP_RST != 0)
+        || reached_client && !from_peer.is_empty()
 }
 
 fn offset(base: u32, off: i64) -> u32 {
