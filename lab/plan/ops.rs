@@ -127,13 +127,28 @@ impl<'p> Op<'p> {
     }
 }
 
-/// `node `a`: route `10.0.0.0/8 via 192.0.2.1``: the node and what the operation does.
+/// `node `a`: route `10.0.0.0/8 via 192.0.2.1``: the node and [`Op::what`].
 impl fmt::Display for Op<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(n) = self.node() {
             write!(f, "node `{}`: ", n.name)?;
         }
-        match self {
+        write!(f, "{}", self.what())
+    }
+}
+
+/// What the operation does, without its node: `route `10.0.0.0/8 via 192.0.2.1``.
+pub struct What<'a, 'p>(&'a Op<'p>);
+
+impl<'p> Op<'p> {
+    pub fn what(&self) -> What<'_, 'p> {
+        What(self)
+    }
+}
+
+impl fmt::Display for What<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Op::HostSysctl(s) => write!(f, "host sysctl {} = {}", s.key, s.value),
             Op::Netns(n) => write!(f, "netns `{}`", n.netns),
             Op::Veth { veth: v, .. } => write!(
@@ -175,7 +190,7 @@ pub fn build_ops(plan: &LabPlan) -> Vec<PlannedOp<'_>> {
         }
     }
     for n in &plan.nodes {
-        ops.extend(node_ops(n));
+        ops.extend(configure_ops(n));
     }
     ops.extend(plan.nodes.iter().map(Op::Carrier));
     for n in &plan.nodes {
@@ -188,7 +203,7 @@ pub fn build_ops(plan: &LabPlan) -> Vec<PlannedOp<'_>> {
 }
 
 /// The configure stage of one node, in order.
-fn node_ops(n: &NodePlan) -> Vec<Op<'_>> {
+pub fn configure_ops(n: &NodePlan) -> Vec<Op<'_>> {
     let mut ops: Vec<Op<'_>> = n.devices.iter().map(|d| Op::Device(n, d)).collect();
     for d in &n.devices {
         ops.extend(d.kind.ports().iter().map(|p| Op::Port {
