@@ -491,7 +491,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, NodePlan};
+    use crate::model::{Endpoint, NodePlan, VethPlan};
 
     fn node(name: &str, ns: &str) -> NodePlan {
         NodePlan {
