@@ -93,10 +93,7 @@ fn processes_of(run_id: &str) -> Vec<u32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| {
-                    env.windows(needle.len())
-                        .any(|w| w == needle.as_bytes())
-                })
+                .map(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
                 .unwrap_or(false)
         })
         .collect()

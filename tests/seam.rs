@@ -48,8 +48,14 @@ fn plans(prefix: &str) -> Vec<(&'static str, LabPlan)> {
             "calico",
             template("calico", "pods = 2, backends = 2", &format!("{prefix}c")),
         ),
-        ("conntrack_table_full", first_cell("conntrack-table-full", &format!("{prefix}t"))),
-        ("nf_nat_edemux", first_cell("selftests/nf_nat_edemux", &format!("{prefix}n"))),
+        (
+            "conntrack_table_full",
+            first_cell("conntrack-table-full", &format!("{prefix}t")),
+        ),
+        (
+            "nf_nat_edemux",
+            first_cell("selftests/nf_nat_edemux", &format!("{prefix}n")),
+        ),
     ]
 }
 
@@ -79,7 +85,10 @@ fn the_walk_covers_the_plan_and_the_script_follows_it() {
             .iter()
             .map(|n| {
                 n.devices.len()
-                    + n.devices.iter().map(|d| d.kind.ports().len()).sum::<usize>()
+                    + n.devices
+                        .iter()
+                        .map(|d| d.kind.ports().len())
+                        .sum::<usize>()
                     + n.sysctls.len()
                     + n.addresses.len()
                     + n.up.len()
@@ -122,7 +131,11 @@ fn every_failing_operation_is_rolled_back() {
             )
             .expect_err("the injected failure must fail the build");
             let msg = format!("{err:#}");
-            assert!(msg.contains(&o.op.to_string()), "{name} op {}: {msg}", o.seq);
+            assert!(
+                msg.contains(&o.op.to_string()),
+                "{name} op {}: {msg}",
+                o.seq
+            );
             if let Some(n) = o.op.node() {
                 assert!(msg.contains(&format!("node `{}`", n.name)), "{msg}");
             }
@@ -193,8 +206,12 @@ fn rollback_of_a_failed_ruleset_load() {
         .expect("docker loads a ruleset")
         .seq;
     let rec = Recorder::new();
-    let err = Lab::build_with(&plan, Box::new(FailAt::new(rec.clone(), k)), Record::Nothing)
-        .unwrap_err();
+    let err = Lab::build_with(
+        &plan,
+        Box::new(FailAt::new(rec.clone(), k)),
+        Record::Nothing,
+    )
+    .unwrap_err();
     insta::assert_snapshot!(
         "rollback_docker_ruleset",
         format!("error: {err:#}\n{}", rec.transcript()).replace("flr", "RUN")

@@ -118,7 +118,10 @@ impl Kernel for Recorder {
     }
 
     fn wait_ready(&self, p: &mut LabProcess, port: u16) -> Result<()> {
-        self.log(None, format!("wait for {}/{} on port {port}", p.node, p.name));
+        self.log(
+            None,
+            format!("wait for {}/{} on port {port}", p.node, p.name),
+        );
         Ok(())
     }
 

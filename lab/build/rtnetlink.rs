@@ -82,9 +82,9 @@ pub fn apply(nl: &Netlink, op: &Op) -> Result<()> {
         Op::Sysctl(_, s) => crate::netns::sysctl::write_here(&s.key, &s.value),
         Op::Address(_, a) => nl.add_address(&a.dev, a.addr),
         Op::Up(_, dev) => nl.set_up(dev),
-        Op::Route(_, r) => nl.add_route(r).with_context(|| {
-            format!("route `{}`", crate::netns::netlink::describe_route(r))
-        }),
+        Op::Route(_, r) => nl
+            .add_route(r)
+            .with_context(|| format!("route `{}`", crate::netns::netlink::describe_route(r))),
         Op::Neighbour(_, n) => nl.add_neighbour(&n.dev, n.ip, &n.mac),
         Op::Ruleset {
             node,

@@ -7,8 +7,8 @@
 //! then the wait for carrier on every node, then helper processes. Pure: no syscalls.
 
 use crate::model::{
-    AddressPlan, DevicePlan, LabPlan, NeighbourPlan, NodePlan, ProcessPlan, RoutePlan,
-    RulesetPlan, Sysctl, VethPlan,
+    AddressPlan, DevicePlan, LabPlan, NeighbourPlan, NodePlan, ProcessPlan, RoutePlan, RulesetPlan,
+    Sysctl, VethPlan,
 };
 use std::fmt;
 
@@ -163,11 +163,7 @@ impl fmt::Display for What<'_, '_> {
             Op::Sysctl(_, s) => write!(f, "sysctl {} = {}", s.key, s.value),
             Op::Address(_, a) => write!(f, "address {} on `{}`", a.addr, a.dev),
             Op::Up(_, d) => write!(f, "set `{d}` up"),
-            Op::Route(_, r) => write!(
-                f,
-                "route `{}`",
-                crate::netns::netlink::describe_route(r)
-            ),
+            Op::Route(_, r) => write!(f, "route `{}`", crate::netns::netlink::describe_route(r)),
             Op::Neighbour(_, nb) => write!(f, "neighbour {} {} on `{}`", nb.ip, nb.mac, nb.dev),
             Op::Ruleset { index, ruleset, .. } => {
                 write!(f, "ruleset #{} ({})", index + 1, ruleset.kind.key())
