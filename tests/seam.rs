@@ -3,9 +3,11 @@
 //! sequence pinned by snapshots), and every build operation made to fail in turn.
 
 use faultlab::build::fake::{FailAt, Recorder};
+use faultlab::build::script::Script;
 use faultlab::build::{Lab, Record};
 use faultlab::model::LabPlan;
-use faultlab::plan::{build_ops, shell_steps, Op};
+use faultlab::model::Sysctl;
+use faultlab::plan::{build_ops, shell_steps, shell_teardown, Op};
 
 fn template(template: &str, params: &str, run_id: &str) -> LabPlan {
     let text = format!(
@@ -216,4 +218,27 @@ fn rollback_of_a_failed_ruleset_load() {
         "rollback_docker_ruleset",
         format!("error: {err:#}\n{}", rec.transcript()).replace("flr", "RUN")
     );
+}
+
+/// The script renderer driven through the seam writes exactly the selftest-style
+/// script the benches run: build steps, then namespaces deleted and host keys put back.
+#[test]
+fn the_script_kernel_renders_the_benchmarked_script() {
+    for (name, plan) in plans("flk") {
+        let script = Script::new(&plan);
+        let lab = Lab::build_with(&plan, Box::new(script.clone()), Record::Nothing)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(lab.teardown().is_empty());
+        let originals: Vec<Sysctl> = plan
+            .host_sysctls
+            .iter()
+            .map(|s| Sysctl {
+                key: s.key.clone(),
+                value: "orig".into(),
+            })
+            .collect();
+        let mut expected = shell_steps(&plan);
+        expected.extend(shell_teardown(&plan, &originals));
+        assert_eq!(script.steps(), expected, "{name}");
+    }
 }

@@ -8,6 +8,7 @@ pub mod fake;
 pub mod node;
 pub mod process;
 pub mod rtnetlink;
+pub mod script;
 pub mod seam;
 pub mod signals;
 pub mod state;

@@ -4,7 +4,8 @@
 //! [`Lab`](super::Lab) drives it with the one walk over the plan
 //! ([`crate::plan::build_ops`]) and keeps the state file, the host lock and the undo
 //! order; an implementation only carries operations out. Implementations:
-//! [`Rtnetlink`](super::rtnetlink::Rtnetlink) (the real one), the recording fake and
+//! [`Rtnetlink`](super::rtnetlink::Rtnetlink) (the real one); the `ip` / `nft` script
+//! renderer ([`super::script::Script`], the benches' baseline); the recording fake and
 //! the fault injector ([`super::fake`]), so build order, rollback and teardown are
 //! tested without root and every failure path is tried as root.
 

@@ -66,7 +66,8 @@ fn sysctl_key(key: &str) -> String {
     }
 }
 
-fn sysctl_arg(key: &str, value: &str) -> String {
+/// `KEY=VALUE` as sysctl(8) takes it.
+pub fn sysctl_arg(key: &str, value: &str) -> String {
     format!("{}={}", sysctl_key(key), value)
 }
 
