@@ -23,10 +23,10 @@ mod common;
 use anyhow::{bail, Context, Result};
 use common::*;
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode};
-use faultlab::build::{new_run_id, Lab};
 use faultlab::model::LabPlan;
 use faultlab::plan::ops::configure_ops;
 use faultlab::plan::{batched, batched_teardown, build_ops, shell_steps, shell_teardown, Op};
+use faultlab::setup::{new_run_id, Lab};
 use std::time::{Duration, Instant};
 
 const TOPOLOGIES: [(&str, &str, &str); 3] = [

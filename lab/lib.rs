@@ -1,6 +1,5 @@
 //! faultlab: scenario file → namespaces → traffic → kernel counters → verdict table.
 
-pub mod build;
 pub mod evidence;
 pub mod judge;
 pub mod kconfig;
@@ -11,6 +10,7 @@ pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod setup;
 pub mod traffic;
 pub mod verdict;
 pub mod vm;

@@ -271,12 +271,12 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    if let Err(e) = faultlab::build::signals::install() {
+    if let Err(e) = faultlab::setup::signals::install() {
         eprintln!("warning: cannot install the SIGINT/SIGTERM handler: {e:#}");
     }
     // Not root: every cell skips (runner::prereq) and there is nothing we could sweep.
     if nix::unistd::geteuid().is_root() {
-        match faultlab::build::state::sweep_dead() {
+        match faultlab::setup::state::sweep_dead() {
             Ok(cleaned) => {
                 for c in cleaned {
                     eprintln!("cleaned leftover of an interrupted run: {c}");
@@ -295,11 +295,11 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         })
-        .unwrap_or_else(faultlab::build::new_run_id);
+        .unwrap_or_else(faultlab::setup::new_run_id);
     eprintln!("faultlab run {run_id}");
     // Without results, pcaps go to a directory of this run only (concurrent runs must
     // not write the same files), removed at the end.
-    let scratch = results.is_none().then(faultlab::build::state::scratch_dir);
+    let scratch = results.is_none().then(faultlab::setup::state::scratch_dir);
     let opts = RunOptions {
         cell,
         repeat,
@@ -320,7 +320,7 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
         // An interrupted scenario's results are partial: results/ keeps the last whole run.
         if let Some(root) = results
             .as_ref()
-            .filter(|_| !faultlab::build::signals::interrupted())
+            .filter(|_| !faultlab::setup::signals::interrupted())
         {
             if opts.cell.is_none() {
                 if let Err(e) = runner::results::write(root, &r) {
@@ -329,7 +329,7 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
             }
         }
         all.push(r);
-        if faultlab::build::signals::interrupted() {
+        if faultlab::setup::signals::interrupted() {
             eprintln!("interrupted: the lab was torn down");
             break;
         }
@@ -351,7 +351,7 @@ fn run(paths: &[String], flags: RunFlags) -> ExitCode {
         }
     }
     print_results(&all, format);
-    if faultlab::build::signals::interrupted() {
+    if faultlab::setup::signals::interrupted() {
         return ExitCode::from(130);
     }
     let outcomes: Vec<_> = all
@@ -421,7 +421,7 @@ fn clean() -> ExitCode {
         eprintln!("skip: not root: `faultlab clean` deletes namespaces and writes host sysctls");
         return ExitCode::from(4);
     }
-    match faultlab::build::state::sweep_dead() {
+    match faultlab::setup::state::sweep_dead() {
         Ok(cleaned) if cleaned.is_empty() => {
             println!("nothing to clean");
             ExitCode::SUCCESS

@@ -106,11 +106,11 @@ fn leftovers(run_id: &str, pid: u32) -> Vec<String> {
         .filter(|n| n.starts_with(&format!("{run_id}-")))
         .map(|n| format!("netns {n}"))
         .collect();
-    let state = Path::new(faultlab::build::state::STATE_DIR).join(format!("{run_id}.json"));
+    let state = Path::new(faultlab::setup::state::STATE_DIR).join(format!("{run_id}.json"));
     if state.exists() {
         left.push(format!("state file {}", state.display()));
     }
-    if let Ok(rd) = std::fs::read_dir(faultlab::build::state::TRACEFS_INSTANCES) {
+    if let Ok(rd) = std::fs::read_dir(faultlab::setup::state::TRACEFS_INSTANCES) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if n.starts_with(run_id) {

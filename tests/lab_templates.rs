@@ -19,7 +19,7 @@ fn run(text: &str) {
         slow: 1.0,
         progress: false,
     };
-    let run_id = faultlab::build::new_run_id();
+    let run_id = faultlab::setup::new_run_id();
     let result = runner::run_scenario(&scn, &opts, &run_id);
     let table = faultlab::report::table(std::slice::from_ref(&result), false);
     assert!(

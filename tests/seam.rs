@@ -2,12 +2,12 @@
 //! template topology and a catalogue cell built on the recording fake (the op
 //! sequence pinned by snapshots), and every build operation made to fail in turn.
 
-use faultlab::build::fake::{FailAt, Recorder};
-use faultlab::build::script::Script;
-use faultlab::build::{Lab, Record};
 use faultlab::model::LabPlan;
 use faultlab::model::Sysctl;
 use faultlab::plan::{build_ops, shell_steps, shell_teardown, Op};
+use faultlab::setup::fake::{FailAt, Recorder};
+use faultlab::setup::script::Script;
+use faultlab::setup::{Lab, Record};
 
 fn template(template: &str, params: &str, run_id: &str) -> LabPlan {
     let text = format!(

@@ -11,7 +11,7 @@
 //!   sysctls, which must come between devices and addresses), one `sysctl` with all of
 //!   the node's keys, and one load per ruleset kind.
 //!
-//! Both follow the build order of `build::Lab`: host sysctls, namespaces, veths, then
+//! Both follow the build order of `setup::Lab`: host sysctls, namespaces, veths, then
 //! per node devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours,
 //! rulesets. Planned MACs go into the `link add` that creates the device or veth end
 //! (`address MAC`), as faultlab sets IFLA_ADDRESS in the creating request.

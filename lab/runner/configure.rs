@@ -40,7 +40,7 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
                 rulesets: vec![],
                 processes: vec![],
             };
-            crate::build::node::configure(nl, &node).context("adding devices")?;
+            crate::setup::node::configure(nl, &node).context("adding devices")?;
             for d in &c.add_devices {
                 nl.set_up(&d.name)?;
             }
@@ -67,7 +67,7 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
         flush(netns, kind)?;
     }
     for (i, rs) in c.load.iter().enumerate() {
-        crate::build::node::load_ruleset(netns, rs)
+        crate::setup::node::load_ruleset(netns, rs)
             .with_context(|| format!("ruleset #{} of the step", i + 1))?;
     }
     crate::netns::with_netlink(netns, |nl| {

@@ -38,7 +38,7 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
         .collect();
     let mut results = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
-        if crate::build::signals::interrupted() {
+        if crate::setup::signals::interrupted() {
             break;
         }
         let t0 = Instant::now();
@@ -71,7 +71,7 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
             let mut phases = std::collections::BTreeMap::new();
             let mut worst: Option<cell::RepetitionResult> = None;
             for rep in 0..reps {
-                if crate::build::signals::interrupted() {
+                if crate::setup::signals::interrupted() {
                     break;
                 }
                 if opts.progress && reps > 1 {
@@ -100,7 +100,7 @@ pub fn run_scenario(scn: &Scenario, opts: &RunOptions, run_id: &str) -> Scenario
                     )
                 });
                 // Cut short by SIGINT/SIGTERM: whatever it measured proves nothing.
-                let r = if crate::build::signals::interrupted() {
+                let r = if crate::setup::signals::interrupted() {
                     cell::RepetitionResult::error(
                         Outcome::Skip,
                         "interrupted (SIGINT/SIGTERM): not judged".into(),

@@ -63,7 +63,7 @@ type Background<'s> = (String, ScopedJoinHandle<'s, Result<Observations>>);
 
 impl StepCx<'_> {
     fn netns(&self, node: &str) -> Result<&str> {
-        crate::build::netns_for(self.live.plan, node)
+        crate::setup::netns_for(self.live.plan, node)
     }
 
     /// Every live observation the names ask for: conntrack queries, and node counters
@@ -290,7 +290,7 @@ pub fn walk(
         let mut background: Vec<Background> = Vec::new();
         let result = (|| -> Result<()> {
             for step in steps {
-                if crate::build::signals::interrupted() {
+                if crate::setup::signals::interrupted() {
                     bail!("interrupted");
                 }
                 match &step.action {

@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Exclusive right to change host-global sysctls, held by a [`crate::build::Lab`] from
+/// Exclusive right to change host-global sysctls, held by a [`crate::setup::Lab`] from
 /// saving the originals until they are restored (and by a sweep restoring a dead run's).
 /// Without it two concurrent runs would save each other's values as "original". Every
 /// other lab holds it shared for its lifetime: host-global values (nf_conntrack_max)

@@ -168,7 +168,7 @@ fn sweep(force: bool, holding_host_lock: bool) -> Result<Vec<String>> {
         let _lock = if st.host_sysctls.is_empty() || holding_host_lock {
             None
         } else {
-            match HostLock::acquire(HOST_LOCK_WAIT, &crate::build::signals::interrupted)? {
+            match HostLock::acquire(HOST_LOCK_WAIT, &crate::setup::signals::interrupted)? {
                 Some(l) => Some(l),
                 None => {
                     report.push(format!(
