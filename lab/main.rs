@@ -305,7 +305,7 @@ fn check_host(
         },
         None => Box::new(reader::LiveHost { netns }),
     };
-    if let Err(e) = faultlab::build::signals::install() {
+    if let Err(e) = faultlab::setup::signals::install() {
         eprintln!("warning: cannot install the SIGINT/SIGTERM handler: {e:#}");
     }
     let r = hostcheck::run::check_host(&scenarios, src.as_ref(), true);
@@ -317,7 +317,7 @@ fn check_host(
             HostFormat::Markdown => hostcheck::report::markdown(&r),
         }
     );
-    if faultlab::build::signals::interrupted() {
+    if faultlab::setup::signals::interrupted() {
         return ExitCode::from(130);
     }
     ExitCode::from(hostcheck::exit_code(&r) as u8)
@@ -420,12 +420,12 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
             return usage;
         }
     }
-    if let Err(e) = faultlab::build::signals::install() {
+    if let Err(e) = faultlab::setup::signals::install() {
         eprintln!("warning: cannot install the SIGINT/SIGTERM handler: {e:#}");
     }
     // Not root: every cell skips (runner::prereq) and there is nothing we could sweep.
     if nix::unistd::geteuid().is_root() {
-        match faultlab::build::state::sweep_dead() {
+        match faultlab::setup::state::sweep_dead() {
             Ok(cleaned) => {
                 for c in cleaned {
                     eprintln!("cleaned leftover of an interrupted run: {c}");
@@ -444,11 +444,11 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         })
-        .unwrap_or_else(faultlab::build::new_run_id);
+        .unwrap_or_else(faultlab::setup::new_run_id);
     eprintln!("faultlab run {run_id}");
     // Without results, pcaps go to a directory of this run only (concurrent runs must
     // not write the same files), removed at the end.
-    let scratch = results.is_none().then(faultlab::build::state::scratch_dir);
+    let scratch = results.is_none().then(faultlab::setup::state::scratch_dir);
     let opts = RunOptions {
         cell,
         repeat,
@@ -487,7 +487,7 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         // An interrupted scenario's results are partial: results/ keeps the last whole run.
         if let Some(root) = results
             .as_ref()
-            .filter(|_| !faultlab::build::signals::interrupted())
+            .filter(|_| !faultlab::setup::signals::interrupted())
         {
             if opts.cell.is_none() {
                 if let Err(e) = runner::results::write(root, &r) {
@@ -496,7 +496,7 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
             }
         }
         all.push(r);
-        if faultlab::build::signals::interrupted() {
+        if faultlab::setup::signals::interrupted() {
             eprintln!("interrupted: the lab was torn down");
             break;
         }
@@ -520,7 +520,7 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         }
     }
     print_results(&all, format);
-    if faultlab::build::signals::interrupted() {
+    if faultlab::setup::signals::interrupted() {
         return 130;
     }
     let cells = all.iter().flat_map(|r| r.cells.iter());
@@ -602,7 +602,7 @@ fn clean() -> ExitCode {
         eprintln!("skip: not root: `faultlab clean` deletes namespaces and writes host sysctls");
         return ExitCode::from(4);
     }
-    match faultlab::build::state::sweep_dead() {
+    match faultlab::setup::state::sweep_dead() {
         Ok(cleaned) if cleaned.is_empty() => {
             println!("nothing to clean");
             ExitCode::SUCCESS

@@ -371,7 +371,7 @@ fn a_cell_uses_bpf_and_leaves_no_bpf_fd() {
         artifacts: std::env::temp_dir().join(format!("flbpf{}-cell", std::process::id())),
         slow: 1.0,
     };
-    let r = faultlab::runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
+    let r = faultlab::runner::run_scenario(&scn, &opts, &faultlab::setup::new_run_id());
     let _ = std::fs::remove_dir_all(&opts.artifacts);
     let cell = &r.cells[0];
     assert_eq!(cell.outcome, faultlab::verdict::Outcome::Pass, "{cell:#?}");

@@ -63,14 +63,14 @@ fn run(args: &[&str], id: &str) -> Output {
 
 /// Pids of the live runners that have a state file, other than `except`.
 fn live_runs(except: &[u32]) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir(faultlab::build::state::STATE_DIR) else {
+    let Ok(rd) = std::fs::read_dir(faultlab::setup::state::STATE_DIR) else {
         return vec![];
     };
     rd.filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .filter_map(|p| std::fs::read(p).ok())
-        .filter_map(|b| serde_json::from_slice::<faultlab::build::state::RunState>(&b).ok())
-        .filter(|s| faultlab::build::state::is_alive(s.runner_pid, s.runner_start))
+        .filter_map(|b| serde_json::from_slice::<faultlab::setup::state::RunState>(&b).ok())
+        .filter(|s| faultlab::setup::state::is_alive(s.runner_pid, s.runner_start))
         .map(|s| s.runner_pid)
         .filter(|p| !except.contains(p))
         .collect()
@@ -108,7 +108,7 @@ fn leftovers(id: &str) -> Vec<String> {
             out.push(format!("netns {ns}"));
         }
     }
-    let state = faultlab::build::state::state_path(id);
+    let state = faultlab::setup::state::state_path(id);
     if state.exists() {
         out.push(format!("state file {}", state.display()));
     }
@@ -133,7 +133,7 @@ fn leftovers(id: &str) -> Vec<String> {
 
 /// Scratch artifact directories of runner `pid` (`faultlab-artifacts-<pid>-<start>`).
 fn scratch_dirs_of(pid: u32) -> Vec<String> {
-    let prefix = format!("{}{pid}-", faultlab::build::state::SCRATCH_PREFIX);
+    let prefix = format!("{}{pid}-", faultlab::setup::state::SCRATCH_PREFIX);
     std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
@@ -159,7 +159,7 @@ fn helper_pids() -> Vec<u32> {
         let marked = args
             .windows(HELPER_MARK.len())
             .any(|w| w.iter().zip(HELPER_MARK).all(|(a, b)| a == b));
-        if marked && faultlab::build::state::is_alive(pid, None) {
+        if marked && faultlab::setup::state::is_alive(pid, None) {
             pids.push(pid);
         }
     }
@@ -255,7 +255,7 @@ fn runs_killed_at_random_points_leave_nothing_behind() {
                     assert!(out.status.success(), "clean: {}", text(&out.stderr));
                 } else {
                     // Killed before its state file existed, it created nothing.
-                    let had_state = faultlab::build::state::state_path(&id).exists();
+                    let had_state = faultlab::setup::state::state_path(&id).exists();
                     let next = run_id("n", i);
                     let out = run(&["run", &fx, "--no-results"], &next);
                     let err = text(&out.stderr);
@@ -694,7 +694,7 @@ fn ktap_and_junit_of_a_real_run_are_valid() {
 /// (runner killed in between) and a scratch dir: the sweep removes all of them.
 #[test]
 fn a_sweep_removes_detached_tracefs_instances_and_half_made_namespaces() {
-    use faultlab::build::state;
+    use faultlab::setup::state;
     let _g = serial();
     let id = run_id("w", 0);
     let instance = format!("{id}-drops");
@@ -739,7 +739,7 @@ fn a_sweep_removes_detached_tracefs_instances_and_half_made_namespaces() {
 
 #[test]
 fn the_host_sysctl_lock_is_exclusive() {
-    use faultlab::build::state::HostLock;
+    use faultlab::setup::state::HostLock;
     let _g = serial();
     let t0 = Instant::now();
     let first = loop {

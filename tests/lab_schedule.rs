@@ -72,7 +72,7 @@ fn sigterm_with_overlapping_cells_leaves_nothing() {
             .into_iter()
             .filter(|n| n.starts_with(&run_id))
             .collect();
-        if let Ok(rd) = std::fs::read_dir(faultlab::build::state::STATE_DIR) {
+        if let Ok(rd) = std::fs::read_dir(faultlab::setup::state::STATE_DIR) {
             v.extend(
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())

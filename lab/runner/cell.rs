@@ -1,8 +1,8 @@
 //! One repetition of one cell: build → observe → drive → observe → judge → tear down.
 
-use crate::build::Lab;
 use crate::model::steps::Action;
 use crate::model::{CellPlan, Expectation, LabPlan, RulesetKind};
+use crate::setup::Lab;
 use crate::verdict::{Check, DropStat, Observations, Outcome};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -69,7 +69,7 @@ pub fn run_once(cell: &CellPlan, env: &CellEnv) -> RepetitionResult {
         Err(e) => {
             if let Some(v) = e.downcast_ref::<super::timeline::StepVerdict>() {
                 RepetitionResult::error(v.outcome, format!("{e:#}"))
-            } else if let Some(why) = crate::build::node::missing_device_kind(&e) {
+            } else if let Some(why) = crate::setup::node::missing_device_kind(&e) {
                 // The kernel lacks a device kind the lab needs: nothing was tested.
                 RepetitionResult::error(Outcome::Skip, why)
             } else {
@@ -225,7 +225,7 @@ fn observe_timeline(
         super::collectors::start(cell, plan, lab, env.run_id, env.artifacts, &netns)
     })?;
 
-    let interrupted = || crate::build::signals::interrupted();
+    let interrupted = || crate::setup::signals::interrupted();
     let ctx = crate::traffic::TrafficContext {
         netns: &netns,
         artifacts: env.artifacts,

@@ -2,9 +2,9 @@
 //! counters and the kernel-health watch. Each implements [`Collector`]: started
 //! before the first step, readable while the timeline runs, stopped after it.
 
-use crate::build::Lab;
 use crate::evidence::{Capture, DropTargets, DropTrace, KmsgWatch, SplatWatch};
 use crate::model::{CellPlan, LabPlan};
+use crate::setup::Lab;
 use crate::verdict::{DropStat, Observations};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -211,7 +211,7 @@ fn start_drop_trace(
     match DropTrace::start(instance, &targets) {
         Ok(t) => Ok(Ok(t)),
         Err(e) => {
-            let _ = crate::build::state::remove_tracefs_instance(instance);
+            let _ = crate::setup::state::remove_tracefs_instance(instance);
             lab.unregister_tracefs_instance(instance)?;
             Ok(Err(format!("{e:#}")))
         }

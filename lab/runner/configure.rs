@@ -91,7 +91,7 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
                 rulesets: vec![],
                 processes: vec![],
             };
-            crate::build::node::configure(nl, &node).context("adding devices")?;
+            crate::setup::node::configure(nl, &node).context("adding devices")?;
             for d in &c.add_devices {
                 nl.set_up(&d.name)?;
             }
@@ -123,7 +123,7 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
         } else {
             format!("rulesets #{first}-#{last} of the step (loaded as one nft transaction)")
         };
-        crate::build::node::load_ruleset(netns, &rs).with_context(|| which)?;
+        crate::setup::node::load_ruleset(netns, &rs).with_context(|| which)?;
     }
     crate::netns::with_netlink(netns, |nl| {
         for r in &c.routes {

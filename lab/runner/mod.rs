@@ -54,7 +54,7 @@ pub fn run_scenario_reporting(
     let artifacts = opts.artifacts.join(&scn.name);
     let mut results = Vec::new();
     for cell in selected(scn, opts) {
-        if crate::build::signals::interrupted() {
+        if crate::setup::signals::interrupted() {
             break;
         }
         let id = format!("{}::{}", scn.name, cell.name);
@@ -89,7 +89,7 @@ pub fn run_scenario_reporting(
             let mut phases = std::collections::BTreeMap::new();
             let mut worst: Option<cell::RepetitionResult> = None;
             for rep in 0..reps {
-                if crate::build::signals::interrupted() {
+                if crate::setup::signals::interrupted() {
                     break;
                 }
                 if reps > 1 {
@@ -116,7 +116,7 @@ pub fn run_scenario_reporting(
                     )
                 });
                 // Cut short by SIGINT/SIGTERM: whatever it measured proves nothing.
-                let r = if crate::build::signals::interrupted() {
+                let r = if crate::setup::signals::interrupted() {
                     cell::RepetitionResult::error(
                         Outcome::Skip,
                         "interrupted (SIGINT/SIGTERM): not judged".into(),

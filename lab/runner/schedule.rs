@@ -122,7 +122,7 @@ pub fn execute<T: Send>(
             for _ in 0..jobs.min(end - i) {
                 s.spawn(|| loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
-                    if k >= end || crate::build::signals::interrupted() {
+                    if k >= end || crate::setup::signals::interrupted() {
                         break;
                     }
                     let r = f(k);

@@ -63,7 +63,7 @@ type Background<'s> = (String, ScopedJoinHandle<'s, Result<Observations>>);
 
 impl StepCx<'_> {
     fn netns(&self, node: &str) -> Result<&str> {
-        crate::build::netns_for(self.live.plan, node)
+        crate::setup::netns_for(self.live.plan, node)
     }
 
     /// Every live observation the names ask for: conntrack queries, and node counters
@@ -291,7 +291,7 @@ pub fn walk(
         let result = (|| -> Result<()> {
             let mut i = 0;
             while i < steps.len() {
-                if crate::build::signals::interrupted() {
+                if crate::setup::signals::interrupted() {
                     bail!("interrupted");
                 }
                 if let Some((merged, n)) = nft_load_run(&steps[i..]) {
