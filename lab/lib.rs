@@ -5,6 +5,7 @@ pub mod evidence;
 pub mod judge;
 pub mod kconfig;
 pub mod model;
+pub mod mutants;
 pub mod netns;
 pub mod observe;
 pub mod plan;

@@ -96,6 +96,22 @@ enum Command {
         /// A kernel .config (plain or gzip-compressed).
         file: Option<PathBuf>,
     },
+    /// Judge the mutant kernels scripts/mutants.sh ran; writes results/mutants/summary.md.
+    MutantsSummary {
+        #[arg(long, default_value = "kernel-mutants")]
+        patches: PathBuf,
+        /// Where scripts/mutants.sh left the runs (NAME/, unmutated/, host/).
+        #[arg(long, default_value = "/var/cache/faultlab/mutants")]
+        runs: PathBuf,
+        /// The host's results (default RUNS/host).
+        #[arg(long)]
+        host: Option<PathBuf>,
+        /// The unmutated build's .config, to explain differences by missing options.
+        #[arg(long)]
+        kernel_config: Option<PathBuf>,
+        #[arg(long, default_value = "results/mutants/summary.md")]
+        out: PathBuf,
+    },
     /// Helper servers run inside lab nodes (used by scenario processes).
     #[command(hide = true)]
     Serve {
@@ -137,6 +153,34 @@ fn main() -> ExitCode {
         Command::Diff { paths, all } => diff(&paths, all),
         Command::KernelConfig { file } => {
             ExitCode::from(faultlab::kconfig::main(file.as_deref()) as u8)
+        }
+        Command::MutantsSummary {
+            patches,
+            runs,
+            host,
+            kernel_config,
+            out,
+        } => {
+            let args = faultlab::mutants::Args {
+                patches,
+                runs,
+                host,
+                kernel_config,
+                scenarios: PathBuf::from("scenarios"),
+            };
+            match faultlab::mutants::summarise(&args)
+                .and_then(|md| Ok(std::fs::write(&out, &md).map(|()| md)?))
+            {
+                Ok(md) => {
+                    print!("{md}");
+                    eprintln!("wrote {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: mutants-summary: {e:#}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
         }
         Command::Serve { args } => match faultlab::traffic::serve_main(&args) {
             Ok(()) => ExitCode::SUCCESS,
