@@ -52,7 +52,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Mutant> {
             file.display()
         );
     }
-    let get = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
     let need = |key: &str, fix: &str| -> Result<String> {
         match get(key) {
             Some(v) if !v.is_empty() => Ok(v),
@@ -76,7 +81,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Mutant> {
         name,
         file: file.to_path_buf(),
         phenomenon: need("phenomenon", "§N the phenomenon's name")?,
-        own: words(need("own", "the scenario files (stems) of that phenomenon")?),
+        own: words(need(
+            "own",
+            "the scenario files (stems) of that phenomenon",
+        )?),
         run: get("run").map(words).filter(|r| !r.is_empty()),
         breaks: need("breaks", "the behaviour the patch re-breaks")?,
         undoes: need("undoes", "the upstream commit or function it undoes")?,
@@ -142,8 +150,13 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("k/m1.patch") && e.contains("`Undoes:`") && e.contains("add a line"), "{e}");
-        let e = parse(Path::new("k/m2.patch"), "Mutant: m1\n").unwrap_err().to_string();
+        assert!(
+            e.contains("k/m1.patch") && e.contains("`Undoes:`") && e.contains("add a line"),
+            "{e}"
+        );
+        let e = parse(Path::new("k/m2.patch"), "Mutant: m1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no unified diff"), "{e}");
         let e = parse(
             Path::new("k/m2.patch"),

@@ -85,10 +85,19 @@ mod tests {
         }
     }
 
-    fn cell(name: &str, outcome: Outcome, failed: Option<&str>, reason: Option<&str>) -> CellResult {
+    fn cell(
+        name: &str,
+        outcome: Outcome,
+        failed: Option<&str>,
+        reason: Option<&str>,
+    ) -> CellResult {
         let checks = match failed {
-            Some(d) => serde_json::json!([{ "expr": "ping.received == 0", "ok": false, "detail": d }]),
-            None => serde_json::json!([{ "expr": "ping.received == 0", "ok": true, "detail": "ping.received = 0" }]),
+            Some(d) => {
+                serde_json::json!([{ "expr": "ping.received == 0", "ok": false, "detail": d }])
+            }
+            None => {
+                serde_json::json!([{ "expr": "ping.received == 0", "ok": true, "detail": "ping.received = 0" }])
+            }
         };
         serde_json::from_value(serde_json::json!({
             "name": name, "outcome": outcome, "reason": reason,
@@ -109,7 +118,11 @@ mod tests {
             duration_ms: 1000,
             cells,
         };
-        std::fs::write(d.join(format!("{scenario}.json")), crate::report::json(&r).unwrap()).unwrap();
+        std::fs::write(
+            d.join(format!("{scenario}.json")),
+            crate::report::json(&r).unwrap(),
+        )
+        .unwrap();
     }
 
     const BUILD: &str = "6.1.158-faultlab";
@@ -118,13 +131,28 @@ mod tests {
     fn bridge(changed: bool) -> Vec<CellResult> {
         vec![
             if changed {
-                cell("call-iptables-on", Outcome::Fail, Some("ping.received = 20"), None)
+                cell(
+                    "call-iptables-on",
+                    Outcome::Fail,
+                    Some("ping.received = 20"),
+                    None,
+                )
             } else {
                 cell("call-iptables-on", Outcome::Pass, None, None)
             },
             cell("call-iptables-off", Outcome::Pass, None, None),
-            cell("nft-bridge-family-drop", Outcome::Skip, None, Some("nft bridge family is not available")),
-            cell("iptables-legacy-drop", Outcome::Fail, Some("iptables-legacy: can't initialize iptables table `filter'"), None),
+            cell(
+                "nft-bridge-family-drop",
+                Outcome::Skip,
+                None,
+                Some("nft bridge family is not available"),
+            ),
+            cell(
+                "iptables-legacy-drop",
+                Outcome::Fail,
+                Some("iptables-legacy: can't initialize iptables table `filter'"),
+                None,
+            ),
         ]
     }
 
@@ -133,7 +161,12 @@ mod tests {
             if host {
                 cell("l4-one-bad", Outcome::Pass, None, None)
             } else {
-                cell("l4-one-bad", Outcome::Fail, Some("multiflow.dead_fraction = 0.41"), None)
+                cell(
+                    "l4-one-bad",
+                    Outcome::Fail,
+                    Some("multiflow.dead_fraction = 0.41"),
+                    None,
+                )
             },
             cell("l4-all-good", Outcome::Pass, None, None),
         ]
@@ -155,32 +188,64 @@ mod tests {
 
     #[test]
     fn summary_of_fixture_runs() {
-        let root = Scratch(std::env::temp_dir().join(format!("faultlab-mutants-{}", std::process::id())));
+        let root =
+            Scratch(std::env::temp_dir().join(format!("faultlab-mutants-{}", std::process::id())));
         let (patches, runs) = (root.0.join("kernel-mutants"), root.0.join("runs"));
         std::fs::create_dir_all(&patches).unwrap();
-        patch(&patches, "bridge-broken", "bridge-netfilter", Some("bridge-netfilter"));
+        patch(
+            &patches,
+            "bridge-broken",
+            "bridge-netfilter",
+            Some("bridge-netfilter"),
+        );
         patch(&patches, "killed-elsewhere", "ecmp-bad-path", None);
         patch(&patches, "survivor", "ecmp-bad-path", Some("ecmp-bad-path"));
-        patch(&patches, "timed-out", "ecmp-bad-path", Some("ecmp-bad-path"));
+        patch(
+            &patches,
+            "timed-out",
+            "ecmp-bad-path",
+            Some("ecmp-bad-path"),
+        );
         patch(&patches, "no-build", "ecmp-bad-path", Some("ecmp-bad-path"));
-        patch(&patches, "never-run", "ecmp-bad-path", Some("ecmp-bad-path"));
+        patch(
+            &patches,
+            "never-run",
+            "ecmp-bad-path",
+            Some("ecmp-bad-path"),
+        );
         let all = "scenarios=/r/scenarios\n";
-        env(&runs.join("unmutated"), &format!("rebuild_seconds=600\nbuild_exit=0\n{all}vm_seconds=540\nvm_exit=1\n"));
-        write(&runs.join("unmutated"), BUILD, "bridge-netfilter", bridge(false));
+        env(
+            &runs.join("unmutated"),
+            &format!("rebuild_seconds=600\nbuild_exit=0\n{all}vm_seconds=540\nvm_exit=1\n"),
+        );
+        write(
+            &runs.join("unmutated"),
+            BUILD,
+            "bridge-netfilter",
+            bridge(false),
+        );
         write(&runs.join("unmutated"), BUILD, "ecmp-bad-path", ecmp(false));
         // The host: everything passes.
         let host = runs.join("host");
         env(&host, "run_exit=0\n");
-        let host_bridge = ["call-iptables-on", "call-iptables-off", "nft-bridge-family-drop", "iptables-legacy-drop"]
-            .map(|n| cell(n, Outcome::Pass, None, None))
-            .to_vec();
+        let host_bridge = [
+            "call-iptables-on",
+            "call-iptables-off",
+            "nft-bridge-family-drop",
+            "iptables-legacy-drop",
+        ]
+        .map(|n| cell(n, Outcome::Pass, None, None))
+        .to_vec();
         write(&host, "6.18.44-fc", "bridge-netfilter", host_bridge);
         write(&host, "6.18.44-fc", "ecmp-bad-path", ecmp(true));
         let m = runs.join("bridge-broken");
         env(&m, "rebuild_seconds=14\nbuild_exit=0\nscenarios=/r/scenarios/bridge-netfilter.toml\nvm_seconds=60\nvm_exit=1\n");
         write(&m, BUILD, "bridge-netfilter", bridge(true));
         let m = runs.join("killed-elsewhere");
-        env(&m, &format!("rebuild_seconds=15\nbuild_exit=0\n{all}vm_seconds=530\nvm_exit=1\n"));
+        env(
+            &m,
+            &format!("rebuild_seconds=15\nbuild_exit=0\n{all}vm_seconds=530\nvm_exit=1\n"),
+        );
         write(&m, BUILD, "bridge-netfilter", bridge(true));
         write(&m, BUILD, "ecmp-bad-path", ecmp(false));
         let m = runs.join("survivor");
@@ -208,8 +273,11 @@ mod tests {
         let md = md
             .replace(&runs.display().to_string(), "RUNS")
             .replace(&config.display().to_string(), "BUILD/.config");
-        assert!(md.contains("**Mutation score: 2 of 3 judged mutants killed (67 %)**; 1 of them"), "{md}");
-        assert!(md.contains("0 unexplained") == false && md.contains("1 of them unexplained"), "{md}");
+        assert!(
+            md.contains("**Mutation score: 2 of 3 judged mutants killed (67 %)**; 1 of them"),
+            "{md}"
+        );
+        assert!(md.contains("1 of them unexplained"), "{md}");
         insta::assert_snapshot!(md);
     }
 }
