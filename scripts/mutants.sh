@@ -8,10 +8,11 @@
 # unmutated build runs the whole catalogue once, and so does the host.
 # Finally `faultlab mutants-summary` writes results/mutants/summary.md.
 #
-# Usage (as root): scripts/mutants.sh [NAME...]   (default: every kernel-mutants/*.patch)
+# Usage (as root): scripts/mutants.sh [NAME... | none]   (default: every kernel-mutants/*.patch)
 # Environment: FAULTLAB (the binary; default $CARGO_TARGET_DIR/debug/faultlab),
 #   FAULTLAB_CACHE (default /var/cache/faultlab), SKIP_HOST=1 / SKIP_UNMUTATED=1
-#   (keep earlier host / unmutated results), VM_TIMEOUT (seconds per boot, 1500).
+#   (keep earlier host / unmutated results), RESUME_UNMUTATED=1 (run the files
+#   a timed-out unmutated run did not reach), VM_TIMEOUT (seconds per boot, 1500).
 # Writes: $FAULTLAB_CACHE/mutants/{host,unmutated,NAME}/ (raw results, run.env),
 #   $FAULTLAB_CACHE/kernel/pristine/ (the unmutated kernel, once), and
 #   results/mutants/summary.md through the tool.
@@ -115,8 +116,29 @@ if [ "${SKIP_UNMUTATED:-0}" != 1 ]; then
   boot_and_run "$out/unmutated" "${catalogue[@]}"
 fi
 
+# RESUME_UNMUTATED=1: a second boot runs the catalogue files the unmutated run
+# did not reach (a timeout), into the same results; run.env keeps both exits.
+if [ "${RESUME_UNMUTATED:-0}" = 1 ]; then
+  kdir=$(ls -d "$out"/unmutated/*/ 2>/dev/null | head -n 1)
+  rest=()
+  while IFS= read -r f; do
+    n=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$f" | head -n 1)
+    [ -n "$kdir" ] && [ -f "$kdir/$n.json" ] || rest+=("$f")
+  done < <(find "$repo/scenarios" -name '*.toml' -not -path '*/topologies/*' | sort)
+  if [ ${#rest[@]} -gt 0 ]; then
+    say "unmutated: resuming with ${rest[*]#"$repo/"}"
+    rebuild "$out/unmutated" || die "the unmutated build failed (see $out/unmutated/build.out)"
+    t0=$(date +%s) rc=0
+    "$faultlab" vm --kernel "$build" --timeout "$timeout" --results "$out/unmutated" -- run "${rest[@]}" \
+      >"$out/unmutated/vm-resume.out" 2>&1 || rc=$?
+    { echo "resumed=${rest[*]}"; echo "resume_vm_seconds=$(($(date +%s) - t0))"; echo "resume_vm_exit=$rc"; } >>"$out/unmutated/run.env"
+  fi
+fi
+
 # --- the mutants ---------------------------------------------------------------
-if [ $# -gt 0 ]; then
+if [ "$*" = none ]; then
+  patches=()
+elif [ $# -gt 0 ]; then
   patches=()
   for n in "$@"; do
     p="$repo/kernel-mutants/${n%.patch}.patch"
@@ -126,7 +148,7 @@ if [ $# -gt 0 ]; then
 else
   patches=("$repo"/kernel-mutants/*.patch)
 fi
-for p in "${patches[@]}"; do
+for p in ${patches[@]+"${patches[@]}"}; do
   name=$(basename "$p" .patch)
   dir="$out/$name"
   fresh "$dir"

@@ -216,7 +216,7 @@ mod tests {
         let all = "scenarios=/r/scenarios\n";
         env(
             &runs.join("unmutated"),
-            &format!("rebuild_seconds=600\nbuild_exit=0\n{all}vm_seconds=540\nvm_exit=1\n"),
+            &format!("rebuild_seconds=600\nbuild_exit=0\n{all}vm_seconds=1501\nvm_exit=124\n"),
         );
         write(
             &runs.join("unmutated"),
@@ -238,6 +238,12 @@ mod tests {
         .to_vec();
         write(&host, "6.18.44-fc", "bridge-netfilter", host_bridge);
         write(&host, "6.18.44-fc", "ecmp-bad-path", ecmp(true));
+        write(
+            &host,
+            "6.18.44-fc",
+            "selftest-xt-string",
+            vec![cell("string-match-offsets", Outcome::Pass, None, None)],
+        );
         let m = runs.join("bridge-broken");
         env(&m, "rebuild_seconds=14\nbuild_exit=0\nscenarios=/r/scenarios/bridge-netfilter.toml\nvm_seconds=60\nvm_exit=1\n");
         write(&m, BUILD, "bridge-netfilter", bridge(true));

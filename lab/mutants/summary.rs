@@ -121,8 +121,22 @@ fn files_run(m: &Mutant, run: Option<&RunRecord>) -> String {
 }
 
 /// Why a cell differs between the host and the unmutated build, when the tool knows.
-fn explanation(ch: &Change, missing: &BTreeMap<String, Vec<String>>) -> Option<String> {
+/// `unmutated_exit` is the unmutated VM's exit code: a timeout ends the run
+/// early, and the files it did not reach are absent.
+fn explanation(
+    ch: &Change,
+    missing: &BTreeMap<String, Vec<String>>,
+    unmutated_exit: Option<i64>,
+) -> Option<String> {
     let mut why = Vec::new();
+    if ch.b.is_none() {
+        if let Some(rc) = unmutated_exit.filter(|rc| !VERDICT_EXITS.contains(rc)) {
+            why.push(format!(
+                "not run on the unmutated build: its VM exited {rc}{} before reaching this file",
+                if rc == 124 { " (timeout)" } else { "" }
+            ));
+        }
+    }
     let id = format!("{}::{}", ch.scenario, ch.cell);
     if let Some(opts) = missing.get(&id) {
         why.push(format!("the build lacks {}", opts.join(", ")));
@@ -232,11 +246,31 @@ pub fn render(input: &Input) -> String {
         Some(b) => {
             let _ = writeln!(
                 md,
-                "Unmutated build: {}, which ran {} (boot + run {}). Every mutant shares its \
+                "Unmutated build: {}, which ran {} (boot + run {}{}). Every mutant shares its \
                  kernel release string.\n",
                 b.label,
                 files_run_record(input.unmutated.as_ref()),
-                secs(input.unmutated.as_ref(), "vm_seconds")
+                secs(input.unmutated.as_ref(), "vm_seconds"),
+                match input.unmutated.as_ref().and_then(|r| r.number("vm_exit")) {
+                    Some(rc) if !VERDICT_EXITS.contains(&rc) => {
+                        let u = input.unmutated.as_ref();
+                        match u.and_then(|r| r.env.get("resumed")) {
+                            Some(files) => format!(
+                                "; the VM exited {rc} before the end, and a second boot ran the {} \
+                                 files it had not reached (exit {}, {})",
+                                files.split_whitespace().count(),
+                                u.and_then(|r| r.number("resume_vm_exit"))
+                                    .map(|x| x.to_string())
+                                    .unwrap_or_else(|| "-".into()),
+                                secs(u, "resume_vm_seconds")
+                            ),
+                            None => format!(
+                                "; the VM exited {rc} before the end, the files after that are absent"
+                            ),
+                        }
+                    }
+                    _ => String::new(),
+                }
             );
         }
         None => md.push_str("No results of the unmutated build: no mutant can be judged.\n\n"),
@@ -328,11 +362,12 @@ pub fn render(input: &Input) -> String {
                 input.kernel_config.as_ref().map(|(_, k)| k),
                 &input.catalogue,
             );
+            let unmutated_exit = input.unmutated.as_ref().and_then(|r| r.number("vm_exit"));
             let cmp = diff::compare(h, b);
             let unexplained = cmp
                 .changes
                 .iter()
-                .filter(|c| explanation(c, &missing).is_none())
+                .filter(|c| explanation(c, &missing, unmutated_exit).is_none())
                 .count();
             let _ = writeln!(
                 md,
@@ -352,7 +387,7 @@ pub fn render(input: &Input) -> String {
             if !cmp.changes.is_empty() {
                 md.push_str("| cell | host | unmutated | reason |\n|---|---|---|---|\n");
                 for ch in &cmp.changes {
-                    let why = explanation(ch, &missing).unwrap_or_else(|| {
+                    let why = explanation(ch, &missing, unmutated_exit).unwrap_or_else(|| {
                         let failing = if ch.b.as_ref().map(|c| c.outcome) == Some(Outcome::Pass) {
                             ("host", ch.a.as_ref())
                         } else {
