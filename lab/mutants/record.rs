@@ -64,7 +64,12 @@ pub fn load(dir: &Path) -> Result<Option<RunRecord>> {
         let kernel_like = p
             .file_name()
             .is_some_and(|n| crate::judge::KernelVersion::parse(&n.to_string_lossy()).is_ok());
-        if p.is_dir() && kernel_like {
+        // A run still going (or killed before its first scenario) has none yet.
+        let has_results = p.is_dir()
+            && std::fs::read_dir(&p)?.filter_map(|e| e.ok()).any(|e| {
+                e.path().extension().is_some_and(|x| x == "json") && e.file_name() != "vm.json"
+            });
+        if kernel_like && has_results {
             side = Some(Side::load(&p)?);
             break;
         }
