@@ -220,6 +220,13 @@ pub fn render(input: &Input) -> String {
             _ => false,
         })
         .count();
+    let weak: Vec<String> = input
+        .mutants
+        .iter()
+        .zip(&statuses)
+        .filter(|(_, s)| matches!(s, Status::Killed(ch) if only_inconclusive(ch)))
+        .map(|((m, _), _)| format!("`{}`", m.name))
+        .collect();
     let not_judged: Vec<String> = input
         .mutants
         .iter()
@@ -280,10 +287,15 @@ pub fn render(input: &Input) -> String {
     } else {
         format!("{:.0} %", 100.0 * killed as f64 / judged as f64)
     };
-    let _ = writeln!(
+    let _ =
+        writeln!(
         md,
         "**Mutation score: {killed} of {judged} judged mutants killed ({score})**; {own} of them \
-         by a cell of their own phenomenon. {} mutants in `kernel-mutants/`; not judged: {}.\n",
+         by a cell of their own phenomenon; {} only through cells turning inconclusive (the \
+         trigger stopped holding; no cell failed): {}. {} mutants in `kernel-mutants/`; not \
+         judged: {}.\n",
+        weak.len(),
+        if weak.is_empty() { "none".to_owned() } else { weak.join(", ") },
         input.mutants.len(),
         if not_judged.is_empty() {
             "none".to_owned()
@@ -295,7 +307,7 @@ pub fn render(input: &Input) -> String {
     for ((m, run), s) in input.mutants.iter().zip(&statuses) {
         let (n, mine) = match s {
             Status::Killed(ch) => (
-                ch.len().to_string(),
+                format!("{} ({})", ch.len(), kinds(ch)),
                 if ch.iter().any(|c| m.own.contains(&c.scenario)) {
                     "yes"
                 } else {
@@ -418,6 +430,27 @@ pub fn render(input: &Input) -> String {
         (_, None) => md.push_str("No results of the unmutated build.\n"),
     }
     md
+}
+
+/// "2 pass -> fail, 1 pass -> inconclusive".
+fn kinds(changes: &[Change]) -> String {
+    let mut n: BTreeMap<String, usize> = BTreeMap::new();
+    for c in changes {
+        let o = |c: &Option<CellResult>| c.as_ref().map(|c| c.outcome.as_str()).unwrap_or("absent");
+        *n.entry(format!("{} -> {}", o(&c.a), o(&c.b))).or_default() += 1;
+    }
+    n.iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Killed, but no changed cell fails: the mutant only stopped a trigger from
+/// holding (inconclusive), which says "this experiment says nothing", not "wrong".
+fn only_inconclusive(changes: &[Change]) -> bool {
+    !changes
+        .iter()
+        .any(|c| c.b.as_ref().is_some_and(|c| c.outcome == Outcome::Fail))
 }
 
 fn files_run_record(run: Option<&RunRecord>) -> String {
