@@ -110,7 +110,7 @@ if [ "${SKIP_UNMUTATED:-0}" != 1 ]; then
     mkdir -p "$pristine/arch/x86/boot" "$pristine/include/config"
     cp "$build/arch/x86/boot/bzImage" "$pristine/arch/x86/boot/"
     cp "$build/include/config/kernel.release" "$pristine/include/config/"
-    cp "$build/.config" "$build/System.map" "$pristine/"
+    cp "$build/.config" "$build/System.map" "$build/modules.builtin" "$build/modules.builtin.modinfo" "$pristine/"
     [ -f "$build/modules.order" ] && cp "$build/modules.order" "$pristine/"
   fi
   boot_and_run "$out/unmutated" "${catalogue[@]}"
