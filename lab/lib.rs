@@ -6,6 +6,7 @@ pub mod hostcheck;
 pub mod judge;
 pub mod kconfig;
 pub mod model;
+pub mod mutants;
 pub mod netns;
 pub mod observe;
 pub mod plan;

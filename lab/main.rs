@@ -149,6 +149,22 @@ enum Command {
     /// Write a kselftest target (Makefile, config, settings, one program per scenario
     /// printing KTAP) that the kernel's runner and CI fleets run.
     KselftestExport(faultlab::export::kselftest::ExportArgs),
+    /// Judge the mutant kernels scripts/mutants.sh ran; writes results/mutants/summary.md.
+    MutantsSummary {
+        #[arg(long, default_value = "kernel-mutants")]
+        patches: PathBuf,
+        /// Where scripts/mutants.sh left the runs (NAME/, unmutated/, host/).
+        #[arg(long, default_value = "/var/cache/faultlab/mutants")]
+        runs: PathBuf,
+        /// The host's results (default RUNS/host).
+        #[arg(long)]
+        host: Option<PathBuf>,
+        /// The unmutated build's .config, to explain differences by missing options.
+        #[arg(long)]
+        kernel_config: Option<PathBuf>,
+        #[arg(long, default_value = "results/mutants/summary.md")]
+        out: PathBuf,
+    },
     /// Helper servers for scenario processes: `serve udp-echo|tcp-echo|tcp-sink|dns
     /// [--port N] [--bind ADDR] [--seconds S]` (ports 9000, 8080, 8080, 53; bind ::;
     /// 3600 s).
@@ -228,6 +244,34 @@ fn main() -> ExitCode {
         } => check_host(&paths, format, fixture, netns),
         Command::KselftestExport(args) => {
             ExitCode::from(faultlab::export::kselftest::main(&args) as u8)
+        }
+        Command::MutantsSummary {
+            patches,
+            runs,
+            host,
+            kernel_config,
+            out,
+        } => {
+            let args = faultlab::mutants::Args {
+                patches,
+                runs,
+                host,
+                kernel_config,
+                scenarios: PathBuf::from("scenarios"),
+            };
+            match faultlab::mutants::summarise(&args)
+                .and_then(|md| Ok(std::fs::write(&out, &md).map(|()| md)?))
+            {
+                Ok(md) => {
+                    print!("{md}");
+                    eprintln!("wrote {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: mutants-summary: {e:#}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
         }
         Command::Serve { args } => match faultlab::traffic::serve_main(&args) {
             Ok(()) => ExitCode::SUCCESS,
