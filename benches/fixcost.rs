@@ -26,8 +26,8 @@ mod common;
 
 use anyhow::{Context, Result};
 use common::*;
-use faultlab::build::{new_run_id, Lab};
 use faultlab::model::LabPlan;
+use faultlab::setup::{new_run_id, Lab};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};

@@ -7,6 +7,10 @@
 //!   timing ONLY the syscalls that do the work (see `replay`). This is the floor no
 //!   userspace can beat: the sum of the kernel's own time for the operations.
 //!
+//! All four follow the one walk over the plan (`faultlab::plan::build_ops`): the
+//! shell forms render it, the replay turns each of its operations into the request
+//! faultlab sends.
+//!
 //! `Lab::build` also waits until every link runs (carrier, linkwatch); the shell
 //! columns do not (selftest scripts do not either): that wait is measured separately
 //! and reported next to them. Every variant tears down by deleting the namespaces (the
@@ -19,9 +23,10 @@ mod common;
 use anyhow::{bail, Context, Result};
 use common::*;
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode};
-use faultlab::build::{new_run_id, Lab};
 use faultlab::model::LabPlan;
-use faultlab::plan::{batched, batched_teardown, shell_steps, shell_teardown};
+use faultlab::plan::ops::configure_ops;
+use faultlab::plan::{batched, batched_teardown, build_ops, shell_steps, shell_teardown, Op};
+use faultlab::setup::{new_run_id, Lab};
 use std::time::{Duration, Instant};
 
 const TOPOLOGIES: [(&str, &str, &str); 3] = [
@@ -544,8 +549,12 @@ pub mod replay {
     pub fn build(plan: &LabPlan, captured: &Captured) -> Result<Parts> {
         let mut parts = Parts::default();
         let mut seq = 1u32;
+        let ops = build_ops(plan);
         std::thread::scope(|s| -> Result<()> {
-            for n in &plan.nodes {
+            for n in ops.iter().filter_map(|o| match o.op {
+                Op::Netns(n) => Some(n),
+                _ => None,
+            }) {
                 let d = s
                     .spawn(|| create_ns_here(&n.netns))
                     .join()
@@ -556,9 +565,11 @@ pub mod replay {
             Ok(())
         })?;
         // veths, from the `a` node's namespace, peers created directly in theirs.
-        for v in &plan.veths {
-            let a_ns = faultlab::build::netns_for(plan, &v.a.node)?.to_string();
-            let b_ns = faultlab::build::netns_for(plan, &v.b.node)?.to_string();
+        for (v, a, b) in ops.iter().filter_map(|o| match o.op {
+            Op::Veth { veth, a, b, .. } => Some((veth, a, b)),
+            _ => None,
+        }) {
+            let (a_ns, b_ns) = (a.netns.clone(), b.netns.clone());
             let peer = faultlab::netns::open(&b_ns)?;
             let mut pm = LinkMessageBuilder::<LinkUnspec>::new()
                 .name(v.b.dev.clone())
@@ -619,147 +630,153 @@ pub mod replay {
             p.requests += 1;
             anyhow::Ok(())
         };
-        for d in &n.devices {
-            let msg = match &d.kind {
-                DeviceKind::Bridge { .. } => {
-                    let mut b = LinkBridge::new(&d.name);
-                    if let Some(m) = d.mtu {
-                        b = b.mtu(m);
-                    }
-                    b.build()
+        for op in configure_ops(n) {
+            match op {
+                Op::Device(_, d) => {
+                    let msg = match &d.kind {
+                        DeviceKind::Bridge { .. } => {
+                            let mut b = LinkBridge::new(&d.name);
+                            if let Some(m) = d.mtu {
+                                b = b.mtu(m);
+                            }
+                            b.build()
+                        }
+                        DeviceKind::Vxlan {
+                            vni,
+                            local,
+                            remote,
+                            dev,
+                            port,
+                        } => {
+                            let mut b = LinkVxlan::new(&d.name, *vni).port(*port);
+                            if let Some(u) = dev {
+                                b = b.dev(ifindex(u)?);
+                            }
+                            match local {
+                                Some(IpAddr::V4(a)) => b = b.local(*a),
+                                Some(IpAddr::V6(a)) => b = b.local6(*a),
+                                None => {}
+                            }
+                            match remote {
+                                Some(IpAddr::V4(a)) => b = b.remote(*a),
+                                Some(IpAddr::V6(a)) => b = b.remote6(*a),
+                                None => {}
+                            }
+                            if let Some(m) = d.mtu {
+                                b = b.mtu(m);
+                            }
+                            b.build()
+                        }
+                        DeviceKind::Dummy | DeviceKind::Macvlan { .. } | DeviceKind::Vrf { .. } => {
+                            bail!("{} devices are not in the bench topologies", d.kind.name())
+                        }
+                    };
+                    send(&mut p, RouteNetlinkMessage::NewLink(msg), new, "device")?;
                 }
-                DeviceKind::Vxlan {
-                    vni,
-                    local,
-                    remote,
-                    dev,
-                    port,
-                } => {
-                    let mut b = LinkVxlan::new(&d.name, *vni).port(*port);
-                    if let Some(u) = dev {
-                        b = b.dev(ifindex(u)?);
-                    }
-                    match local {
-                        Some(IpAddr::V4(a)) => b = b.local(*a),
-                        Some(IpAddr::V6(a)) => b = b.local6(*a),
-                        None => {}
-                    }
-                    match remote {
-                        Some(IpAddr::V4(a)) => b = b.remote(*a),
-                        Some(IpAddr::V6(a)) => b = b.remote6(*a),
-                        None => {}
-                    }
-                    if let Some(m) = d.mtu {
-                        b = b.mtu(m);
-                    }
-                    b.build()
-                }
-                DeviceKind::Dummy | DeviceKind::Macvlan { .. } | DeviceKind::Vrf { .. } => {
-                    bail!("{} devices are not in the bench topologies", d.kind.name())
-                }
-            };
-            send(&mut p, RouteNetlinkMessage::NewLink(msg), new, "device")?;
-        }
-        for d in &n.devices {
-            if let DeviceKind::Bridge { ports } = &d.kind {
-                let m = ifindex(&d.name)?;
-                for port in ports {
+                Op::Port { master, port, .. } => {
                     let msg = LinkUnspec::new_with_index(ifindex(port)?)
-                        .controller(m)
+                        .controller(ifindex(&master.name)?)
                         .build();
                     send(&mut p, RouteNetlinkMessage::SetLink(msg), new, "master")?;
                 }
-            }
-        }
-        for sc in &n.sysctls {
-            let path = faultlab::netns::sysctl::key_to_path(&sc.key)?;
-            let t = Instant::now();
-            std::fs::write(&path, sc.value.as_bytes())
-                .with_context(|| format!("sysctl {}", sc.key))?;
-            p.sysctl += t.elapsed();
-        }
-        for a in &n.addresses {
-            let idx = ifindex(&a.dev)?;
-            let mut msg = match a.addr.addr() {
-                IpAddr::V4(x) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
-                    .index(idx)
-                    .address(x, a.addr.prefix_len())
-                    .build(),
-                IpAddr::V6(x) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .index(idx)
-                    .address(x, a.addr.prefix_len())
-                    .build(),
-            };
-            if a.addr.addr().is_ipv6() {
-                use netlink_packet_route::address::{
-                    AddressAttribute, AddressFlags, AddressHeaderFlags,
-                };
-                msg.header.flags |= AddressHeaderFlags::Nodad;
-                msg.attributes
-                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
-            }
-            send(&mut p, RouteNetlinkMessage::NewAddress(msg), new, "address")?;
-        }
-        for dev in &n.up {
-            let msg = LinkUnspec::new_with_index(ifindex(dev)?).up().build();
-            send(&mut p, RouteNetlinkMessage::SetLink(msg), new, "up")?;
-        }
-        for r in &n.routes {
-            let dst = r.dst.trunc();
-            let v4 = dst.addr().is_ipv4();
-            let mut b = RouteMessageBuilder::<IpAddr>::new()
-                .destination_prefix(dst.addr(), dst.prefix_len())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            match &r.kind {
-                RouteKind::Unicast { via, dev, onlink } => {
-                    if let Some(d) = dev {
-                        b = b.output_interface(ifindex(d)?);
-                    }
-                    match via {
-                        Some(gw) => b = b.gateway(*gw).map_err(|e| anyhow::anyhow!("{e}"))?,
-                        None if v4 => b = b.scope(netlink_packet_route::route::RouteScope::Link),
-                        None => {}
-                    }
-                    if *onlink {
-                        b = b.onlink();
-                    }
+                Op::Sysctl(_, sc) => {
+                    let path = faultlab::netns::sysctl::key_to_path(&sc.key)?;
+                    let t = Instant::now();
+                    std::fs::write(&path, sc.value.as_bytes())
+                        .with_context(|| format!("sysctl {}", sc.key))?;
+                    p.sysctl += t.elapsed();
                 }
-                RouteKind::Multipath { nexthops } => {
-                    let family = if v4 {
-                        netlink_packet_route::AddressFamily::Inet
-                    } else {
-                        netlink_packet_route::AddressFamily::Inet6
+                Op::Address(_, a) => {
+                    let idx = ifindex(&a.dev)?;
+                    let mut msg = match a.addr.addr() {
+                        IpAddr::V4(x) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+                            .index(idx)
+                            .address(x, a.addr.prefix_len())
+                            .build(),
+                        IpAddr::V6(x) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                            .index(idx)
+                            .address(x, a.addr.prefix_len())
+                            .build(),
                     };
-                    let mut hops = Vec::new();
-                    for nh in nexthops {
-                        let mut h = RouteNextHopBuilder::new(family);
-                        if let Some(d) = &nh.dev {
-                            h = h.interface(ifindex(d)?);
-                        }
-                        if let Some(gw) = nh.via {
-                            h = h.via(gw).map_err(|e| anyhow::anyhow!("{e}"))?;
-                        }
-                        hops.push(h.weight(nh.weight.saturating_sub(1)).build());
+                    if a.addr.addr().is_ipv6() {
+                        use netlink_packet_route::address::{
+                            AddressAttribute, AddressFlags, AddressHeaderFlags,
+                        };
+                        msg.header.flags |= AddressHeaderFlags::Nodad;
+                        msg.attributes
+                            .push(AddressAttribute::Flags(AddressFlags::Nodad));
                     }
-                    b = b.multipath(hops);
+                    send(&mut p, RouteNetlinkMessage::NewAddress(msg), new, "address")?;
                 }
-                RouteKind::Blackhole => {
-                    b = b.kind(netlink_packet_route::route::RouteType::BlackHole)
+                Op::Up(_, dev) => {
+                    let msg = LinkUnspec::new_with_index(ifindex(dev)?).up().build();
+                    send(&mut p, RouteNetlinkMessage::SetLink(msg), new, "up")?;
                 }
-                RouteKind::Unreachable => {
-                    b = b.kind(netlink_packet_route::route::RouteType::Unreachable)
+                Op::Route(_, r) => {
+                    let dst = r.dst.trunc();
+                    let v4 = dst.addr().is_ipv4();
+                    let mut b = RouteMessageBuilder::<IpAddr>::new()
+                        .destination_prefix(dst.addr(), dst.prefix_len())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    match &r.kind {
+                        RouteKind::Unicast { via, dev, onlink } => {
+                            if let Some(d) = dev {
+                                b = b.output_interface(ifindex(d)?);
+                            }
+                            match via {
+                                Some(gw) => {
+                                    b = b.gateway(*gw).map_err(|e| anyhow::anyhow!("{e}"))?
+                                }
+                                None if v4 => {
+                                    b = b.scope(netlink_packet_route::route::RouteScope::Link)
+                                }
+                                None => {}
+                            }
+                            if *onlink {
+                                b = b.onlink();
+                            }
+                        }
+                        RouteKind::Multipath { nexthops } => {
+                            let family = if v4 {
+                                netlink_packet_route::AddressFamily::Inet
+                            } else {
+                                netlink_packet_route::AddressFamily::Inet6
+                            };
+                            let mut hops = Vec::new();
+                            for nh in nexthops {
+                                let mut h = RouteNextHopBuilder::new(family);
+                                if let Some(d) = &nh.dev {
+                                    h = h.interface(ifindex(d)?);
+                                }
+                                if let Some(gw) = nh.via {
+                                    h = h.via(gw).map_err(|e| anyhow::anyhow!("{e}"))?;
+                                }
+                                hops.push(h.weight(nh.weight.saturating_sub(1)).build());
+                            }
+                            b = b.multipath(hops);
+                        }
+                        RouteKind::Blackhole => {
+                            b = b.kind(netlink_packet_route::route::RouteType::BlackHole)
+                        }
+                        RouteKind::Unreachable => {
+                            b = b.kind(netlink_packet_route::route::RouteType::Unreachable)
+                        }
+                        RouteKind::Prohibit => {
+                            b = b.kind(netlink_packet_route::route::RouteType::Prohibit)
+                        }
+                    }
+                    send(
+                        &mut p,
+                        RouteNetlinkMessage::NewRoute(b.build()),
+                        new,
+                        "route",
+                    )?;
                 }
-                RouteKind::Prohibit => b = b.kind(netlink_packet_route::route::RouteType::Prohibit),
+                Op::Neighbour(..) => bail!("neighbours are not in the bench topologies"),
+                // Replayed below from the captured nfnetlink batches.
+                Op::Ruleset { .. } => {}
+                other => bail!("{other} is not a configure operation"),
             }
-            send(
-                &mut p,
-                RouteNetlinkMessage::NewRoute(b.build()),
-                new,
-                "route",
-            )?;
-        }
-        if !n.neighbours.is_empty() {
-            bail!("neighbours are not in the bench topologies");
         }
         if !batches.is_empty() {
             let nf = nl_socket(libc::NETLINK_NETFILTER)?;

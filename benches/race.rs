@@ -31,8 +31,8 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use common::*;
-use faultlab::build::{new_run_id, Lab};
 use faultlab::observe::{observations_delta, snapshot_node, NodeCounters};
+use faultlab::setup::{new_run_id, Lab};
 use faultlab::traffic::{TrafficContext, TrafficSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,9 +1,8 @@
 //! faultlab: scenario file → namespaces → traffic → kernel counters → verdict table.
 
-pub mod build;
 pub mod evidence;
-pub mod hostcheck;
 pub mod export;
+pub mod hostcheck;
 pub mod judge;
 pub mod kconfig;
 pub mod model;
@@ -13,6 +12,7 @@ pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod setup;
 pub mod traffic;
 pub mod verdict;
 pub mod vm;

@@ -87,6 +87,14 @@ enum Command {
         /// read, and nonzero values).
         #[arg(long)]
         all_observations: bool,
+        /// Cells run at once; cells that change host-global sysctls or are
+        /// timing-sensitive still run alone (see `--schedule`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
+        /// TOML file overriding which cells run alone: `alone = ["scenario::cell"]`,
+        /// `shared = ["scenario::*"]`.
+        #[arg(long)]
+        schedule: Option<PathBuf>,
     },
     /// Rewrite results JSON files (or every one in a results directory) keeping only
     /// the observations that matter, as `run` writes them; summaries are regenerated.
@@ -178,6 +186,8 @@ fn main() -> ExitCode {
             bisect,
             bad_threshold,
             all_observations,
+            jobs,
+            schedule,
         } => {
             let code = run(
                 &paths,
@@ -191,6 +201,8 @@ fn main() -> ExitCode {
                         .unwrap_or(1.0),
                     bisect: bisect.then_some(bad_threshold),
                     all_observations,
+                    jobs: jobs as usize,
+                    schedule,
                 },
             );
             ExitCode::from(code as u8)
@@ -293,7 +305,7 @@ fn check_host(
         },
         None => Box::new(reader::LiveHost { netns }),
     };
-    if let Err(e) = faultlab::build::signals::install() {
+    if let Err(e) = faultlab::setup::signals::install() {
         eprintln!("warning: cannot install the SIGINT/SIGTERM handler: {e:#}");
     }
     let r = hostcheck::run::check_host(&scenarios, src.as_ref(), true);
@@ -305,7 +317,7 @@ fn check_host(
             HostFormat::Markdown => hostcheck::report::markdown(&r),
         }
     );
-    if faultlab::build::signals::interrupted() {
+    if faultlab::setup::signals::interrupted() {
         return ExitCode::from(130);
     }
     ExitCode::from(hostcheck::exit_code(&r) as u8)
@@ -367,6 +379,8 @@ struct RunFlags {
     /// `--bisect` with its bad threshold.
     bisect: Option<u32>,
     all_observations: bool,
+    jobs: usize,
+    schedule: Option<PathBuf>,
 }
 
 fn run(paths: &[String], flags: RunFlags) -> i32 {
@@ -378,11 +392,21 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         slow,
         bisect,
         all_observations,
+        jobs,
+        schedule,
     } = flags;
     let usage = if bisect.is_some() {
         faultlab::verdict::BISECT_ABORT
     } else {
         EXIT_USAGE as i32
+    };
+    let overrides = match schedule.as_deref().map(runner::schedule::Overrides::load) {
+        None => Default::default(),
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return usage;
+        }
     };
     let Ok(scenarios) = load_all(paths) else {
         return usage;
@@ -396,12 +420,12 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
             return usage;
         }
     }
-    if let Err(e) = faultlab::build::signals::install() {
+    if let Err(e) = faultlab::setup::signals::install() {
         eprintln!("warning: cannot install the SIGINT/SIGTERM handler: {e:#}");
     }
     // Not root: every cell skips (runner::prereq) and there is nothing we could sweep.
     if nix::unistd::geteuid().is_root() {
-        match faultlab::build::state::sweep_dead() {
+        match faultlab::setup::state::sweep_dead() {
             Ok(cleaned) => {
                 for c in cleaned {
                     eprintln!("cleaned leftover of an interrupted run: {c}");
@@ -420,11 +444,11 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         })
-        .unwrap_or_else(faultlab::build::new_run_id);
+        .unwrap_or_else(faultlab::setup::new_run_id);
     eprintln!("faultlab run {run_id}");
     // Without results, pcaps go to a directory of this run only (concurrent runs must
     // not write the same files), removed at the end.
-    let scratch = results.is_none().then(faultlab::build::state::scratch_dir);
+    let scratch = results.is_none().then(faultlab::setup::state::scratch_dir);
     let opts = RunOptions {
         cell,
         repeat,
@@ -441,15 +465,29 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         cells: planned.sum(),
     });
     let mut all = Vec::new();
+    // --jobs N: every cell first (overlapping), then results are written as below.
+    let mut ran = if jobs > 1 {
+        runner::schedule::run_all(&scenarios, &opts, &run_id, jobs, &overrides, &*progress)
+            .into_iter()
+    } else {
+        Vec::new().into_iter()
+    };
     for s in &scenarios {
-        let mut r = runner::run_scenario_reporting(s, &opts, &run_id, &*progress);
+        let mut r = if jobs > 1 {
+            match ran.next() {
+                Some(r) => r,
+                None => break,
+            }
+        } else {
+            runner::run_scenario_reporting(s, &opts, &run_id, &*progress)
+        };
         if !all_observations {
             runner::results::keep_what_matters(&mut r);
         }
         // An interrupted scenario's results are partial: results/ keeps the last whole run.
         if let Some(root) = results
             .as_ref()
-            .filter(|_| !faultlab::build::signals::interrupted())
+            .filter(|_| !faultlab::setup::signals::interrupted())
         {
             if opts.cell.is_none() {
                 if let Err(e) = runner::results::write(root, &r) {
@@ -458,7 +496,7 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
             }
         }
         all.push(r);
-        if faultlab::build::signals::interrupted() {
+        if faultlab::setup::signals::interrupted() {
             eprintln!("interrupted: the lab was torn down");
             break;
         }
@@ -482,7 +520,7 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         }
     }
     print_results(&all, format);
-    if faultlab::build::signals::interrupted() {
+    if faultlab::setup::signals::interrupted() {
         return 130;
     }
     let cells = all.iter().flat_map(|r| r.cells.iter());
@@ -564,7 +602,7 @@ fn clean() -> ExitCode {
         eprintln!("skip: not root: `faultlab clean` deletes namespaces and writes host sysctls");
         return ExitCode::from(4);
     }
-    match faultlab::build::state::sweep_dead() {
+    match faultlab::setup::state::sweep_dead() {
         Ok(cleaned) if cleaned.is_empty() => {
             println!("nothing to clean");
             ExitCode::SUCCESS

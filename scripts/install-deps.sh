@@ -13,6 +13,12 @@ have cc || need+=(gcc libc6-dev)
 have pkg-config || need+=(pkg-config)
 # libpcap compiles and matches capture filters (tcpdump's language).
 [ -e /usr/include/pcap.h ] || need+=(libpcap-dev)
+# The drop tracer's BPF program (build.rs): clang compiles it, libbpf-sys builds the
+# vendored libbpf against libelf and zlib; bpftool is for inspecting what is loaded.
+have clang || need+=(clang)
+have bpftool || need+=(bpftool)
+{ [ -e /usr/include/bpf/bpf_helpers.h ] && [ -e /usr/include/libelf.h ] && [ -e /usr/include/zlib.h ]; } ||
+  need+=(libbpf-dev libelf-dev zlib1g-dev)
 # faultlab vm (kernel matrix): QEMU, a static busybox for the guest initramfs, depmod,
 # module decompressors, and the headers `cargo install virtiofsd` builds against.
 { have qemu-system-x86_64 && have busybox && have depmod && have xz && have zstd; } ||

@@ -3,9 +3,9 @@
 //! fail with the typed missing-kind error the runner turns into a skip.
 #![cfg(feature = "lab")]
 
-use faultlab::build::{self, node::missing_device_kind, Lab};
 use faultlab::model::{DeviceKind, LabPlan, MacvlanMode};
 use faultlab::netns;
+use faultlab::setup::{self, node::missing_device_kind, Lab};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -79,7 +79,7 @@ fn load(name: &str, text: &str) -> LabPlan {
     std::fs::write(&path, text).unwrap();
     let scn = faultlab::scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_dir_all(&dir).unwrap();
-    scn.cells[0].lab.for_run(&build::new_run_id())
+    scn.cells[0].lab.for_run(&setup::new_run_id())
 }
 
 fn mine(run_id: &str) -> Vec<String> {

@@ -1,9 +1,9 @@
 //! Root-only tests of the namespace engine and the lab builder.
 #![cfg(feature = "lab")]
 
-use faultlab::build::{self, state, Lab};
 use faultlab::model::*;
 use faultlab::netns;
+use faultlab::setup::{self, state, Lab};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -116,7 +116,7 @@ fn tcp_connect_from(ns: &str, to: &str) -> anyhow::Result<()> {
 
 #[test]
 fn builds_a_bridged_lab_and_removes_it() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let mut plan = bridged_plan(&run_id);
     let conntrack_max = "net.netfilter.nf_conntrack_max";
     let host_before = netns::sysctl::read_here(conntrack_max).unwrap();
@@ -331,7 +331,7 @@ fn builds_a_bridged_lab_and_removes_it() {
 
 #[test]
 fn three_namespace_build_and_teardown_timing() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let plan = bridged_plan(&run_id);
     let t = Instant::now();
     let lab = Lab::build(&plan).unwrap_or_else(|e| panic!("{e:#}"));
@@ -347,7 +347,7 @@ fn three_namespace_build_and_teardown_timing() {
 
 #[test]
 fn vxlan_and_dummy_devices() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let mut plan = bridged_plan(&run_id);
     plan.nodes.truncate(2);
     plan.veths = vec![VethPlan {
@@ -401,7 +401,7 @@ fn vxlan_and_dummy_devices() {
 
 #[test]
 fn dummy_device_or_a_clear_kernel_config_error() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let mut plan = bridged_plan(&run_id);
     plan.nodes[0].devices = vec![DevicePlan {
         name: "dum0".into(),
@@ -429,7 +429,7 @@ fn dummy_device_or_a_clear_kernel_config_error() {
 
 #[test]
 fn a_dead_runs_state_is_swept() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let ns = format!("{run_id}-x");
     netns::create(&ns).unwrap();
     let mut helper = netns::command(&ns, &["sleep", "30"]).spawn().unwrap();
@@ -472,7 +472,7 @@ fn a_dead_runs_state_is_swept() {
 
 #[test]
 fn a_live_runs_state_is_not_swept() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let mut sf = state::StateFile::create(&run_id).unwrap();
     let ns = format!("{run_id}-live");
     sf.update(|s| s.namespaces.push(ns.clone())).unwrap();
@@ -485,7 +485,7 @@ fn a_live_runs_state_is_not_swept() {
 
 #[test]
 fn a_bad_ruleset_names_the_node_and_leaves_nothing() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let mut plan = bridged_plan(&run_id);
     plan.nodes[1].rulesets = vec![RulesetPlan {
         kind: RulesetKind::Nft,
@@ -511,7 +511,7 @@ fn a_bad_ruleset_names_the_node_and_leaves_nothing() {
 
 #[test]
 fn a_missing_bridge_port_is_reported_with_node_and_device() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let mut plan = bridged_plan(&run_id);
     plan.nodes[2].devices[0].kind = DeviceKind::Bridge {
         ports: vec!["sw-a".into(), "sw-typo".into()],
@@ -527,7 +527,7 @@ fn a_missing_bridge_port_is_reported_with_node_and_device() {
 
 #[test]
 fn process_that_never_binds_times_out_with_its_log() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let mut plan = bridged_plan(&run_id);
     plan.nodes[0].processes = vec![ProcessPlan {
         name: "quitter".into(),
@@ -549,7 +549,7 @@ fn process_that_never_binds_times_out_with_its_log() {
 
 #[test]
 fn run_in_and_enter_move_only_the_thread() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let ns = format!("{run_id}-t");
     netns::create(&ns).unwrap();
     assert!(netns::list().contains(&ns));
@@ -593,7 +593,7 @@ fn run_in_and_enter_move_only_the_thread() {
 
 #[test]
 fn a_helpers_children_die_with_it() {
-    let run_id = build::new_run_id();
+    let run_id = setup::new_run_id();
     let mut plan = bridged_plan(&run_id);
     plan.nodes.truncate(1);
     plan.veths.clear();
@@ -631,9 +631,9 @@ fn a_helpers_children_die_with_it() {
 
 #[test]
 fn sigterm_sets_the_interrupted_flag() {
-    build::signals::install().unwrap();
-    assert!(!build::signals::interrupted());
+    setup::signals::install().unwrap();
+    assert!(!setup::signals::interrupted());
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(build::signals::interrupted());
-    build::signals::reset();
+    assert!(setup::signals::interrupted());
+    setup::signals::reset();
 }

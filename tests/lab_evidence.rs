@@ -2,7 +2,7 @@
 //! Needs root: `cargo test --features lab --test lab_evidence`.
 #![cfg(feature = "lab")]
 
-use faultlab::evidence::{self, Capture, CaptureSpec, DropTrace};
+use faultlab::evidence::{self, Capture, CaptureSpec, DropMethod, DropTargets, DropTrace};
 use faultlab::verdict::DropStat;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
@@ -492,7 +492,16 @@ fn count(stats: &[DropStat], reason: &str, location: &str, node: &str) -> u64 {
 
 /// a -> r -> b: r has a blackhole route, b an nft input drop rule and no socket on port 10.
 #[test]
-fn drop_reasons_attributed_to_nodes() {
+fn drop_reasons_attributed_to_nodes_bpf() {
+    drop_reasons_attributed_to_nodes(DropMethod::Bpf);
+}
+
+#[test]
+fn drop_reasons_attributed_to_nodes_tracefs() {
+    drop_reasons_attributed_to_nodes(DropMethod::Tracefs);
+}
+
+fn drop_reasons_attributed_to_nodes(method: DropMethod) {
     let lab = Netns::new(&["a", "r", "b"]);
     lab.veth("a", "a0", "10.1.0.1/24", "r", "r0", "10.1.0.2/24");
     lab.veth("r", "r1", "10.2.0.1/24", "b", "b0", "10.2.0.2/24");
@@ -534,9 +543,21 @@ fn drop_reasons_attributed_to_nodes() {
         .into_iter()
         .map(|(d, n)| (lab.ns(d), n.to_string()))
         .collect();
-    let instance = format!("flev{}-drops", std::process::id());
-    let trace = DropTrace::start(&instance, &devices).unwrap();
-    assert!(evidence::list_instances().unwrap().contains(&instance));
+    let targets = DropTargets {
+        namespaces: ["a", "r", "b"]
+            .into_iter()
+            .map(|n| (n.to_string(), lab.ns(n)))
+            .collect(),
+        devices,
+    };
+    let instance = format!("flev{}-drops-{}", std::process::id(), method.name());
+    let trace = DropTrace::start_with(Some(method), &instance, &targets).unwrap();
+    assert_eq!(trace.method(), method);
+    // Only the tracefs method makes an instance.
+    assert_eq!(
+        evidence::list_instances().unwrap().contains(&instance),
+        method == DropMethod::Tracefs
+    );
     const N: usize = 4;
     udp_send(
         &a,
@@ -569,10 +590,11 @@ fn drop_reasons_attributed_to_nodes() {
 #[test]
 fn drop_trace_instance_removed_without_stop_and_by_sweeper() {
     let name = format!("flev{}-dropped", std::process::id());
-    let trace = DropTrace::start(&name, &BTreeMap::new()).unwrap();
+    let tracefs = Some(DropMethod::Tracefs);
+    let trace = DropTrace::start_with(tracefs, &name, &DropTargets::default()).unwrap();
     assert!(evidence::list_instances().unwrap().contains(&name));
     // A second start with the same name must refuse, not share the instance.
-    let err = DropTrace::start(&name, &BTreeMap::new())
+    let err = DropTrace::start_with(tracefs, &name, &DropTargets::default())
         .err()
         .expect("duplicate");
     assert!(format!("{err:#}").contains("already exists"), "{err:#}");

@@ -205,7 +205,21 @@ fn drop_trace_zero_fills_the_kernels_reasons() {
         format!("fltest-ev{}", std::process::id() % 100_000),
         "n".to_string(),
     )]);
-    let trace = DropTrace::start(&instance, &devices).unwrap();
+    // ... and a namespace nothing is sent in (the BPF method attributes by namespace).
+    let ns = format!("fltest-ev{}-n", std::process::id());
+    faultlab::netns::create(&ns).unwrap();
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = faultlab::netns::delete(&self.0);
+        }
+    }
+    let _del = Del(ns.clone());
+    let targets = faultlab::evidence::DropTargets {
+        devices,
+        namespaces: std::collections::BTreeMap::from([("n".to_string(), ns.clone())]),
+    };
+    let trace = DropTrace::start(&instance, &targets).unwrap();
     let known = trace.known_reasons().to_vec();
     assert!(known.len() > 10, "{known:?}");
     assert!(known.iter().any(|r| r == "NETFILTER_DROP"), "{known:?}");

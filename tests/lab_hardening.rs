@@ -104,7 +104,7 @@ fn runs_killed_at_random_points_leave_nothing_behind() {
                     assert!(out.status.success(), "clean: {}", text(&out.stderr));
                 } else {
                     // Killed before its state file existed, it created nothing.
-                    let had_state = faultlab::build::state::state_path(&id).exists();
+                    let had_state = faultlab::setup::state::state_path(&id).exists();
                     let next = run_id("n", i);
                     let out = run(&["run", &fx, "--no-results"], &next);
                     let err = text(&out.stderr);
@@ -417,7 +417,7 @@ fn ktap_and_junit_of_a_real_run_are_valid() {
 /// (runner killed in between) and a scratch dir: the sweep removes all of them.
 #[test]
 fn a_sweep_removes_detached_tracefs_instances_and_half_made_namespaces() {
-    use faultlab::build::state;
+    use faultlab::setup::state;
     let _g = serial();
     let id = run_id("w", 0);
     let instance = format!("{id}-drops");
@@ -462,7 +462,7 @@ fn a_sweep_removes_detached_tracefs_instances_and_half_made_namespaces() {
 
 #[test]
 fn the_host_sysctl_lock_is_exclusive() {
-    use faultlab::build::state::HostLock;
+    use faultlab::setup::state::HostLock;
     let _g = serial();
     let t0 = Instant::now();
     let first = loop {

@@ -42,7 +42,7 @@ fn run(ns: &str, argv: &[&str], stdin: Option<&str>) {
 
 /// A namespace with the fixture's uplink, sysctls and rules.
 fn stand_in(dir: &Path, fixture: &reader::FixtureHost) -> StandIn {
-    let ns = format!("{}-node", faultlab::build::new_run_id());
+    let ns = format!("{}-node", faultlab::setup::new_run_id());
     netns::create(&ns).expect("create the stand-in namespace");
     let guard = StandIn(ns.clone());
     let up = &fixture.node().uplink;
@@ -118,7 +118,7 @@ fn lab_every_fixture_node_gets_the_catalogues_verdicts_and_the_host_is_unchanged
         return;
     }
     // Held across both snapshots: no other run changes host-global sysctls meanwhile.
-    let _lock = faultlab::build::state::HostLock::acquire_shared(
+    let _lock = faultlab::setup::state::HostLock::acquire_shared(
         std::time::Duration::from_secs(600),
         &|| false,
     )

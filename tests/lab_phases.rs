@@ -103,7 +103,7 @@ fn signal_at(
                             e == faultlab::runner::progress::Event::Phase { what: want.clone() }
                         });
                 if hit {
-                    had_state = Some(faultlab::build::state::state_path(id).exists());
+                    had_state = Some(faultlab::setup::state::state_path(id).exists());
                     kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
                 }
                 lines.push(line);
@@ -166,7 +166,7 @@ fn signals_at_every_phase_boundary_leave_nothing_behind() {
                 assert!(out.status.success(), "clean: {}", text(&out.stderr));
                 cleaned += 1;
             } else {
-                let had_state = faultlab::build::state::state_path(&id).exists();
+                let had_state = faultlab::setup::state::state_path(&id).exists();
                 let next = run_id("g", n);
                 let out = run(
                     &["run", &fixture("requires-missing.toml"), "--no-results"],

@@ -18,7 +18,7 @@ fn run(text: &str) {
         artifacts: std::env::temp_dir().join("faultlab-template-tests"),
         slow: 1.0,
     };
-    let run_id = faultlab::build::new_run_id();
+    let run_id = faultlab::setup::new_run_id();
     let result = runner::run_scenario(&scn, &opts, &run_id);
     let table = faultlab::report::table(std::slice::from_ref(&result), false);
     assert!(

@@ -39,7 +39,7 @@ fn run(steps_and_cells: &str) -> Vec<CellResult> {
 
 /// Loads a scenario text and runs every cell through the runner.
 fn run_file(file: &str, text: &str) -> Vec<CellResult> {
-    let _ = faultlab::build::signals::install();
+    let _ = faultlab::setup::signals::install();
     let scn = faultlab::scenario::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
     let opts = RunOptions {
         cell: None,
@@ -47,7 +47,7 @@ fn run_file(file: &str, text: &str) -> Vec<CellResult> {
         artifacts: std::env::temp_dir().join("faultlab-timeline-test"),
         slow: 1.0,
     };
-    let result = runner::run_scenario(&scn, &opts, &faultlab::build::new_run_id());
+    let result = runner::run_scenario(&scn, &opts, &faultlab::setup::new_run_id());
     for c in &result.cells {
         eprintln!("{} {:?} {:?}", c.name, c.outcome, c.reason);
     }

@@ -107,7 +107,7 @@ mod lab {
     }
 
     fn run_cell(scn: &Scenario, cell: &str) -> Result<(), Failed> {
-        let _ = faultlab::build::signals::install();
+        let _ = faultlab::setup::signals::install();
         let tmp = std::env::temp_dir().join("faultlab-test-artifacts");
         let opts = RunOptions {
             cell: Some(cell.to_string()),
@@ -115,7 +115,7 @@ mod lab {
             artifacts: tmp,
             slow: 1.0,
         };
-        let run_id = faultlab::build::new_run_id();
+        let run_id = faultlab::setup::new_run_id();
         let result = runner::run_scenario(scn, &opts, &run_id);
         let c = result.cells.first().ok_or("the cell did not run")?;
         OUTCOMES

@@ -81,7 +81,7 @@ pub fn run_steps(steps: &[Step]) -> Result<()> {
 pub fn wait_running(plan: &LabPlan) -> Result<()> {
     let t = std::time::Instant::now();
     for n in &plan.nodes {
-        faultlab::netns::with_netlink(&n.netns, faultlab::build::node::wait_running)?;
+        faultlab::netns::with_netlink(&n.netns, faultlab::setup::node::wait_running)?;
     }
     if std::env::var_os("FAULTLAB_BENCH_DEBUG").is_some() {
         eprintln!(

@@ -1,14 +1,26 @@
-//! Why packets died: `skb:kfree_skb` (reason + location) in a private tracefs instance,
-//! attributed to a lab node through the last device the skb was seen on.
+//! Why packets died: `skb:kfree_skb` (reason + location), attributed to the lab node whose
+//! network namespace the skb died in, by the best method the kernel offers:
+//!
+//! - `bpf` (kernel BTF and the bpf syscall): an eBPF program reads each dropped skb's
+//!   namespace in the kernel (that of `skb->dev`, else of `skb->sk`, so output-path drops
+//!   count too) and counts drops of the lab's namespaces only (lab/evidence/bpf).
+//!   `drops.<REASON>` then counts drops in the lab's namespaces, so concurrent labs do not
+//!   see each other's drops.
+//! - `tracefs` (fallback): the events in a private tracefs instance, attributed by the last
+//!   device the skb was seen on, for device names unique in the lab; `drops.<REASON>`
+//!   counts drops anywhere on the machine while the trace ran.
+//!
+//! The method used is the observation `drops_method.bpf` or `drops_method.tracefs` (1).
 //!
 //! Reasons that never occurred read 0: when the trace starts it reads the kernel's list
-//! of drop reasons from the event's format file, and [`DropReport::observations`] gives
-//! `drops.<REASON>` and `drops.<node>.<REASON>` for every known reason and every node the
-//! trace was told about. `drops.<REASON>@<function>` exists only for what was seen.
+//! of drop reasons (BTF, or the event's format file), and [`DropReport::observations`]
+//! gives `drops.<REASON>` and `drops.<node>.<REASON>` for every known reason and every node
+//! the trace was told about. `drops.<REASON>@<function>` exists only for what was seen.
 //! Consequence for expressions: `sum(drops.x.*) == 0` means "nothing dropped at x",
 //! whereas `count(drops.x.*)` and `exists(drops.x.*)` count names, which now include
 //! every reason the kernel knows.
 
+use super::bpf::BpfDropTrace;
 use super::tracefs::Instance;
 use crate::verdict::{DropStat, Observations};
 use anyhow::{anyhow, Context, Result};
@@ -35,7 +47,7 @@ const MAX_TRACKED_SKBS: usize = 1 << 16;
 /// The kfree_skb event's format file, relative to the tracefs (instance) root.
 const KFREE_SKB_FORMAT: &str = "events/skb/kfree_skb/format";
 /// Entries of the reason enum that are not drop reasons (sentinels, "not dropped").
-const NOT_REASONS: [&str; 3] = ["NOT_DROPPED_YET", "CONSUMED", "MAX"];
+pub(super) const NOT_REASONS: [&str; 3] = ["NOT_DROPPED_YET", "CONSUMED", "MAX"];
 
 /// The drop reasons listed in `events/skb/kfree_skb/format`: the names of the
 /// `__print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, ...)` table, in the kernel's
@@ -169,33 +181,38 @@ impl DropAggregator {
     }
 
     pub fn stats(&self) -> Vec<DropStat> {
-        let needs_symbols = self
-            .counts
-            .keys()
-            .any(|(_, loc, _)| super::kallsyms::raw_address(loc).is_some());
-        let symbols = needs_symbols
-            .then(super::kallsyms::Kallsyms::load)
-            .flatten();
-        let mut merged: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
-        for ((reason, location, node), &count) in &self.counts {
-            let function = super::kallsyms::raw_address(location)
-                .and_then(|a| symbols.as_ref()?.function_at(a))
-                .map(str::to_string)
-                .unwrap_or_else(|| location.clone());
-            *merged
-                .entry((reason.clone(), function, node.clone()))
-                .or_default() += count;
-        }
-        merged
-            .into_iter()
-            .map(|((reason, location, node), count)| DropStat {
-                reason,
-                location,
-                node,
-                count,
-            })
-            .collect()
+        resolve_locations(&self.counts)
     }
+}
+
+/// Counts by (reason, location, node) as [`DropStat`]s, raw location addresses turned
+/// into function names through /proc/kallsyms (counts of one function merged).
+fn resolve_locations(counts: &BTreeMap<(String, String, Option<String>), u64>) -> Vec<DropStat> {
+    let needs_symbols = counts
+        .keys()
+        .any(|(_, loc, _)| super::kallsyms::raw_address(loc).is_some());
+    let symbols = needs_symbols
+        .then(super::kallsyms::Kallsyms::load)
+        .flatten();
+    let mut merged: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+    for ((reason, location, node), &count) in counts {
+        let function = super::kallsyms::raw_address(location)
+            .and_then(|a| symbols.as_ref()?.function_at(a))
+            .map(str::to_string)
+            .unwrap_or_else(|| location.clone());
+        *merged
+            .entry((reason.clone(), function, node.clone()))
+            .or_default() += count;
+    }
+    merged
+        .into_iter()
+        .map(|((reason, location, node), count)| DropStat {
+            reason,
+            location,
+            node,
+            count,
+        })
+        .collect()
 }
 
 /// `drops.<REASON>`, `drops.<REASON>@<function>`, `drops.<node>.<REASON>`, for what was
@@ -232,47 +249,206 @@ pub fn drops_observations_zero_filled(
     obs
 }
 
+/// How drops were attributed to nodes (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropMethod {
+    Bpf,
+    Tracefs,
+}
+
+impl DropMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            DropMethod::Bpf => "bpf",
+            DropMethod::Tracefs => "tracefs",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DropReport {
     pub drops: Vec<DropStat>,
     /// Events the ring buffer lost: when non-zero the counts are lower bounds.
     pub lost_events: u64,
-    /// The kernel's drop reasons (kfree_skb format file), read when the trace started;
-    /// empty when the file could not be read or lists none.
+    /// The kernel's drop reasons (BTF or the kfree_skb format file), read when the trace
+    /// started; empty when they could not be read.
     pub known_reasons: Vec<String>,
-    /// The nodes the trace could attribute drops to (owners of the lab's devices).
+    /// The nodes the trace could attribute drops to.
     pub nodes: Vec<String>,
+    pub method: DropMethod,
+    /// Why the BPF method was not used, when it was not.
+    pub bpf_unavailable: Option<String>,
 }
 
 impl DropReport {
-    /// Zero-filled: see [`drops_observations_zero_filled`].
+    /// Zero-filled (see [`drops_observations_zero_filled`]), plus `drops_method.<method>`
+    /// = 1 and, when the trace lost events, `drops.lost_events`.
     pub fn observations(&self) -> Observations {
-        drops_observations_zero_filled(&self.drops, &self.known_reasons, &self.nodes)
+        let mut obs = drops_observations_zero_filled(&self.drops, &self.known_reasons, &self.nodes);
+        obs.insert(format!("drops_method.{}", self.method.name()), 1.0);
+        if self.lost_events > 0 {
+            obs.insert("drops.lost_events".into(), self.lost_events as f64);
+        }
+        obs
     }
 }
 
-/// A running drop trace. Dropping it without `stop` still removes the instance.
+/// Where the lab's drops can happen: what each method needs to attribute them.
+#[derive(Debug, Clone, Default)]
+pub struct DropTargets {
+    /// node → its network namespace name (BPF method).
+    pub namespaces: BTreeMap<String, String>,
+    /// device name → node, for names unique in the lab (tracefs method).
+    pub devices: BTreeMap<String, String>,
+}
+
+enum Backend {
+    Bpf(BpfDropTrace),
+    Tracefs(TracefsTrace),
+}
+
+/// A running drop trace. Dropping it without `stop` still detaches everything.
 pub struct DropTrace {
-    stop: Arc<AtomicBool>,
-    reader: Option<JoinHandle<Result<DropAggregator>>>,
-    instance: Option<Instance>,
+    backend: Backend,
     known_reasons: Vec<String>,
     nodes: Vec<String>,
+    bpf_unavailable: Option<String>,
+    /// Reason value → name (BPF method).
+    reason_names: BTreeMap<u32, String>,
 }
 
 impl DropTrace {
-    /// `instance_name` must be unique per run (`<run_id>-drops`); `lab_devices` maps device
-    /// names unique within the lab to their node.
-    pub fn start(instance_name: &str, lab_devices: &BTreeMap<String, String>) -> Result<DropTrace> {
+    /// The best method the kernel offers: BPF, else tracefs. `instance_name` (the tracefs
+    /// instance, unique per run: `<run_id>-drops`) is used by the fallback only.
+    pub fn start(instance_name: &str, targets: &DropTargets) -> Result<DropTrace> {
+        Self::start_with(None, instance_name, targets)
+    }
+
+    /// `method`: force one (tests), or None for the best available.
+    pub fn start_with(
+        method: Option<DropMethod>,
+        instance_name: &str,
+        targets: &DropTargets,
+    ) -> Result<DropTrace> {
+        let mut bpf_unavailable = None;
+        if method != Some(DropMethod::Tracefs) {
+            match start_bpf(&targets.namespaces) {
+                Ok(t) => return Ok(t),
+                Err(e) if method.is_none() => {
+                    let why = format!("{e:#}");
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        eprintln!("faultlab: BPF drop tracer unavailable ({why}); using tracefs")
+                    });
+                    bpf_unavailable = Some(why);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (trace, known_reasons) = TracefsTrace::start(instance_name, &targets.devices)?;
+        let mut nodes: Vec<String> = targets.devices.values().cloned().collect();
+        nodes.sort();
+        nodes.dedup();
+        Ok(DropTrace {
+            backend: Backend::Tracefs(trace),
+            known_reasons,
+            nodes,
+            bpf_unavailable,
+            reason_names: BTreeMap::new(),
+        })
+    }
+
+    pub fn method(&self) -> DropMethod {
+        match self.backend {
+            Backend::Bpf(_) => DropMethod::Bpf,
+            Backend::Tracefs(_) => DropMethod::Tracefs,
+        }
+    }
+
+    /// Ids of the loaded BPF program and maps (BPF method), for leak checks.
+    pub fn bpf_object_ids(&self) -> Option<&super::bpf::ObjectIds> {
+        match &self.backend {
+            Backend::Bpf(t) => Some(t.object_ids()),
+            Backend::Tracefs(_) => None,
+        }
+    }
+
+    /// The kernel's drop reasons, read at start.
+    pub fn known_reasons(&self) -> &[String] {
+        &self.known_reasons
+    }
+
+    pub fn stop(self) -> Result<Vec<DropStat>> {
+        Ok(self.stop_report()?.drops)
+    }
+
+    pub fn stop_report(self) -> Result<DropReport> {
+        let method = self.method();
+        let (drops, lost_events) = match self.backend {
+            Backend::Tracefs(t) => {
+                let agg = t.stop()?;
+                (agg.stats(), agg.lost_events)
+            }
+            Backend::Bpf(t) => {
+                let counts = t.stop()?;
+                let mut by_name: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+                for ((node, reason, location), n) in counts.drops {
+                    let reason = self
+                        .reason_names
+                        .get(&reason)
+                        .cloned()
+                        .unwrap_or_else(|| format!("REASON_{reason:#x}"));
+                    *by_name
+                        .entry((reason, format!("{location:016x}"), Some(node)))
+                        .or_default() += n;
+                }
+                // A full map is the BPF method's way of losing events.
+                (resolve_locations(&by_name), counts.map_full)
+            }
+        };
+        Ok(DropReport {
+            drops,
+            lost_events,
+            known_reasons: self.known_reasons,
+            nodes: self.nodes,
+            method,
+            bpf_unavailable: self.bpf_unavailable,
+        })
+    }
+}
+
+fn start_bpf(namespaces: &BTreeMap<String, String>) -> Result<DropTrace> {
+    let reasons = super::bpf::reason_names()?;
+    let trace = BpfDropTrace::start(namespaces)?;
+    Ok(DropTrace {
+        backend: Backend::Bpf(trace),
+        known_reasons: reasons.iter().map(|(_, n)| n.clone()).collect(),
+        nodes: namespaces.keys().cloned().collect(),
+        bpf_unavailable: None,
+        reason_names: reasons.into_iter().collect(),
+    })
+}
+
+/// The tracefs method: a private instance and a thread reading its trace_pipe.
+struct TracefsTrace {
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<Result<DropAggregator>>>,
+    instance: Option<Instance>,
+}
+
+impl TracefsTrace {
+    /// `lab_devices` maps device names unique within the lab to their node. Returns the
+    /// trace and the kernel's drop reasons from the event's format file.
+    fn start(
+        instance_name: &str,
+        lab_devices: &BTreeMap<String, String>,
+    ) -> Result<(TracefsTrace, Vec<String>)> {
         let instance = Instance::create(instance_name)?;
         // A kernel whose format file cannot be read still traces; it just zero-fills nothing.
         let known_reasons = instance
             .read(KFREE_SKB_FORMAT)
             .map(|f| parse_reason_list(&f))
             .unwrap_or_default();
-        let mut nodes: Vec<String> = lab_devices.values().cloned().collect();
-        nodes.sort();
-        nodes.dedup();
         instance.write("tracing_on", "0")?;
         instance.write("buffer_size_kb", BUFFER_SIZE_KB)?;
         // Default 50: poll on trace_pipe would wait for a half-full buffer.
@@ -294,25 +470,17 @@ impl DropTrace {
                 move || read_pipe(pipe, agg, &stop)
             })?;
         instance.write("tracing_on", "1")?;
-        Ok(DropTrace {
-            stop,
-            reader: Some(reader),
-            instance: Some(instance),
+        Ok((
+            TracefsTrace {
+                stop,
+                reader: Some(reader),
+                instance: Some(instance),
+            },
             known_reasons,
-            nodes,
-        })
+        ))
     }
 
-    /// The kernel's drop reasons, read from the kfree_skb format file at start.
-    pub fn known_reasons(&self) -> &[String] {
-        &self.known_reasons
-    }
-
-    pub fn stop(self) -> Result<Vec<DropStat>> {
-        Ok(self.stop_report()?.drops)
-    }
-
-    pub fn stop_report(mut self) -> Result<DropReport> {
+    fn stop(mut self) -> Result<DropAggregator> {
         let instance = self.instance.take().expect("instance present until stop");
         let off = instance.write("tracing_on", "0");
         let agg = self.join_reader();
@@ -322,13 +490,7 @@ impl DropTrace {
         let removed = instance.remove();
         off?;
         removed?;
-        let agg = agg?;
-        Ok(DropReport {
-            drops: agg.stats(),
-            lost_events: agg.lost_events,
-            known_reasons: std::mem::take(&mut self.known_reasons),
-            nodes: std::mem::take(&mut self.nodes),
-        })
+        agg
     }
 
     fn join_reader(&mut self) -> Result<DropAggregator> {
@@ -342,7 +504,7 @@ impl DropTrace {
     }
 }
 
-impl Drop for DropTrace {
+impl Drop for TracefsTrace {
     fn drop(&mut self) {
         if self.reader.is_some() {
             let _ = self.join_reader();
@@ -465,8 +627,12 @@ mod tests {
             lost_events: 0,
             known_reasons: known.clone(),
             nodes: nodes.clone(),
+            method: DropMethod::Tracefs,
+            bpf_unavailable: None,
         };
-        assert_eq!(report.observations(), obs);
+        let mut with_method = obs.clone();
+        with_method.insert("drops_method.tracefs".into(), 1.0);
+        assert_eq!(report.observations(), with_method);
         // Nothing known, nothing seen: nothing (tracefs without reasons).
         assert!(drops_observations_zero_filled(&[], &[], &nodes).is_empty());
     }

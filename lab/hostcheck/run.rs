@@ -128,9 +128,9 @@ pub fn check_host(
     // Shared, like every lab, and taken before the first snapshot: no other run may
     // change host-global sysctls meanwhile, so the lab sees the machine's own
     // values and the two snapshots compare what this run did.
-    let lock = crate::build::state::HostLock::acquire_shared(
+    let lock = crate::setup::state::HostLock::acquire_shared(
         std::time::Duration::from_secs(600),
-        &crate::build::signals::interrupted,
+        &crate::setup::signals::interrupted,
     );
     let before = prove_unchanged.then(super::snapshot::take);
     let reading = HostReading::read(src, &extra);
@@ -143,11 +143,11 @@ pub fn check_host(
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         })
-        .unwrap_or_else(crate::build::new_run_id);
-    let scratch = crate::build::state::scratch_dir();
+        .unwrap_or_else(crate::setup::new_run_id);
+    let scratch = crate::setup::state::scratch_dir();
     for scn in scenarios {
         let Some(hc) = &scn.host_check else { continue };
-        if crate::build::signals::interrupted() {
+        if crate::setup::signals::interrupted() {
             break;
         }
         let v = check_scenario(scn, hc, &reading, &run_id, &scratch);

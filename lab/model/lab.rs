@@ -1,4 +1,4 @@
-//! The fully expanded, validated description of one lab: what `build` creates.
+//! The fully expanded, validated description of one lab: what `setup` creates.
 //!
 //! Pure data. Every name is final: namespace names carry the run prefix, device
 //! names are the ones written in the scenario (they live inside namespaces, so

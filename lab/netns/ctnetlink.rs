@@ -254,6 +254,32 @@ fn in_netns<T: Send>(
     .with_context(|| format!("conntrack {op} in netns `{netns}`"))
 }
 
+/// Dumps any nfnetlink subsystem's `msg` in `netns` (family AF_UNSPEC: every family)
+/// and hands each reply's (nfgenmsg family, attributes) to `on_msg`; the nf_tables
+/// counter reader (`observe::nft_netlink`) uses this socket layer too.
+pub fn nfnl_dump(
+    netns: &str,
+    subsys: u16,
+    msg: u8,
+    mut on_msg: impl FnMut(u8, &[(u16, &[u8])]) -> Result<(), String> + Send,
+) -> Result<()> {
+    in_netns(netns, "nfnetlink dump", |s| {
+        let mut req = Request::new(msg, NLM_F_DUMP, libc::AF_UNSPEC as u8);
+        req.buf[4..6].copy_from_slice(&((subsys << 8) | u16::from(msg)).to_ne_bytes());
+        s.transact(req, true, |m| {
+            let family = *m.payload.first().ok_or("reply without nfgenmsg")?;
+            let a = attrs(m.payload.get(NFGENMSG_LEN..).unwrap_or_default())?;
+            on_msg(family, &a)
+        })
+        .map_err(|e| e.into_anyhow("dump"))
+    })
+}
+
+/// The attributes in `buf` as (type without flags, payload).
+pub fn nested_attrs(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+    attrs(buf)
+}
+
 fn dump_on(s: &mut Socket) -> Result<Vec<CtEntry>> {
     let req = Request::new(IPCTNL_MSG_CT_GET, NLM_F_DUMP, libc::AF_UNSPEC as u8);
     let mut out = Vec::new();

@@ -43,7 +43,7 @@ pub struct VxlanSpec<'a> {
 /// The kernel has no driver for a device kind: creating one was refused with
 /// EOPNOTSUPP ("Unknown device type"; the option is not set and no module loads).
 /// Kept as a typed error inside the `anyhow` chain so a runner can make the cell a
-/// skip (see `build::node::missing_device_kind`).
+/// skip (see `setup::node::missing_device_kind`).
 #[derive(Debug, thiserror::Error)]
 #[error("this kernel has no `{kind}` devices ({kconfig} is not set)")]
 pub struct MissingDeviceKind {

@@ -19,7 +19,15 @@ pub fn snapshot_node(netns: &str, ruleset_kinds: &[RulesetKind]) -> Result<NodeC
         })
     })?;
     let mut dumps = Vec::new();
+    let mut netlink_nft = None;
     for &kind in ruleset_kinds {
+        if kind == RulesetKind::Nft {
+            // In-process over nfnetlink; `nft -j list ruleset` only if that fails.
+            if let Ok(c) = super::nft_netlink::read(netns) {
+                netlink_nft = Some(c);
+                continue;
+            }
+        }
         let (program, args) = kind.dumper();
         let argv: Vec<&str> = std::iter::once(program)
             .chain(args.iter().copied())
@@ -30,6 +38,9 @@ pub fn snapshot_node(netns: &str, ruleset_kinds: &[RulesetKind]) -> Result<NodeC
     }
     let mut counters =
         NodeCounters::parse(&texts, &dumps).with_context(|| format!("counters of `{netns}`"))?;
+    if let Some(c) = netlink_nft {
+        counters.rulesets.insert(RulesetKind::Nft, c);
+    }
     if counters.conntrack.is_none() {
         // Kernels built without CONFIG_NF_CONNTRACK_PROCFS (the netfilter selftests'
         // config, and it is obsolete upstream) have no /proc/net/stat/nf_conntrack: the

@@ -23,6 +23,7 @@ pub mod iptables;
 mod names;
 pub mod netdev;
 pub mod nft;
+pub mod nft_netlink;
 pub mod snmp;
 
 pub use collect::snapshot_node;

@@ -15,6 +15,28 @@ struct Entry {
     bytes: u64,
 }
 
+/// One rule of a ruleset dump, in its chain's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleItem {
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// The rule's comment as written (blank counts as none).
+    pub comment: Option<String>,
+    /// (packets, bytes) of the rule's anonymous counter, if it has one.
+    pub counter: Option<(u64, u64)>,
+}
+
+/// One named counter object (`counter NAME { }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterItem {
+    pub family: String,
+    pub table: String,
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// Counter values keyed `<table>.<chain>.<comment|ruleN>` and `<table>.counter.<name>`
 /// (each with `.packets` and `.bytes`).
 ///
@@ -29,73 +51,79 @@ pub fn parse(json: &str) -> Result<RuleCounters, ParseError> {
         .get("nftables")
         .and_then(Value::as_array)
         .ok_or_else(|| ParseError::new(FILE, 1, "no `nftables` array"))?;
-
-    let mut entries = Vec::new();
-    // (family, table, chain) → rules seen so far, for positions.
-    let mut position: HashMap<(String, String, String), usize> = HashMap::new();
-    let mut rules = Vec::new();
+    let (mut rules, mut objects) = (Vec::new(), Vec::new());
     for item in items {
         if let Some(rule) = item.get("rule") {
-            let key = (
-                str_of(rule, "family"),
-                str_of(rule, "table"),
-                str_of(rule, "chain"),
-            );
-            let n = position.entry(key).or_default();
-            *n += 1;
-            rules.push((*n, rule));
+            rules.push(RuleItem {
+                family: str_of(rule, "family"),
+                table: str_of(rule, "table"),
+                chain: str_of(rule, "chain"),
+                comment: rule
+                    .get("comment")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                counter: rule_counter(rule),
+            });
         } else if let Some(counter) = item.get("counter") {
-            entries.push(Entry {
+            objects.push(CounterItem {
                 family: str_of(counter, "family"),
                 table: str_of(counter, "table"),
-                rest: format!("counter.{}", segment(&str_of(counter, "name"))),
+                name: str_of(counter, "name"),
                 packets: u64_of(counter, "packets"),
                 bytes: u64_of(counter, "bytes"),
             });
         }
     }
+    Ok(counters_of(&rules, &objects))
+}
 
-    let mut comments: HashMap<(String, String, String, String), usize> = HashMap::new();
-    for (_, rule) in &rules {
-        if let Some(c) = rule
-            .get("comment")
-            .and_then(Value::as_str)
-            .and_then(comment_segment)
-        {
-            let key = (
-                str_of(rule, "family"),
-                str_of(rule, "table"),
-                str_of(rule, "chain"),
-                c,
-            );
-            *comments.entry(key).or_default() += 1;
+/// The observation names and values of a dump's rules and named counters, whichever
+/// way they were read (`nft -j` or nfnetlink).
+pub fn counters_of(rules: &[RuleItem], objects: &[CounterItem]) -> RuleCounters {
+    let mut entries: Vec<Entry> = objects
+        .iter()
+        .map(|c| Entry {
+            family: c.family.clone(),
+            table: c.table.clone(),
+            rest: format!("counter.{}", segment(&c.name)),
+            packets: c.packets,
+            bytes: c.bytes,
+        })
+        .collect();
+    // (family, table, chain) → rules seen so far, for positions.
+    let mut position: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut comments: HashMap<(&str, &str, &str, String), usize> = HashMap::new();
+    let mut numbered = Vec::new();
+    for rule in rules {
+        let key = (
+            rule.family.as_str(),
+            rule.table.as_str(),
+            rule.chain.as_str(),
+        );
+        let n = position.entry(key).or_default();
+        *n += 1;
+        numbered.push((*n, rule));
+        if let Some(c) = rule.comment.as_deref().and_then(comment_segment) {
+            *comments.entry((key.0, key.1, key.2, c)).or_default() += 1;
         }
     }
-    for (n, rule) in rules {
-        let Some((packets, bytes)) = rule_counter(rule) else {
+    for (n, rule) in numbered {
+        let Some((packets, bytes)) = rule.counter else {
             continue;
         };
-        let (family, table, chain) = (
-            str_of(rule, "family"),
-            str_of(rule, "table"),
-            str_of(rule, "chain"),
+        let key = (
+            rule.family.as_str(),
+            rule.table.as_str(),
+            rule.chain.as_str(),
         );
-        let leaf = match rule
-            .get("comment")
-            .and_then(Value::as_str)
-            .and_then(comment_segment)
-        {
-            Some(c)
-                if comments[&(family.clone(), table.clone(), chain.clone(), c.clone())] == 1 =>
-            {
-                c
-            }
+        let leaf = match rule.comment.as_deref().and_then(comment_segment) {
+            Some(c) if comments[&(key.0, key.1, key.2, c.clone())] == 1 => c,
             _ => format!("rule{n}"),
         };
         entries.push(Entry {
-            rest: format!("{}.{leaf}", segment(&chain)),
-            family,
-            table,
+            rest: format!("{}.{leaf}", segment(&rule.chain)),
+            family: rule.family.clone(),
+            table: rule.table.clone(),
             packets,
             bytes,
         });
@@ -118,7 +146,7 @@ pub fn parse(json: &str) -> Result<RuleCounters, ParseError> {
         out.insert(format!("{table}.{}.packets", e.rest), e.packets);
         out.insert(format!("{table}.{}.bytes", e.rest), e.bytes);
     }
-    Ok(out)
+    out
 }
 
 /// The anonymous counter of a rule; `counter name x` references a named counter

@@ -11,15 +11,15 @@
 //!   sysctls, which must come between devices and addresses), one `sysctl` with all of
 //!   the node's keys, and one load per ruleset kind.
 //!
-//! Both follow the build order of `build::Lab`: host sysctls, namespaces, veths, then
+//! Both follow the build order of `setup::Lab`: host sysctls, namespaces, veths, then
 //! per node devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours,
 //! rulesets. Planned MACs go into the `link add` that creates the device or veth end
 //! (`address MAC`), as faultlab sets IFLA_ADDRESS in the creating request.
 //! Helper processes are not translated (the bench topologies have none).
 
+use super::ops::{build_ops, Op, Stage};
 use crate::model::{
-    AddressPlan, DeviceKind, DevicePlan, LabPlan, NodePlan, RouteKind, RoutePlan, RulesetKind,
-    Sysctl,
+    AddressPlan, DeviceKind, DevicePlan, LabPlan, RouteKind, RoutePlan, RulesetKind, Sysctl,
 };
 use std::fmt::Write as _;
 
@@ -66,7 +66,8 @@ fn sysctl_key(key: &str) -> String {
     }
 }
 
-fn sysctl_arg(key: &str, value: &str) -> String {
+/// `KEY=VALUE` as sysctl(8) takes it.
+pub fn sysctl_arg(key: &str, value: &str) -> String {
     format!("{}={}", sysctl_key(key), value)
 }
 
@@ -226,42 +227,34 @@ fn loader_argv(ns: &str, kind: RulesetKind) -> Vec<String> {
     in_ns(ns, &words)
 }
 
-/// The node's `ip` commands before sysctls (devices, bridge and vrf ports) and after them
-/// (addresses, up, routes, neighbours), each as `ip` arguments without `-n NS`.
-fn node_ip_commands(n: &NodePlan) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
-    let mut before = Vec::new();
-    for d in &n.devices {
-        let mut c = s(&["link", "add"]);
-        c.extend(device_args(d));
-        before.push(c);
-    }
-    for d in &n.devices {
-        for p in d.kind.ports() {
-            before.push(vec![
-                "link".into(),
-                "set".into(),
-                p.clone(),
-                "master".into(),
-                d.name.clone(),
-            ]);
+/// The `ip` arguments (without `-n NS`) of a node-local link, address, route or
+/// neighbour operation; None for the operations `ip` does not do.
+fn ip_command(op: &Op) -> Option<Vec<String>> {
+    Some(match op {
+        Op::Device(_, d) => {
+            let mut c = s(&["link", "add"]);
+            c.extend(device_args(d));
+            c
         }
-    }
-    let mut after = Vec::new();
-    for a in &n.addresses {
-        let mut c = s(&["addr", "add"]);
-        c.extend(address_args(a));
-        after.push(c);
-    }
-    for dev in &n.up {
-        after.push(vec!["link".into(), "set".into(), dev.clone(), "up".into()]);
-    }
-    for r in &n.routes {
-        let mut c = s(&["route", "add"]);
-        c.extend(route_args(r));
-        after.push(c);
-    }
-    for nb in &n.neighbours {
-        after.push(vec![
+        Op::Port { master, port, .. } => vec![
+            "link".into(),
+            "set".into(),
+            port.to_string(),
+            "master".into(),
+            master.name.clone(),
+        ],
+        Op::Address(_, a) => {
+            let mut c = s(&["addr", "add"]);
+            c.extend(address_args(a));
+            c
+        }
+        Op::Up(_, dev) => vec!["link".into(), "set".into(), dev.to_string(), "up".into()],
+        Op::Route(_, r) => {
+            let mut c = s(&["route", "add"]);
+            c.extend(route_args(r));
+            c
+        }
+        Op::Neighbour(_, nb) => vec![
             "neigh".into(),
             "add".into(),
             nb.ip.to_string(),
@@ -271,51 +264,47 @@ fn node_ip_commands(n: &NodePlan) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
             nb.dev.clone(),
             "nud".into(),
             "permanent".into(),
-        ]);
-    }
-    (before, after)
+        ],
+        _ => return None,
+    })
+}
+
+/// One operation as one process, the kernel-selftest way. None for the operations a
+/// selftest script does not do (waiting for carrier, helper processes).
+pub fn step_of(plan: &LabPlan, op: &Op) -> Option<Step> {
+    Some(match op {
+        Op::HostSysctl(h) => Step::new(vec![
+            "sysctl".into(),
+            "-qw".into(),
+            sysctl_arg(&h.key, &h.value),
+        ]),
+        Op::Netns(n) => Step::new(s(&["ip", "netns", "add", &n.netns])),
+        Op::Veth { veth, a, .. } => {
+            let mut c = s(&["link", "add"]);
+            c.extend(veth_args(plan, veth, false));
+            Step::new(ip_n(&a.netns, &c))
+        }
+        Op::Sysctl(n, sc) => Step::new(in_ns(
+            &n.netns,
+            &["sysctl", "-qw", &sysctl_arg(&sc.key, &sc.value)],
+        )),
+        Op::Ruleset { node, ruleset, .. } => {
+            Step::with_stdin(loader_argv(&node.netns, ruleset.kind), ruleset.text.clone())
+        }
+        Op::Carrier(_) | Op::Process(..) => return None,
+        other => {
+            let n = other.node()?;
+            Step::new(ip_n(&n.netns, &ip_command(other)?))
+        }
+    })
 }
 
 /// The lab as one process per step, the kernel-selftest way.
 pub fn shell_steps(plan: &LabPlan) -> Vec<Step> {
-    let mut out = Vec::new();
-    for h in &plan.host_sysctls {
-        out.push(Step::new(vec![
-            "sysctl".into(),
-            "-qw".into(),
-            sysctl_arg(&h.key, &h.value),
-        ]));
-    }
-    for n in &plan.nodes {
-        out.push(Step::new(s(&["ip", "netns", "add", &n.netns])));
-    }
-    for v in &plan.veths {
-        let a_ns = plan
-            .node(&v.a.node)
-            .map(|n| n.netns.as_str())
-            .unwrap_or(&v.a.node);
-        let mut c = s(&["link", "add"]);
-        c.extend(veth_args(plan, v, false));
-        out.push(Step::new(ip_n(a_ns, &c)));
-    }
-    for n in &plan.nodes {
-        let (before, after) = node_ip_commands(n);
-        out.extend(before.iter().map(|c| Step::new(ip_n(&n.netns, c))));
-        for sc in &n.sysctls {
-            out.push(Step::new(in_ns(
-                &n.netns,
-                &["sysctl", "-qw", &sysctl_arg(&sc.key, &sc.value)],
-            )));
-        }
-        out.extend(after.iter().map(|c| Step::new(ip_n(&n.netns, c))));
-        for rs in &n.rulesets {
-            out.push(Step::with_stdin(
-                loader_argv(&n.netns, rs.kind),
-                rs.text.clone(),
-            ));
-        }
-    }
-    out
+    build_ops(plan)
+        .iter()
+        .filter_map(|o| step_of(plan, &o.op))
+        .collect()
 }
 
 fn batch_text(cmds: &[Vec<String>]) -> String {
@@ -352,15 +341,18 @@ pub fn batched(plan: &LabPlan) -> Vec<Step> {
         );
         out.push(Step::new(argv));
     }
-    let mut root: Vec<Vec<String>> = plan
-        .nodes
-        .iter()
-        .map(|n| s(&["netns", "add", &n.netns]))
-        .collect();
-    for v in &plan.veths {
-        let mut c = s(&["link", "add"]);
-        c.extend(veth_args(plan, v, true));
-        root.push(c);
+    let ops = build_ops(plan);
+    let mut root: Vec<Vec<String>> = Vec::new();
+    for o in &ops {
+        match o.op {
+            Op::Netns(n) => root.push(s(&["netns", "add", &n.netns])),
+            Op::Veth { veth, .. } => {
+                let mut c = s(&["link", "add"]);
+                c.extend(veth_args(plan, veth, true));
+                root.push(c);
+            }
+            _ => {}
+        }
     }
     if !root.is_empty() {
         out.push(Step::with_stdin(
@@ -370,7 +362,22 @@ pub fn batched(plan: &LabPlan) -> Vec<Step> {
     }
     for n in &plan.nodes {
         let batch = || s(&["ip", "-n", &n.netns, "-batch", "-"]);
-        let (mut before, after) = node_ip_commands(n);
+        let mine = || {
+            ops.iter()
+                .filter(|o| o.op.stage() == Stage::Configure)
+                .filter(move |o| o.op.node().is_some_and(|x| std::ptr::eq(x, n)))
+                .map(|o| o.op)
+        };
+        // Devices and ports come before the sysctls (which may name them), addresses
+        // and the rest after.
+        let mut before: Vec<Vec<String>> = mine()
+            .filter(|op| matches!(op, Op::Device(..) | Op::Port { .. }))
+            .filter_map(|op| ip_command(&op))
+            .collect();
+        let after: Vec<Vec<String>> = mine()
+            .filter(|op| !matches!(op, Op::Device(..) | Op::Port { .. }))
+            .filter_map(|op| ip_command(&op))
+            .collect();
         if n.sysctls.is_empty() {
             before.extend(after);
             if !before.is_empty() {
@@ -507,7 +514,9 @@ pub fn render_sh(steps: &[Step]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, MacvlanMode, NeighbourPlan, Nexthop, RulesetPlan, VethPlan};
+    use crate::model::{
+        Endpoint, MacvlanMode, NeighbourPlan, Nexthop, NodePlan, RulesetPlan, VethPlan,
+    };
 
     fn node(name: &str) -> NodePlan {
         NodePlan {

@@ -21,6 +21,7 @@ fn text(s: &str) -> String {
 pub fn markdown_summary(results: &[ScenarioResult], kernel_release: &str) -> String {
     let mut out = format!("# faultlab results on Linux {kernel_release}\n\n");
     out.push_str(&format!("{}.\n", Totals::of_results(results).line()));
+    out.push_str(&drop_methods(results));
     out.push_str(&time_spent(results));
     for r in results {
         out.push_str(&format!("\n## {}\n\n", text(&r.scenario)));
@@ -43,6 +44,29 @@ pub fn markdown_summary(results: &[ScenarioResult], kernel_release: &str) -> Str
         ));
     }
     out
+}
+
+/// How the cells' drops were attributed to nodes (`drops_method.<method>` observations,
+/// see evidence/drops.rs): `Drop attribution: bpf (12 cells).`; empty without any.
+fn drop_methods(results: &[ScenarioResult]) -> String {
+    let mut cells: std::collections::BTreeMap<&str, usize> = Default::default();
+    for c in results.iter().flat_map(|r| &r.cells) {
+        for (name, v) in &c.observations {
+            if let Some(method) = name.strip_prefix("drops_method.") {
+                if *v > 0.0 {
+                    *cells.entry(method).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    if cells.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = cells
+        .iter()
+        .map(|(m, n)| format!("{m} ({n} cell{})", if *n == 1 { "" } else { "s" }))
+        .collect();
+    format!("Drop attribution: {}.\n", list.join(", "))
 }
 
 /// Wall time per scenario and per phase (build, observe, evidence, traffic,
@@ -91,6 +115,23 @@ mod tests {
     #[test]
     fn summary() {
         insta::assert_snapshot!(markdown_summary(&results(), "6.18.44-fc-v669"));
+    }
+
+    #[test]
+    fn names_the_drop_attribution_methods() {
+        let mut rs = results();
+        assert_eq!(drop_methods(&rs), "");
+        let cells: Vec<_> = rs.iter_mut().flat_map(|r| r.cells.iter_mut()).collect();
+        assert!(cells.len() >= 3);
+        for (i, c) in cells.into_iter().enumerate().take(3) {
+            let m = if i == 0 { "tracefs" } else { "bpf" };
+            c.observations.insert(format!("drops_method.{m}"), 1.0);
+        }
+        assert_eq!(
+            drop_methods(&rs),
+            "Drop attribution: bpf (2 cells), tracefs (1 cell).\n"
+        );
+        assert!(markdown_summary(&rs, "k").contains("Drop attribution: bpf (2 cells)"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! One repetition of one cell: build → observe → drive → observe → judge → tear down.
 
-use crate::build::Lab;
 use crate::model::steps::Action;
 use crate::model::{CellPlan, Expectation, LabPlan, RulesetKind};
+use crate::setup::Lab;
 use crate::verdict::{Check, DropStat, Observations, Outcome};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -72,7 +72,7 @@ pub fn run_once(cell: &CellPlan, env: &CellEnv) -> RepetitionResult {
         Err(e) => {
             if let Some(v) = e.downcast_ref::<super::timeline::StepVerdict>() {
                 RepetitionResult::error(v.outcome, format!("{e:#}"))
-            } else if let Some(why) = crate::build::node::missing_device_kind(&e) {
+            } else if let Some(why) = crate::setup::node::missing_device_kind(&e) {
                 // The kernel lacks a device kind the lab needs: nothing was tested.
                 RepetitionResult::error(Outcome::Skip, why)
             } else {
@@ -134,6 +134,55 @@ fn ruleset_kinds(cell: &CellPlan) -> BTreeMap<String, Vec<RulesetKind>> {
     kinds
 }
 
+/// The ruleset kinds whose counters are read on each node, of those it has: nft always
+/// (read in-process over nfnetlink, so its nonzero deltas stay in the results at no
+/// process cost), an iptables kind (one `*-save` process per node and snapshot) only
+/// where a name the cell reads (`wanted`: its expressions and sampled names, checkpoint
+/// prefixes `at.CP.` looked through) could be one of its counters.
+pub(crate) fn kinds_to_read(
+    all: BTreeMap<String, Vec<RulesetKind>>,
+    wanted: &[String],
+) -> BTreeMap<String, Vec<RulesetKind>> {
+    all.into_iter()
+        .map(|(node, kinds)| {
+            let node_seg = crate::observe::segment(&node);
+            let kept = kinds
+                .into_iter()
+                .filter(|&k| k == RulesetKind::Nft || may_name(wanted, k.key(), &node_seg))
+                .collect();
+            (node, kept)
+        })
+        .collect()
+}
+
+/// Could any of `wanted` (names or globs) be a `<kind>.<node>.…` observation?
+fn may_name(wanted: &[String], kind: &str, node: &str) -> bool {
+    wanted.iter().any(|n| {
+        let n = match n.strip_prefix("at.") {
+            Some(rest) => rest.split_once('.').map_or(rest, |(_, name)| name),
+            None => n,
+        };
+        let mut segs = n.split('.');
+        match (segs.next(), segs.next()) {
+            (Some("**"), _) => true,
+            (Some(k), Some("**")) => crate::judge::glob_matches(k, kind),
+            (Some(k), Some(nd)) => {
+                crate::judge::glob_matches(&format!("{k}.{nd}"), &format!("{kind}.{node}"))
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Names the cell reads live while stepping: the `sample` lists of its steps.
+fn sampled_names(cell: &CellPlan) -> Vec<String> {
+    cell.steps
+        .iter()
+        .filter_map(|s| s.sample.as_ref())
+        .flat_map(|s| s.observe.iter().cloned())
+        .collect()
+}
+
 /// Every observation name any expression of the cell reads (triggers, expectations
 /// on every kernel, waits).
 fn referenced_names(cell: &CellPlan) -> Vec<String> {
@@ -168,7 +217,13 @@ fn observe_timeline(
         .iter()
         .map(|n| (n.name.clone(), n.netns.clone()))
         .collect();
-    let kinds = ruleset_kinds(cell);
+    let referenced = referenced_names(cell);
+    let wanted: Vec<String> = referenced
+        .iter()
+        .cloned()
+        .chain(sampled_names(cell))
+        .collect();
+    let kinds = kinds_to_read(ruleset_kinds(cell), &wanted);
     let before = phases.time("observe", || snapshot_all(plan, &kinds))?;
 
     env.progress.cell_phase(env.id, "evidence start");
@@ -176,7 +231,7 @@ fn observe_timeline(
         super::collectors::start(cell, plan, lab, env.run_id, env.artifacts, &netns)
     })?;
 
-    let interrupted = || crate::build::signals::interrupted();
+    let interrupted = || crate::setup::signals::interrupted();
     let ctx = crate::traffic::TrafficContext {
         netns: &netns,
         artifacts: env.artifacts,
@@ -188,7 +243,6 @@ fn observe_timeline(
         kinds: &kinds,
         before: &before,
     };
-    let referenced = referenced_names(cell);
     let evidence = std::sync::Mutex::new(evidence);
     let collectors = || evidence.lock().map(|e| e.live()).unwrap_or_default();
     env.progress.cell_phase(env.id, "traffic");
@@ -361,6 +415,75 @@ fn judge_without_drops(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What is read on each node of each cell of two catalogue files with iptables
+    /// rulesets, derived from the cells' expressions alone.
+    #[test]
+    fn rule_counters_read_follow_the_expressions() {
+        let mut out = String::new();
+        for file in ["bridge-netfilter.toml", "conntrack-race-dns-openstack.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scenarios")
+                .join(file);
+            let sc = crate::scenario::load(&path).unwrap();
+            for cell in &sc.cells {
+                let wanted: Vec<String> = referenced_names(cell)
+                    .into_iter()
+                    .chain(sampled_names(cell))
+                    .collect();
+                let all = ruleset_kinds(cell);
+                let read = kinds_to_read(all.clone(), &wanted);
+                out.push_str(&format!("{}::{}\n", sc.name, cell.name));
+                for (node, kinds) in &all {
+                    if kinds.is_empty() {
+                        continue;
+                    }
+                    let keys = |ks: &[RulesetKind]| {
+                        ks.iter().map(|k| k.key()).collect::<Vec<_>>().join(",")
+                    };
+                    out.push_str(&format!(
+                        "  {node}: has [{}] reads [{}]\n",
+                        keys(kinds),
+                        keys(&read[node])
+                    ));
+                }
+            }
+        }
+        insta::assert_snapshot!("rule_counters_read", out);
+    }
+
+    #[test]
+    fn globs_and_checkpoints_can_name_rule_counters() {
+        let w = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(may_name(
+            &w(&["iptables.r.filter.FORWARD.policy.packets"]),
+            "iptables",
+            "r"
+        ));
+        assert!(!may_name(
+            &w(&["iptables.s.filter.FORWARD.policy.packets"]),
+            "iptables",
+            "r"
+        ));
+        assert!(!may_name(&w(&["iptables.r.x"]), "iptables-legacy", "r"));
+        assert!(may_name(
+            &w(&["at.cp1.iptables.r.raw.OUTPUT.1.packets"]),
+            "iptables",
+            "r"
+        ));
+        assert!(may_name(
+            &w(&["*.r.filter.INPUT.1.packets"]),
+            "ip6tables",
+            "r"
+        ));
+        assert!(may_name(&w(&["iptables.**"]), "iptables", "r"));
+        assert!(may_name(&w(&["**.packets"]), "iptables", "r"));
+        assert!(!may_name(
+            &w(&["conntrack.r.drop", "ping.sent"]),
+            "iptables",
+            "r"
+        ));
+    }
 
     fn driven(obs: &[(&str, f64)]) -> Driven {
         Driven {

@@ -2,9 +2,9 @@
 //! counters and the kernel-health watch. Each implements [`Collector`]: started
 //! before the first step, readable while the timeline runs, stopped after it.
 
-use crate::build::Lab;
-use crate::evidence::{Capture, DropTrace, KmsgWatch, SplatWatch};
+use crate::evidence::{Capture, DropTargets, DropTrace, KmsgWatch, SplatWatch};
 use crate::model::{CellPlan, LabPlan};
+use crate::setup::Lab;
 use crate::verdict::{DropStat, Observations};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -200,10 +200,18 @@ fn start_drop_trace(
     }
     // Recorded first, so the instance is removed even if this run dies.
     lab.register_tracefs_instance(instance)?;
-    match DropTrace::start(instance, &device_owners(plan)) {
+    let targets = DropTargets {
+        namespaces: plan
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.netns.clone()))
+            .collect(),
+        devices: device_owners(plan),
+    };
+    match DropTrace::start(instance, &targets) {
         Ok(t) => Ok(Ok(t)),
         Err(e) => {
-            let _ = crate::build::state::remove_tracefs_instance(instance);
+            let _ = crate::setup::state::remove_tracefs_instance(instance);
             lab.unregister_tracefs_instance(instance)?;
             Ok(Err(format!("{e:#}")))
         }

@@ -1,7 +1,7 @@
 //! Applies a `configure` step to a live node, in the order the model documents.
 
 use crate::model::steps::{ConfigurePlan, Op};
-use crate::model::{NodePlan, RulesetKind};
+use crate::model::{NodePlan, RulesetKind, RulesetPlan};
 use anyhow::{Context, Result};
 
 /// Empty tables, every built-in chain ACCEPT: what `flush` loads for the
@@ -25,6 +25,57 @@ fn flush(netns: &str, kind: RulesetKind) -> Result<()> {
     Ok(())
 }
 
+/// Consecutive nft loads joined into one text, so they cost one `nft -f` (one process
+/// spawn, one transaction) instead of one each; other kinds stay one load each. Yields
+/// (first, last, ruleset) with 1-based positions in `loads`.
+pub fn batched_loads(loads: &[RulesetPlan]) -> Vec<(usize, usize, RulesetPlan)> {
+    let mut out: Vec<(usize, usize, RulesetPlan)> = Vec::new();
+    for (i, rs) in loads.iter().enumerate() {
+        match out.last_mut() {
+            Some((_, last, prev))
+                if prev.kind == RulesetKind::Nft && rs.kind == RulesetKind::Nft =>
+            {
+                if !prev.text.ends_with('\n') {
+                    prev.text.push('\n');
+                }
+                prev.text.push_str(&rs.text);
+                *last = i + 1;
+            }
+            _ => out.push((i + 1, i + 1, rs.clone())),
+        }
+    }
+    out
+}
+
+/// The longest run at the start of `plans` of `configure` steps that only load nft
+/// rulesets into one node, merged into one step (see [`batched_loads`]), and its length;
+/// None when that run is shorter than two.
+pub fn merge_nft_loads(plans: &[&ConfigurePlan]) -> Option<(ConfigurePlan, usize)> {
+    let first = plans.first()?;
+    let only_nft = |c: &ConfigurePlan| {
+        c.node == first.node
+            && !c.load.is_empty()
+            && c.load.iter().all(|l| l.kind == RulesetKind::Nft)
+            && c.add_devices.is_empty()
+            && c.links.is_empty()
+            && c.sysctls.is_empty()
+            && c.flush.is_empty()
+            && c.routes.is_empty()
+            && c.neighbours.is_empty()
+            && c.delete_devices.is_empty()
+    };
+    let n = plans.iter().take_while(|c| only_nft(c)).count();
+    if n < 2 {
+        return None;
+    }
+    let mut merged = (*first).clone();
+    merged.load = plans[..n]
+        .iter()
+        .flat_map(|c| c.load.iter().cloned())
+        .collect();
+    Some((merged, n))
+}
+
 pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
     crate::netns::with_netlink(netns, |nl| {
         if !c.add_devices.is_empty() {
@@ -40,7 +91,7 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
                 rulesets: vec![],
                 processes: vec![],
             };
-            crate::build::node::configure(nl, &node).context("adding devices")?;
+            crate::setup::node::configure(nl, &node).context("adding devices")?;
             for d in &c.add_devices {
                 nl.set_up(&d.name)?;
             }
@@ -66,9 +117,13 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
     for &kind in &c.flush {
         flush(netns, kind)?;
     }
-    for (i, rs) in c.load.iter().enumerate() {
-        crate::build::node::load_ruleset(netns, rs)
-            .with_context(|| format!("ruleset #{} of the step", i + 1))?;
+    for (first, last, rs) in batched_loads(&c.load) {
+        let which = if first == last {
+            format!("ruleset #{first} of the step")
+        } else {
+            format!("rulesets #{first}-#{last} of the step (loaded as one nft transaction)")
+        };
+        crate::setup::node::load_ruleset(netns, &rs).with_context(|| which)?;
     }
     crate::netns::with_netlink(netns, |nl| {
         for r in &c.routes {
@@ -91,4 +146,76 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(kind: RulesetKind, text: &str) -> RulesetPlan {
+        RulesetPlan {
+            kind,
+            text: text.into(),
+        }
+    }
+
+    fn load_only(node: &str, loads: Vec<RulesetPlan>) -> ConfigurePlan {
+        ConfigurePlan {
+            node: node.into(),
+            add_devices: vec![],
+            links: vec![],
+            sysctls: vec![],
+            flush: vec![],
+            load: loads,
+            routes: vec![],
+            neighbours: vec![],
+            delete_devices: vec![],
+        }
+    }
+
+    #[test]
+    fn consecutive_nft_loads_become_one() {
+        let b = batched_loads(&[
+            rs(RulesetKind::Nft, "add table t"),
+            rs(RulesetKind::Nft, "add chain t c\n"),
+            rs(RulesetKind::Iptables, "*filter\nCOMMIT\n"),
+            rs(RulesetKind::Nft, "add table u"),
+        ]);
+        let shape: Vec<(usize, usize, RulesetKind)> =
+            b.iter().map(|(f, l, r)| (*f, *l, r.kind)).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (1, 2, RulesetKind::Nft),
+                (3, 3, RulesetKind::Iptables),
+                (4, 4, RulesetKind::Nft)
+            ]
+        );
+        assert_eq!(b[0].2.text, "add table t\nadd chain t c\n");
+    }
+
+    #[test]
+    fn only_load_only_steps_of_one_node_merge() {
+        let a = load_only(
+            "n1",
+            vec![rs(RulesetKind::Nft, "add element t s { 1 : 1 }")],
+        );
+        let b = load_only(
+            "n1",
+            vec![rs(RulesetKind::Nft, "add element t s { 2 : 2 }")],
+        );
+        let (m, n) = merge_nft_loads(&[&a, &b, &a]).unwrap();
+        assert_eq!((m.load.len(), n), (3, 3));
+        assert_eq!(batched_loads(&m.load).len(), 1);
+        assert!(merge_nft_loads(&[&a]).is_none());
+        let other = load_only("n2", b.load.clone());
+        assert!(merge_nft_loads(&[&a, &other]).is_none());
+        let mut flushing = b.clone();
+        flushing.flush = vec![RulesetKind::Nft];
+        assert!(merge_nft_loads(&[&a, &flushing]).is_none());
+        let ipt = load_only("n1", vec![rs(RulesetKind::Iptables, "*filter\nCOMMIT\n")]);
+        assert!(merge_nft_loads(&[&a, &ipt]).is_none());
+        // The run stops at the first step that does something else.
+        assert_eq!(merge_nft_loads(&[&a, &b, &ipt, &a]).unwrap().1, 2);
+    }
 }

@@ -93,7 +93,7 @@ impl Live<'_> {
         let mut obs = Observations::new();
         let mut dumps: BTreeMap<&str, Vec<crate::model::ct_filter::CtEntry>> = BTreeMap::new();
         for q in queries {
-            let netns = crate::build::netns_for(self.plan, &q.node)?;
+            let netns = crate::setup::netns_for(self.plan, &q.node)?;
             if q.filter.is_none() && q.field.is_none() {
                 let n = crate::netns::ctnetlink::count(netns)
                     .with_context(|| format!("reading `{}`", q.name))?;

@@ -8,6 +8,7 @@ pub mod live;
 pub mod prereq;
 pub mod progress;
 pub mod results;
+pub mod schedule;
 pub mod timeline;
 
 use crate::model::CellPlan;
@@ -53,7 +54,7 @@ pub fn run_scenario_reporting(
     let artifacts = opts.artifacts.join(&scn.name);
     let mut results = Vec::new();
     for cell in selected(scn, opts) {
-        if crate::build::signals::interrupted() {
+        if crate::setup::signals::interrupted() {
             break;
         }
         let id = format!("{}::{}", scn.name, cell.name);
@@ -90,7 +91,7 @@ pub fn run_scenario_reporting(
             let mut phases = std::collections::BTreeMap::new();
             let mut worst: Option<cell::RepetitionResult> = None;
             for rep in 0..reps {
-                if crate::build::signals::interrupted() {
+                if crate::setup::signals::interrupted() {
                     break;
                 }
                 if reps > 1 {
@@ -117,7 +118,7 @@ pub fn run_scenario_reporting(
                     )
                 });
                 // Cut short by SIGINT/SIGTERM: whatever it measured proves nothing.
-                let r = if crate::build::signals::interrupted() {
+                let r = if crate::setup::signals::interrupted() {
                     cell::RepetitionResult::error(
                         Outcome::Skip,
                         "interrupted (SIGINT/SIGTERM): not judged".into(),

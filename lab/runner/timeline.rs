@@ -63,7 +63,7 @@ type Background<'s> = (String, ScopedJoinHandle<'s, Result<Observations>>);
 
 impl StepCx<'_> {
     fn netns(&self, node: &str) -> Result<&str> {
-        crate::build::netns_for(self.live.plan, node)
+        crate::setup::netns_for(self.live.plan, node)
     }
 
     /// Every live observation the names ask for: conntrack queries, and node counters
@@ -289,10 +289,22 @@ pub fn walk(
     std::thread::scope(|scope| -> Result<()> {
         let mut background: Vec<Background> = Vec::new();
         let result = (|| -> Result<()> {
-            for step in steps {
-                if crate::build::signals::interrupted() {
+            let mut i = 0;
+            while i < steps.len() {
+                if crate::setup::signals::interrupted() {
                     bail!("interrupted");
                 }
+                if let Some((merged, n)) = nft_load_run(&steps[i..]) {
+                    // One `nft -f` for the whole run; each step's `ms` is the batch's.
+                    let obs = run_step(cx, &merged)?;
+                    for step in &steps[i..i + n] {
+                        record(cx, step, obs.clone());
+                    }
+                    i += n;
+                    continue;
+                }
+                let step = &steps[i];
+                i += 1;
                 match &step.action {
                     Action::Join { steps: names } => join(cx, &mut background, names)?,
                     _ if step.background => {
@@ -312,6 +324,29 @@ pub fn walk(
         result.and(joined)
     })?;
     Ok(so_far.into_inner().unwrap())
+}
+
+/// The longest run (at least two) of foreground, unsampled `configure` steps at the start
+/// of `steps` that only load nft rulesets into one node, merged into one step, and its
+/// length. (The kernel's nft_zones_many.sh pipes its 500 `add element` lines into one
+/// `nft -f` too.)
+fn nft_load_run(steps: &[Step]) -> Option<(Step, usize)> {
+    fn plain_configure(s: &Step) -> Option<&crate::model::steps::ConfigurePlan> {
+        match &s.action {
+            Action::Configure(c) if !s.background && s.sample.is_none() => Some(c),
+            _ => None,
+        }
+    }
+    let plans: Vec<_> = steps.iter().map_while(plain_configure).collect();
+    super::configure::merge_nft_loads(&plans).map(|(merged, n)| {
+        let step = Step {
+            name: steps[0].name.clone(),
+            background: false,
+            sample: None,
+            action: Action::Configure(merged),
+        };
+        (step, n)
+    })
 }
 
 fn record(cx: &StepCx, step: &Step, obs: Observations) {

@@ -72,10 +72,12 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
     };
     let accepted = server.map(|s| {
         // Let the server see the last connections before counting.
-        let end = Instant::now() + scaled(ctx, 200);
-        while s.accepted() < u64::from(counts[1]) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        super::common::wait_until(
+            ctx.interrupted,
+            scaled(ctx, 200),
+            super::common::POLL_EVERY,
+            || s.accepted() >= u64::from(counts[1]),
+        );
         let n = s.accepted();
         s.stop();
         n

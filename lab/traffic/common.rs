@@ -19,6 +19,33 @@ pub fn scaled(ctx: &TrafficContext, ms: u64) -> Duration {
     Duration::from_secs_f64(ms as f64 / 1000.0 * ctx.slow.max(0.01))
 }
 
+/// How often [`wait_until`] re-checks its condition: short against every cap the
+/// scenarios use (the smallest is tens of ms), long enough not to spin.
+pub const POLL_EVERY: Duration = Duration::from_millis(2);
+
+/// Waits until `done()` holds, checking every `every`, for at most `cap` (already scaled by
+/// `--slow`: caps are the only times `--slow` stretches), and never past an interrupt.
+/// True when `done()` held; false at the cap or on interrupt. `done` is checked first, so
+/// an outcome that is already known costs no wait at all.
+pub fn wait_until(
+    interrupted: &dyn Fn() -> bool,
+    cap: Duration,
+    every: Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let end = Instant::now() + cap;
+    loop {
+        if done() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= end || interrupted() {
+            return false;
+        }
+        std::thread::sleep(every.min(end - now));
+    }
+}
+
 /// Sleeps until `until`, waking early when the run is interrupted. Returns false if interrupted.
 pub fn sleep_until(ctx: &TrafficContext, until: Instant) -> bool {
     loop {
@@ -249,5 +276,76 @@ mod tests {
         assert_eq!(m["connect_ms_p50"], 3.0);
         assert_eq!(m["connect_ms_p99"], 5.0);
         assert_eq!(m["connect_ms_max"], 5.0);
+    }
+
+    fn ctx_with(slow: f64, interrupted: &(dyn Fn() -> bool + Sync)) -> TrafficContext<'_> {
+        static NETNS: std::sync::OnceLock<std::collections::BTreeMap<String, String>> =
+            std::sync::OnceLock::new();
+        TrafficContext {
+            netns: NETNS.get_or_init(Default::default),
+            artifacts: std::path::Path::new("/nonexistent"),
+            interrupted,
+            slow,
+        }
+    }
+
+    #[test]
+    fn wait_until_returns_as_soon_as_the_condition_holds() {
+        let t0 = Instant::now();
+        let mut calls = 0;
+        let held = wait_until(&|| false, Duration::from_secs(10), POLL_EVERY, || {
+            calls += 1;
+            calls == 3
+        });
+        assert!(held);
+        assert_eq!(calls, 3);
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn wait_until_gives_up_at_the_cap() {
+        let t0 = Instant::now();
+        let held = wait_until(&|| false, Duration::from_millis(60), POLL_EVERY, || false);
+        let took = t0.elapsed();
+        assert!(!held);
+        assert!(took >= Duration::from_millis(60), "{took:?}");
+        assert!(took < Duration::from_millis(600), "{took:?}");
+    }
+
+    #[test]
+    fn wait_until_stops_on_interrupt() {
+        let t0 = Instant::now();
+        assert!(!wait_until(
+            &|| true,
+            Duration::from_secs(10),
+            POLL_EVERY,
+            || false
+        ));
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn slow_stretches_the_cap_but_not_an_early_outcome() {
+        let no = || false;
+        let slow = ctx_with(4.0, &no);
+        assert_eq!(scaled(&slow, 50), Duration::from_millis(200));
+        assert_eq!(scaled(&ctx_with(1.0, &no), 50), Duration::from_millis(50));
+        // A known outcome ends the wait at once however slow the machine is said to be.
+        let t0 = Instant::now();
+        assert!(wait_until(
+            &no,
+            scaled(&ctx_with(1000.0, &no), 1000),
+            POLL_EVERY,
+            || true
+        ));
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        // Without it the stretched cap is waited out in full.
+        let t0 = Instant::now();
+        assert!(!wait_until(&no, scaled(&slow, 20), POLL_EVERY, || false));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }

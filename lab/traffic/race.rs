@@ -526,10 +526,9 @@ impl SynCounter {
     }
 
     fn finish(self, expected: u64, grace: Duration) -> (u64, usize) {
-        let end = Instant::now() + grace;
-        while self.seen.load(Ordering::Relaxed) < expected && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        super::common::wait_until(&|| false, grace, super::common::POLL_EVERY, || {
+            self.seen.load(Ordering::Relaxed) >= expected
+        });
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap_or((0, 0))
     }

@@ -1,7 +1,7 @@
 //! Receivers and servers: threads the generators start inside a node (bound before the
 //! sender starts), and the `faultlab serve KIND` helper processes built on the same loops.
 
-use super::common::{parse_tag, recv_from, tcp_listener, udp_bound};
+use super::common::{parse_tag, recv_from, tcp_listener, udp_bound, wait_until, POLL_EVERY};
 use super::dnswire;
 use anyhow::{anyhow, bail, Context, Result};
 use socket2::Socket;
@@ -120,10 +120,7 @@ impl UdpCounter {
 
     /// Waits until `expected` distinct datagrams arrived or `grace` passed, then stops.
     pub fn finish(self, expected: u64, grace: Duration) -> UdpCount {
-        let end = Instant::now() + grace;
-        while self.seen() < expected && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(&|| false, grace, POLL_EVERY, || self.seen() >= expected);
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().ok().flatten().unwrap_or_default()
     }

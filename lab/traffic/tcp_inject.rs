@@ -69,9 +69,12 @@ pub(crate) fn run(p: &TcpInjectParams, ctx: &TrafficContext) -> Result<Metrics> 
         )
         .with_context(|| format!("inject segment {i}"))?;
         injected += 1;
-        std::thread::sleep(settle);
-        let at_client = client_cap.drain(Duration::from_millis(5), settle);
-        let at_server = server_cap.drain(Duration::from_millis(5), settle);
+        let (at_client, at_server) = reactions(ctx, &client_cap, &server_cap, settle, |c, s| {
+            let reached = c
+                .iter()
+                .any(|c| is_injected(c, &f, conn.client_local.port(), p.port, inj.payload));
+            outcome_known(reached, s, &conn)
+        });
         let hit = at_client
             .iter()
             .any(|c| is_injected(c, &f, conn.client_local.port(), p.port, inj.payload));
@@ -111,6 +114,62 @@ pub(crate) fn run(p: &TcpInjectParams, ctx: &TrafficContext) -> Result<Metrics> 
     Ok(m)
 }
 
+/// How long the captures must stay quiet after the outcome is known: the packet socket
+/// sees a segment in `__netif_receive_skb` just before TCP handles it, so this lets the
+/// socket state (read by `is_reset`) and any trailing packet catch up.
+const QUIET_AFTER_OUTCOME: Duration = Duration::from_millis(5);
+
+/// Collects what both captures see after an injection until `known(at_client, at_server)`
+/// holds and the captures then stay quiet for [`QUIET_AFTER_OUTCOME`], or `cap` (the step's
+/// `settle_ms`) passes: a segment that draws no reaction at all (dropped as INVALID, or a
+/// rate-limited dupack) is the only case that waits the whole cap.
+fn reactions(
+    ctx: &TrafficContext,
+    client_cap: &Capture,
+    server_cap: &Capture,
+    cap: Duration,
+    known: impl Fn(&[Captured], &[Captured]) -> bool,
+) -> (Vec<Captured>, Vec<Captured>) {
+    let end = Instant::now() + cap;
+    let (mut at_client, mut at_server) = (Vec::new(), Vec::new());
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let mut new = false;
+        while let Some(c) = client_cap.next(Duration::ZERO) {
+            at_client.push(c);
+            new = true;
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if let Some(c) = server_cap.next(left.min(Duration::from_millis(1))) {
+            at_server.push(c);
+            new = true;
+        }
+        let now = Instant::now();
+        if new {
+            quiet_since = None;
+        }
+        if quiet_since.is_none() && known(&at_client, &at_server) {
+            quiet_since = Some(now);
+        }
+        let settled = quiet_since.is_some_and(|t| now >= t + QUIET_AFTER_OUTCOME);
+        if settled || now >= end || (ctx.interrupted)() {
+            return (at_client, at_server);
+        }
+    }
+}
+
+/// The outcome of one injection is known once the server has a RST from its peer (the
+/// host's or the client's), or the segment reached the client and the client answered it
+/// (its ACK arrived at the server).
+fn outcome_known(reached_client: bool, at_server: &[Captured], conn: &Conn) -> bool {
+    let from_peer: Vec<TcpSeen> = at_server
+        .iter()
+        .filter_map(|c| from_peer(c, conn))
+        .collect();
+    from_peer.iter().any(|t| t.flags & packet::TCP_RST != 0)
+        || reached_client && !from_peer.is_empty()
+}
+
 fn offset(base: u32, off: i64) -> u32 {
     (i64::from(base) + off).rem_euclid(1 << 32) as u32
 }
@@ -138,16 +197,12 @@ fn establish(p: &TcpInjectParams, ctx: &TrafficContext, cns: &str, sns: &str) ->
         )
     })?;
     listener.set_nonblocking(true)?;
-    let end = Instant::now() + scaled(ctx, p.connect_timeout_ms);
-    let server = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < end => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => return Err(anyhow!(e).context("tcp-inject: accept")),
-        }
-    };
+    // connect() returned, so the handshake is done: block in accept for at most the cap.
+    listener.set_nonblocking(false)?;
+    listener.set_read_timeout(Some(scaled(ctx, p.connect_timeout_ms)))?;
+    let (server, _) = listener
+        .accept()
+        .map_err(|e| anyhow!(e).context("tcp-inject: accept"))?;
     server.set_nonblocking(false)?;
     let mut server = TcpStream::from(server);
     let mut client = TcpStream::from(sock);
@@ -161,8 +216,15 @@ fn establish(p: &TcpInjectParams, ctx: &TrafficContext, cns: &str, sns: &str) ->
     server.read_exact(&mut b)?;
     server.write_all(b"world")?;
     client.read_exact(&mut b)?;
-    // Let the last ACKs cross so both sides (and conntrack) are quiescent.
-    std::thread::sleep(scaled(ctx, 50));
+    quickack(&client);
+    // Quiescent once both sides have every byte they sent acknowledged (the last ACK has
+    // crossed the router's conntrack on its way); at most 50 ms as before.
+    super::common::wait_until(
+        ctx.interrupted,
+        scaled(ctx, 50),
+        super::common::POLL_EVERY,
+        || unacked(&server) == Some(0) && unacked(&client) == Some(0),
+    );
     let (server_local, server_peer) = (server.local_addr()?, server.peer_addr()?);
     Ok(Conn {
         client_local: client.local_addr()?,
@@ -255,9 +317,13 @@ fn is_injected(
 
 /// A RST arriving at the server's socket address from its peer's address.
 fn rst_to(c: &Captured, conn: &Conn) -> Option<TcpSeen> {
+    from_peer(c, conn).filter(|t| t.flags & packet::TCP_RST != 0)
+}
+
+/// A TCP segment arriving at the server's socket address from its peer's address.
+fn from_peer(c: &Captured, conn: &Conn) -> Option<TcpSeen> {
     let t = packet::parse_tcp(&c.data)?;
     let hit = !c.outgoing
-        && t.flags & packet::TCP_RST != 0
         && t.dport == conn.server_local.port()
         && t.sport == conn.server_peer.port()
         && t.dst == conn.server_local.ip()
@@ -265,9 +331,34 @@ fn rst_to(c: &Captured, conn: &Conn) -> Option<TcpSeen> {
     hit.then_some(t)
 }
 
+/// TCP_QUICKACK: the ACK for what was just read leaves now, not after the delayed-ACK
+/// timer (40 ms minimum).
+fn quickack(s: &TcpStream) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with an int value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            4,
+        )
+    };
+}
+
+/// Segments sent but not yet acknowledged (`tcpi_unacked`), None if TCP_INFO fails.
+fn unacked(s: &TcpStream) -> Option<u32> {
+    tcp_info(s).map(|i| i.tcpi_unacked)
+}
+
 /// True when the socket went to CLOSE (reset) according to TCP_INFO.
 fn is_reset(s: &TcpStream) -> bool {
     const TCP_CLOSE: u8 = 7;
+    tcp_info(s).is_some_and(|i| i.tcpi_state == TCP_CLOSE)
+}
+
+fn tcp_info(s: &TcpStream) -> Option<libc::tcp_info> {
     // SAFETY: tcp_info is plain data; the kernel writes at most len bytes.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -281,7 +372,7 @@ fn is_reset(s: &TcpStream) -> bool {
             &mut len,
         )
     };
-    r == 0 && info.tcpi_state == TCP_CLOSE
+    (r == 0).then_some(info)
 }
 
 #[cfg(test)]

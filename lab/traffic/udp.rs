@@ -2,6 +2,7 @@
 
 use super::common::{
     ns_of, recv_from, run_id, scaled, sleep_until, tagged_payload, udp_bound, unspecified,
+    wait_until, POLL_EVERY,
 };
 use super::servers::UdpCounter;
 use super::{Metrics, TrafficContext};
@@ -74,15 +75,12 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
         }
     }
     let grace = scaled(ctx, p.timeout_ms);
-    let end = Instant::now() + grace;
     let want_replies = (p.receiver.is_none() || p.echo) && p.text.is_none();
-    while want_replies
-        && (replies.len() as u64) < sent
-        && Instant::now() < end
-        && !(ctx.interrupted)()
-    {
-        drain(&mut replies);
-        std::thread::sleep(Duration::from_millis(2));
+    if want_replies {
+        wait_until(ctx.interrupted, grace, POLL_EVERY, || {
+            drain(&mut replies);
+            replies.len() as u64 >= sent
+        });
     }
     let mut m = Metrics::new();
     m.insert("sent".into(), sent as f64);

@@ -44,14 +44,14 @@ pub fn run(args: &[&str], id: &str) -> Output {
 
 /// Pids of the live runners that have a state file, other than `except`.
 pub fn live_runs(except: &[u32]) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir(faultlab::build::state::STATE_DIR) else {
+    let Ok(rd) = std::fs::read_dir(faultlab::setup::state::STATE_DIR) else {
         return vec![];
     };
     rd.filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .filter_map(|p| std::fs::read(p).ok())
-        .filter_map(|b| serde_json::from_slice::<faultlab::build::state::RunState>(&b).ok())
-        .filter(|s| faultlab::build::state::is_alive(s.runner_pid, s.runner_start))
+        .filter_map(|b| serde_json::from_slice::<faultlab::setup::state::RunState>(&b).ok())
+        .filter(|s| faultlab::setup::state::is_alive(s.runner_pid, s.runner_start))
         .map(|s| s.runner_pid)
         .filter(|p| !except.contains(p))
         .collect()
@@ -89,7 +89,7 @@ pub fn leftovers(id: &str) -> Vec<String> {
             out.push(format!("netns {ns}"));
         }
     }
-    let state = faultlab::build::state::state_path(id);
+    let state = faultlab::setup::state::state_path(id);
     if state.exists() {
         out.push(format!("state file {}", state.display()));
     }
@@ -117,7 +117,7 @@ pub fn leftovers(id: &str) -> Vec<String> {
 
 /// Scratch artifact directories of runner `pid` (`faultlab-artifacts-<pid>-<start>`).
 pub fn scratch_dirs_of(pid: u32) -> Vec<String> {
-    let prefix = format!("{}{pid}-", faultlab::build::state::SCRATCH_PREFIX);
+    let prefix = format!("{}{pid}-", faultlab::setup::state::SCRATCH_PREFIX);
     std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
@@ -139,7 +139,7 @@ pub fn processes_of_run(id: &str) -> Vec<u32> {
             continue;
         };
         let tagged = env.split(|b| *b == 0).any(|v| v == tag.as_bytes());
-        if tagged && faultlab::build::state::is_alive(pid, None) {
+        if tagged && faultlab::setup::state::is_alive(pid, None) {
             pids.push(pid);
         }
     }
@@ -163,7 +163,7 @@ pub fn helper_pids() -> Vec<u32> {
         let marked = args
             .windows(HELPER_MARK.len())
             .any(|w| w.iter().zip(HELPER_MARK).all(|(a, b)| a == b));
-        if marked && faultlab::build::state::is_alive(pid, None) {
+        if marked && faultlab::setup::state::is_alive(pid, None) {
             pids.push(pid);
         }
     }

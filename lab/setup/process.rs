@@ -19,7 +19,8 @@ pub struct LabProcess {
     pub pid: u32,
     /// stdout and stderr of the process.
     pub log: PathBuf,
-    pub(crate) child: Child,
+    /// None for a process a fake [`Kernel`](super::seam::Kernel) only pretended to start.
+    pub(crate) child: Option<Child>,
 }
 
 const SELF_EXE: &str = "/proc/self/exe";
@@ -91,7 +92,7 @@ pub fn start(node: &str, netns: &str, p: &ProcessPlan, log_dir: &Path) -> Result
         name: p.name.clone(),
         pid: child.id(),
         log,
-        child,
+        child: Some(child),
     })
 }
 
@@ -142,12 +143,16 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 
 /// Waits until the process has bound `port`, or fails if it exits or times out.
 pub fn wait_ready(p: &mut LabProcess, port: u16, timeout: Duration) -> Result<()> {
+    if p.child.is_none() {
+        return Err(no_child(p));
+    }
+    let child = p.child.as_mut().expect("checked above");
     let deadline = Instant::now() + timeout;
     loop {
         if port_bound(p.pid, port) {
             return Ok(());
         }
-        if let Some(status) = p.child.try_wait()? {
+        if let Some(status) = child.try_wait()? {
             bail!(
                 "exited ({status}) before binding port {port}; log {}:\n{}",
                 p.log.display(),
@@ -166,6 +171,15 @@ pub fn wait_ready(p: &mut LabProcess, port: u16, timeout: Duration) -> Result<()
     }
 }
 
+fn no_child(p: &LabProcess) -> anyhow::Error {
+    anyhow!(
+        "{}/{} (pid {}) was not started by this process",
+        p.node,
+        p.name,
+        p.pid
+    )
+}
+
 /// SIGTERM, up to `grace` to exit, SIGKILL, reap. Signals go to the process group the
 /// helper leads (it was started as one), so children of a `sh -c` wrapper go too and
 /// do not keep the namespace alive.
@@ -177,10 +191,14 @@ pub fn stop(p: &mut LabProcess, grace: Duration) -> Result<()> {
         Err(nix::errno::Errno::ESRCH) => kill(pid, sig),
         r => r,
     };
-    if p.child.try_wait()?.is_none() {
+    if p.child.is_none() {
+        return Err(no_child(p));
+    }
+    let child = p.child.as_mut().expect("checked above");
+    if child.try_wait()?.is_none() {
         let _ = signal(Signal::SIGTERM);
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && p.child.try_wait()?.is_none() {
+        while Instant::now() < deadline && child.try_wait()?.is_none() {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -189,7 +207,7 @@ pub fn stop(p: &mut LabProcess, grace: Duration) -> Result<()> {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => bail!("SIGKILL {}/{} (pid {}): {e}", p.node, p.name, p.pid),
     }
-    p.child
+    child
         .wait()
         .with_context(|| format!("reap {}/{} (pid {})", p.node, p.name, p.pid))?;
     Ok(())

@@ -1,7 +1,7 @@
 //! The namespace-local part of a build: one node, on a thread inside its namespace.
 
-use crate::model::{DeviceKind, DevicePlan, LabPlan, NodePlan, VethPlan};
-use crate::netns::netlink::{describe_route, LinkOpts, Netlink, VxlanSpec};
+use crate::model::{DeviceKind, DevicePlan, NodePlan, VethPlan};
+use crate::netns::netlink::{LinkOpts, Netlink, VxlanSpec};
 use anyhow::{Context, Result};
 
 pub use crate::netns::netlink::MissingDeviceKind;
@@ -18,7 +18,8 @@ pub fn missing_device_kind(err: &anyhow::Error) -> Option<String> {
 /// First ifindex given to veth ends; each veth of the plan gets two.
 const VETH_INDEX_BASE: u32 = 1000;
 
-/// Creates the veths whose `a` end lives in `netns`, each peer directly in its node.
+/// Creates veth number `index` of the plan from its `a` node's namespace (where `nl`
+/// is), the peer directly in `peer_ns`.
 ///
 /// Both ends get distinct, explicit ifindexes. Left to the kernel, the two
 /// ends of a veth between fresh namespaces often get the same number; then
@@ -26,22 +27,12 @@ const VETH_INDEX_BASE: u32 = 1000;
 /// as non-urgent, delaying it up to a second (net/core/link_watch.c,
 /// linkwatch_urgent_event): the port does not forward and the build waits.
 /// Each end gets its planned MAC in the same request.
-pub fn create_veths(nl: &Netlink, plan: &LabPlan, veths: &[&VethPlan]) -> Result<()> {
-    for v in veths {
-        let peer_ns = super::netns_for(plan, &v.b.node)?;
-        let i = plan
-            .veths
-            .iter()
-            .position(|p| std::ptr::eq(p, *v))
-            .expect("veth belongs to the plan") as u32;
-        let indexes = (VETH_INDEX_BASE + 2 * i, VETH_INDEX_BASE + 2 * i + 1);
-        let macs = (v.a.mac.as_deref(), v.b.mac.as_deref());
-        nl.add_veth(&v.a.dev, &v.b.dev, peer_ns, v.mtu, Some(indexes), macs)
-            .with_context(|| {
-                format!("link {}:{} <-> {}:{}", v.a.node, v.a.dev, v.b.node, v.b.dev)
-            })?;
-    }
-    Ok(())
+pub fn create_veth(nl: &Netlink, index: usize, v: &VethPlan, peer_ns: &str) -> Result<()> {
+    let i = index as u32;
+    let indexes = (VETH_INDEX_BASE + 2 * i, VETH_INDEX_BASE + 2 * i + 1);
+    let macs = (v.a.mac.as_deref(), v.b.mac.as_deref());
+    nl.add_veth(&v.a.dev, &v.b.dev, peer_ns, v.mtu, Some(indexes), macs)
+        .with_context(|| format!("link {}:{} <-> {}:{}", v.a.node, v.a.dev, v.b.node, v.b.dev))
 }
 
 /// Creates one planned device (not its ports) with its MTU and MAC. The device it
@@ -82,46 +73,22 @@ pub fn create_device(nl: &Netlink, d: &DevicePlan) -> Result<()> {
     res.with_context(|| format!("device `{}`", d.name))
 }
 
-/// Enslaves a bridge's or vrf's ports to it.
-pub fn enslave_ports(nl: &Netlink, node: &str, d: &DevicePlan) -> Result<()> {
-    for p in d.kind.ports() {
-        nl.set_master(p, &d.name).with_context(|| {
-            format!(
-                "{} `{}`: port `{p}` (ports must be devices of node `{node}`)",
-                d.kind.name(),
-                d.name
-            )
-        })?;
-    }
-    Ok(())
+/// Enslaves `port` to the bridge or vrf `master`.
+pub fn enslave_port(nl: &Netlink, node: &str, master: &DevicePlan, port: &str) -> Result<()> {
+    nl.set_master(port, &master.name).with_context(|| {
+        format!(
+            "{} `{}`: port `{port}` (ports must be devices of node `{node}`)",
+            master.kind.name(),
+            master.name
+        )
+    })
 }
 
-/// Devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours, rulesets.
+/// Devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours, rulesets
+/// of `node`, in the build's order, on `nl` (inside the node's namespace).
 pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
-    for d in &node.devices {
-        create_device(nl, d)?;
-    }
-    for d in &node.devices {
-        enslave_ports(nl, &node.name, d)?;
-    }
-    for s in &node.sysctls {
-        crate::netns::sysctl::write_here(&s.key, &s.value)?;
-    }
-    for a in &node.addresses {
-        nl.add_address(&a.dev, a.addr)?;
-    }
-    for dev in &node.up {
-        nl.set_up(dev)?;
-    }
-    for r in &node.routes {
-        nl.add_route(r)
-            .with_context(|| format!("route `{}`", describe_route(r)))?;
-    }
-    for n in &node.neighbours {
-        nl.add_neighbour(&n.dev, n.ip, &n.mac)?;
-    }
-    for (i, rs) in node.rulesets.iter().enumerate() {
-        load_ruleset(&node.netns, rs).with_context(|| format!("ruleset #{}", i + 1))?;
+    for op in crate::plan::ops::configure_ops(node) {
+        super::rtnetlink::apply(nl, &op)?;
     }
     Ok(())
 }

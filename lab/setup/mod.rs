@@ -4,17 +4,23 @@
 //! restores host sysctls. Everything created is listed in a state file first
 //! ([`state`]), so a run that dies without tearing down can be swept later.
 
+pub mod fake;
 pub mod node;
 pub mod process;
+pub mod rtnetlink;
+pub mod script;
+pub mod seam;
 pub mod signals;
 pub mod state;
 
 pub use process::LabProcess;
+pub use seam::Kernel;
 
-use crate::model::{LabPlan, VethPlan};
+use crate::model::{LabPlan, NodePlan};
+use crate::plan::{build_ops, Op, PlannedOp, Stage};
 use anyhow::{anyhow, bail, Context, Result};
 use state::{SavedSysctl, StateFile};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -104,9 +110,37 @@ pub fn validate(plan: &LabPlan) -> Result<()> {
     Ok(())
 }
 
+/// Where a lab keeps the record of what it put on the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// The state file under [`state::STATE_DIR`], and the host lock: every real lab.
+    StateFile,
+    /// Nothing on disk and no host lock: for a fake [`Kernel`] in tests without root.
+    Nothing,
+}
+
+/// `FAULTLAB_FAIL_OP=K` (K from 1): every lab of this process fails its K-th build
+/// operation (see [`fake::FailAt`]), to try failure paths from the command line.
+pub const FAIL_OP_ENV: &str = "FAULTLAB_FAIL_OP";
+
+/// The kernel a real lab uses: rtnetlink, wrapped in the fault injector when
+/// [`FAIL_OP_ENV`] is set.
+pub fn kernel_from_env() -> Result<Box<dyn Kernel>> {
+    match std::env::var(FAIL_OP_ENV) {
+        Err(_) => Ok(Box::new(rtnetlink::Rtnetlink)),
+        Ok(v) => {
+            let k: usize = v.trim().parse().ok().filter(|k| *k >= 1).ok_or_else(|| {
+                anyhow!("{FAIL_OP_ENV}={v:?}: expected the number of the operation to fail, from 1")
+            })?;
+            Ok(Box::new(fake::FailAt::new(rtnetlink::Rtnetlink, k)))
+        }
+    }
+}
+
 /// A built lab. Dropping it tears everything down.
 pub struct Lab {
     plan: LabPlan,
+    kernel: Box<dyn Kernel>,
     state: Mutex<Option<StateFile>>,
     /// Namespaces this lab created, in creation order.
     namespaces: Vec<String>,
@@ -133,12 +167,22 @@ impl Lab {
     /// Builds `plan`. On failure everything created so far is removed again and the
     /// error names the node, device and step that failed.
     pub fn build(plan: &LabPlan) -> Result<Lab> {
+        Self::build_with(plan, kernel_from_env()?, Record::StateFile)
+    }
+
+    /// Builds `plan` through `kernel`, one [`Op`] after another in the order of
+    /// [`build_ops`] (nodes in parallel within the per-node stages).
+    pub fn build_with(plan: &LabPlan, kernel: Box<dyn Kernel>, record: Record) -> Result<Lab> {
         validate(plan)?;
-        let state = StateFile::create(&plan.run_id)?;
+        let state = match record {
+            Record::StateFile => Some(StateFile::create(&plan.run_id)?),
+            Record::Nothing => None,
+        };
         let log_dir = std::env::temp_dir().join(format!("faultlab-{}", plan.run_id));
         let mut lab = Lab {
             plan: plan.clone(),
-            state: Mutex::new(Some(state)),
+            kernel,
+            state: Mutex::new(state),
             namespaces: Vec::new(),
             procs: Vec::new(),
             saved_host: Vec::new(),
@@ -146,7 +190,7 @@ impl Lab {
             log_dir,
             torn_down: false,
         };
-        match lab.build_steps() {
+        match lab.build_steps(record) {
             Ok(()) => Ok(lab),
             Err(e) => {
                 let errs = lab.teardown_all();
@@ -176,22 +220,41 @@ impl Lab {
         }
     }
 
-    fn build_steps(&mut self) -> Result<()> {
-        // Host-global sysctls: one run at a time (another run's values must not be
-        // saved as the originals); put back what a run that died holding the lock left
-        // behind; save (state file first), then write.
+    fn build_steps(&mut self, record: Record) -> Result<()> {
+        if record == Record::StateFile {
+            self.take_host_lock()?;
+        }
+        let plan = self.plan.clone();
+        let ops = build_ops(&plan);
+        for stage in ops.chunk_by(|a, b| a.op.stage() == b.op.stage()) {
+            match stage[0].op.stage() {
+                Stage::Host => self.write_host_sysctls(stage)?,
+                Stage::Namespaces => self.create_namespaces(stage)?,
+                Stage::Processes => self.start_processes(stage)?,
+                _ => self.per_node(&plan, stage)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Host-global sysctls: one run at a time (another run's values must not be saved
+    /// as the originals), and put back what a run that died holding the lock left
+    /// behind. Labs without host sysctls hold the lock shared.
+    fn take_host_lock(&mut self) -> Result<()> {
+        let held_too_long = || {
+            anyhow!(
+                "another faultlab run has held the host-sysctl lock ({}/{}) for {HOST_LOCK_TIMEOUT:?}",
+                state::STATE_DIR,
+                state::HOST_LOCK_FILE
+            )
+        };
         if !self.plan.host_sysctls.is_empty() {
             let lock = state::HostLock::acquire(HOST_LOCK_TIMEOUT, &signals::interrupted)?
                 .ok_or_else(|| {
                     if signals::interrupted() {
                         anyhow!("interrupted while waiting for the host-sysctl lock")
                     } else {
-                        anyhow!(
-                            "another faultlab run has held the host-sysctl lock ({}/{}) \
-                             for {HOST_LOCK_TIMEOUT:?}",
-                            state::STATE_DIR,
-                            state::HOST_LOCK_FILE
-                        )
+                        held_too_long()
                     }
                 })?;
             match state::sweep_dead_holding(&lock) {
@@ -206,95 +269,87 @@ impl Lab {
         } else {
             // Shared: this lab must not run while another has host sysctls changed.
             let lock = state::HostLock::acquire_shared(HOST_LOCK_TIMEOUT, &signals::interrupted)?
-                .ok_or_else(|| {
-                    anyhow!(
-                        "another faultlab run has held the host-sysctl lock ({}/{}) for {HOST_LOCK_TIMEOUT:?}",
-                        state::STATE_DIR,
-                        state::HOST_LOCK_FILE
-                    )
-                })?;
+                .ok_or_else(held_too_long)?;
             self.host_lock = Some(lock);
         }
-        for s in self.plan.host_sysctls.clone() {
-            let original = crate::netns::sysctl::read_here(&s.key)
-                .with_context(|| format!("host sysctl {}", s.key))?;
+        Ok(())
+    }
+
+    /// Saves each host sysctl (state file first), then writes it.
+    fn write_host_sysctls(&mut self, ops: &[PlannedOp]) -> Result<()> {
+        for o in ops {
+            let Op::HostSysctl(s) = o.op else { continue };
+            let original = self.kernel.read_host_sysctl(&s.key)?;
             let saved = SavedSysctl {
                 key: s.key.clone(),
                 original,
             };
             self.update_state(|st| st.host_sysctls.push(saved.clone()))?;
             self.saved_host.push(saved);
-            state::write_host_sysctl(&s.key, &s.value)?;
+            self.kernel.write_host_sysctl(Some(o), &s.key, &s.value)?;
         }
+        Ok(())
+    }
 
-        for n in self.plan.nodes.clone() {
+    fn create_namespaces(&mut self, ops: &[PlannedOp]) -> Result<()> {
+        for o in ops {
+            let Op::Netns(n) = o.op else { continue };
             self.update_state(|st| st.namespaces.push(n.netns.clone()))?;
-            if let Err(e) = crate::netns::create(&n.netns) {
+            if let Err(e) = self.kernel.create_netns(o) {
                 // Not ours (e.g. it already existed): it must not be deleted on cleanup.
                 self.update_state(|st| st.namespaces.retain(|x| x != &n.netns))?;
                 return Err(e.context(format!("node `{}`", n.name)));
             }
             self.namespaces.push(n.netns.clone());
-            no_dad_by_default(&n.netns).with_context(|| format!("node `{}`", n.name))?;
         }
+        Ok(())
+    }
 
-        let plan = &self.plan;
-        let mut by_node: BTreeMap<&str, Vec<&VethPlan>> = BTreeMap::new();
-        for v in &plan.veths {
-            by_node.entry(v.a.node.as_str()).or_default().push(v);
-        }
-        parallel(by_node.into_iter().map(|(node, veths)| {
-            move || -> Result<()> {
-                let ns = netns_for(plan, node)?;
-                crate::netns::with_netlink(ns, |nl| node::create_veths(nl, plan, &veths))
-                    .with_context(|| format!("node `{node}`"))
+    /// One per-node stage: each node's operations in order on a thread of its own.
+    fn per_node(&self, plan: &LabPlan, ops: &[PlannedOp]) -> Result<()> {
+        let mut by_node: Vec<(&NodePlan, Vec<PlannedOp>)> = Vec::new();
+        for o in ops {
+            let Some(n) = o.op.node() else { continue };
+            match by_node.iter_mut().find(|(m, _)| std::ptr::eq(*m, n)) {
+                Some((_, v)) => v.push(*o),
+                None => by_node.push((n, vec![*o])),
             }
-        }))?;
-
-        parallel(plan.nodes.iter().map(|n| {
+        }
+        let kernel = &*self.kernel;
+        parallel(by_node.into_iter().map(|(n, ops)| {
             move || -> Result<()> {
-                crate::netns::with_netlink(&n.netns, |nl| node::configure(nl, n))
+                kernel
+                    .in_node(plan, n, &ops)
                     .with_context(|| format!("node `{}`", n.name))
             }
-        }))?;
+        }))
+    }
 
-        // Traffic sent before carrier is up is lost silently, and a bridge port
-        // only forwards once the carrier event has been processed (linkwatch may
-        // delay it, net/core/link_watch.c): wait until every link runs.
-        parallel(plan.nodes.iter().map(|n| {
-            move || -> Result<()> {
-                crate::netns::with_netlink(&n.netns, node::wait_running)
-                    .with_context(|| format!("node `{}`", n.name))
-            }
-        }))?;
-
-        if plan.nodes.iter().any(|n| !n.processes.is_empty()) {
-            let dir = self.log_dir.display().to_string();
-            self.update_state(|st| st.dirs.push(dir))?;
-            std::fs::create_dir_all(&self.log_dir)
-                .with_context(|| format!("create log dir {}", self.log_dir.display()))?;
-        }
-        for n in self.plan.nodes.clone() {
-            for p in &n.processes {
-                let what = format!("node `{}`: process `{}`", n.name, p.name);
-                let mut lp =
-                    process::start(&n.name, &n.netns, p, &self.log_dir).context(what.clone())?;
-                let helper = state::Helper {
-                    pid: lp.pid,
-                    start: state::process_start_time(lp.pid),
-                    what: format!("{}/{}", n.name, p.name),
-                };
-                let recorded = self.update_state(|st| st.helpers.push(helper));
-                let ready = match p.ready_port {
-                    Some(port) if recorded.is_ok() => {
-                        process::wait_ready(&mut lp, port, process::READY_TIMEOUT)
-                    }
-                    _ => Ok(()),
-                };
-                self.procs.push(lp);
-                recorded.context(what.clone())?;
-                ready.context(what)?;
-            }
+    fn start_processes(&mut self, ops: &[PlannedOp]) -> Result<()> {
+        let dir = self.log_dir.display().to_string();
+        self.update_state(|st| st.dirs.push(dir))?;
+        std::fs::create_dir_all(&self.log_dir)
+            .with_context(|| format!("create log dir {}", self.log_dir.display()))?;
+        for o in ops {
+            let Op::Process(n, p) = o.op else { continue };
+            let what = format!("node `{}`: process `{}`", n.name, p.name);
+            let mut lp = self
+                .kernel
+                .start_process(o, n, p, &self.log_dir)
+                .context(what.clone())?;
+            let helper = state::Helper {
+                pid: lp.pid,
+                start: state::process_start_time(lp.pid),
+                what: format!("{}/{}", n.name, p.name),
+            };
+            let recorded = self.update_state(|st| st.helpers.push(helper));
+            let ready = match p.ready_port {
+                Some(port) if recorded.is_ok() => self.kernel.wait_ready(&mut lp, port),
+                _ => Ok(()),
+            };
+            self.procs.push(lp);
+            recorded.context(what.clone())?;
+            ready.context(what)?;
         }
         Ok(())
     }
@@ -356,7 +411,7 @@ impl Lab {
         self.torn_down = true;
         let mut errors = Vec::new();
         for p in self.procs.iter_mut().rev() {
-            if let Err(e) = process::stop(p, Duration::from_secs(1)) {
+            if let Err(e) = self.kernel.stop_process(p) {
                 errors.push(e.context(format!("stop {}/{} (pid {})", p.node, p.name, p.pid)));
             }
         }
@@ -369,18 +424,18 @@ impl Lab {
             .map(|s| s.state().tracefs_instances.clone())
             .unwrap_or_default();
         for t in &tracefs {
-            if let Err(e) = state::remove_tracefs_instance(t) {
+            if let Err(e) = self.kernel.remove_tracefs_instance(t) {
                 errors.push(e);
             }
         }
         for ns in self.namespaces.drain(..).rev() {
-            if let Err(e) = crate::netns::delete(&ns) {
+            if let Err(e) = self.kernel.delete_netns(&ns) {
                 errors.push(e);
             }
         }
         let mut restored = true;
         for s in self.saved_host.drain(..).rev() {
-            if let Err(e) = state::write_host_sysctl(&s.key, &s.original) {
+            if let Err(e) = self.kernel.write_host_sysctl(None, &s.key, &s.original) {
                 restored = false;
                 errors.push(e.context(format!("restore host sysctl {} = {}", s.key, s.original)));
             }
@@ -434,22 +489,10 @@ where
     results.into_iter().collect()
 }
 
-/// Devices created later inherit `default`: their link-local addresses then
-/// skip duplicate address detection too. While a link-local address is
-/// tentative, the first IPv6 packets of a fresh lab are delayed by about a
-/// second (neighbour discovery waits on it), which a scenario would misread as loss.
-fn no_dad_by_default(netns: &str) -> Result<()> {
-    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        return Ok(());
-    }
-    crate::netns::sysctl_write(netns, "net.ipv6.conf.default.accept_dad", "0")?;
-    crate::netns::sysctl_write(netns, "net.ipv6.conf.all.accept_dad", "0")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, NodePlan};
+    use crate::model::{Endpoint, NodePlan, VethPlan};
 
     fn node(name: &str, ns: &str) -> NodePlan {
         NodePlan {

@@ -1,0 +1,396 @@
+//! Exact drop attribution: an eBPF program on `skb:kfree_skb` (kfree_skb.bpf.c) counts
+//! drops per (network namespace, reason, location) in a kernel hash map, for the lab's
+//! namespaces only; this module loads it, tells it which namespaces are the lab's nodes,
+//! and reads the counts when the trace stops.
+//!
+//! A namespace is identified by its cookie (`SO_NETNS_COOKIE` on a socket made inside it,
+//! which is `net->net_cookie` in the kernel), else by its inode number (`ns.inum`, the
+//! inode of /run/netns/NAME), which the kernel may reuse after a namespace dies.
+//!
+//! Nothing is pinned: the program, its link and maps are held by file descriptors of this
+//! process only, so they go when the trace is dropped or the process dies.
+
+use anyhow::{anyhow, bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags};
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+#[allow(clippy::all, clippy::pedantic)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/kfree_skb.skel.rs"));
+}
+
+/// Not defined by every libc crate version; `include/uapi/asm-generic/socket.h`.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// How the lab's namespaces are told apart in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceIds {
+    /// True: `net_cookie`; false: `ns.inum`.
+    pub cookies: bool,
+    /// id → node.
+    pub nodes: BTreeMap<u64, String>,
+}
+
+/// node → namespace id, by cookie where every namespace has one, else by inode.
+pub fn namespace_ids(node_netns: &BTreeMap<String, String>) -> Result<NamespaceIds> {
+    let mut nodes = BTreeMap::new();
+    let mut cookies = true;
+    for (node, netns) in node_netns {
+        match netns_cookie(netns) {
+            Ok(c) => {
+                nodes.insert(c, node.clone());
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+                cookies = false;
+                break;
+            }
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| {
+                    format!("node `{node}`: getsockopt(SO_NETNS_COOKIE) in netns `{netns}`")
+                })
+            }
+        }
+    }
+    if !cookies {
+        nodes.clear();
+        for (node, netns) in node_netns {
+            let path = crate::netns::path_of(netns)?;
+            let ino = std::fs::metadata(&path)
+                .with_context(|| format!("node `{node}`: stat {}", path.display()))?
+                .ino();
+            nodes.insert(ino, node.clone());
+        }
+    }
+    Ok(NamespaceIds { cookies, nodes })
+}
+
+fn netns_cookie(netns: &str) -> std::io::Result<u64> {
+    crate::netns::run_in(netns, || {
+        let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::DGRAM, None)?;
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(cookie)
+    })
+    .map_err(|e| match e.downcast::<std::io::Error>() {
+        Ok(io) => io,
+        Err(e) => std::io::Error::other(format!("{e:#}")),
+    })
+}
+
+/// The kernel's drop reasons from BTF (`enum skb_drop_reason`): value → name as the
+/// tracepoint prints it (`SKB_DROP_REASON_NO_SOCKET` → `NO_SOCKET`), in the kernel's
+/// order, without the non-reasons (`SKB_NOT_DROPPED_YET`, `SKB_CONSUMED`, `..._MAX`).
+pub fn reason_names() -> Result<Vec<(u32, String)>> {
+    let btf = libbpf_rs::btf::Btf::from_vmlinux().context("reading the kernel's BTF")?;
+    let reasons: libbpf_rs::btf::types::Enum<'_> = btf
+        .type_by_name("skb_drop_reason")
+        .ok_or_else(|| anyhow!("the kernel's BTF has no enum skb_drop_reason (< 5.17)"))?;
+    // Subsystem reasons (`SKB_DROP_REASON_SUBSYS_MASK` and above) lie past `..._MAX`.
+    let max = reasons
+        .iter()
+        .find(|m| m.name.and_then(|n| n.to_str()) == Some("SKB_DROP_REASON_MAX"))
+        .map_or(i64::MAX, |m| m.value);
+    Ok(reasons
+        .iter()
+        .filter(|m| m.value < max)
+        .filter_map(|m| {
+            let full = m.name?.to_str()?;
+            let name = full
+                .strip_prefix("SKB_DROP_REASON_")
+                .or_else(|| full.strip_prefix("SKB_"))?;
+            let value = u32::try_from(m.value).ok()?;
+            (!super::drops::NOT_REASONS.contains(&name)).then(|| (value, name.to_string()))
+        })
+        .collect())
+}
+
+/// What the kernel counted, by node.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BpfCounts {
+    /// (node, reason value, location address) → drops.
+    pub drops: BTreeMap<(String, u32, u64), u64>,
+    /// Drops anywhere on the machine whose skb had neither a device nor a socket.
+    pub unknown_netns: u64,
+    /// Drops in the lab not counted because the kernel map was full.
+    pub map_full: u64,
+}
+
+/// Ids of this trace's kernel objects, for leak checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectIds {
+    pub prog: u32,
+    pub maps: Vec<u32>,
+}
+
+/// A loaded and attached drop counter. The skeleton borrows its object storage, so one
+/// thread owns both for the trace's lifetime and hands back the counts when told to stop.
+pub struct BpfDropTrace {
+    stop: Option<mpsc::Sender<()>>,
+    holder: Option<JoinHandle<Result<BpfCounts>>>,
+    ids: ObjectIds,
+    cookies: bool,
+}
+
+impl BpfDropTrace {
+    pub fn start(node_netns: &BTreeMap<String, String>) -> Result<BpfDropTrace> {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            bail!("{VMLINUX_BTF} missing: the kernel has no BTF (CONFIG_DEBUG_INFO_BTF)");
+        }
+        let ids = namespace_ids(node_netns)?;
+        let cookies = ids.cookies;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let holder = std::thread::Builder::new()
+            .name("drops-bpf".into())
+            .spawn(move || hold(ids, ready_tx, stop_rx))?;
+        match ready_rx.recv() {
+            Ok(Ok(obj)) => Ok(BpfDropTrace {
+                stop: Some(stop_tx),
+                holder: Some(holder),
+                ids: obj,
+                cookies,
+            }),
+            Ok(Err(e)) => {
+                let _ = holder.join();
+                Err(e)
+            }
+            Err(_) => match holder.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(anyhow!(
+                    "the BPF drop tracer's thread ended before attaching"
+                )),
+            },
+        }
+    }
+
+    pub fn object_ids(&self) -> &ObjectIds {
+        &self.ids
+    }
+
+    /// Whether namespaces are told apart by cookie (else by inode number).
+    pub fn by_cookie(&self) -> bool {
+        self.cookies
+    }
+
+    /// Detaches, reads the counts and closes every kernel object.
+    pub fn stop(mut self) -> Result<BpfCounts> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<BpfCounts> {
+        drop(self.stop.take());
+        match self.holder.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow!("the BPF drop tracer's thread panicked"))?,
+            None => Err(anyhow!("BPF drop trace already stopped")),
+        }
+    }
+}
+
+impl Drop for BpfDropTrace {
+    fn drop(&mut self) {
+        if self.holder.is_some() {
+            let _ = self.finish();
+        }
+    }
+}
+
+/// libbpf's warnings of the current load attempt (the verifier log on failure).
+static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
+
+fn keep_libbpf_log(_level: libbpf_rs::PrintLevel, msg: String) {
+    let mut log = LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    if log.len() < 64 * 1024 {
+        log.push_str(&msg);
+    }
+}
+
+fn last_libbpf_lines() -> String {
+    let log = LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// The holder thread: load (with the tracepoint's 4th argument rx_sk if the kernel has
+/// it, else without), fill `lab_netns`, attach, report ready, wait, read, close.
+fn hold(
+    ids: NamespaceIds,
+    ready: mpsc::Sender<Result<ObjectIds>>,
+    stop: mpsc::Receiver<()>,
+) -> Result<BpfCounts> {
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, keep_libbpf_log)));
+    let mut last_err = None;
+    for has_rx_sk in [true, false] {
+        LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut storage = MaybeUninit::uninit();
+        let loaded = load(&mut storage, ids.cookies, has_rx_sk);
+        let skel = match loaded {
+            Ok(s) => s,
+            Err(e) => {
+                // Kernels before 6.12 have no rx_sk argument: the verifier refuses ctx[3]
+                // (the second attempt's error, without rx_sk, is the one reported).
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let attached = (|| -> Result<_> {
+            for id in ids.nodes.keys() {
+                skel.maps
+                    .lab_netns
+                    .update(&id.to_ne_bytes(), &[1u8], MapFlags::ANY)
+                    .context("filling the lab_netns map")?;
+            }
+            let link = skel
+                .progs
+                .count_drop
+                .attach()
+                .context("attaching to tp_btf/kfree_skb")?;
+            let obj = ObjectIds {
+                prog: fd_id(skel.progs.count_drop.as_fd().as_raw_fd(), "prog_id")?,
+                maps: [&skel.maps.drops, &skel.maps.lab_netns, &skel.maps.misses]
+                    .iter()
+                    .map(|m| fd_id(m.as_fd().as_raw_fd(), "map_id"))
+                    .collect::<Result<_>>()?,
+            };
+            Ok((link, obj))
+        })();
+        let (link, obj) = match attached {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = ready.send(Err(anyhow!("{e:#}")));
+                return Err(e);
+            }
+        };
+        let _ = ready.send(Ok(obj));
+        // Sender dropped (stop or the trace's Drop): end.
+        let _ = stop.recv();
+        drop(link);
+        return read_counts(&skel, &ids.nodes);
+    }
+    let e = last_err.unwrap_or_else(|| anyhow!("no load attempt"));
+    let _ = ready.send(Err(anyhow!("{e:#}")));
+    Err(e)
+}
+
+fn load(
+    storage: &mut MaybeUninit<libbpf_rs::OpenObject>,
+    use_cookie: bool,
+    has_rx_sk: bool,
+) -> Result<skel::KfreeSkbSkel<'_>> {
+    let mut open = skel::KfreeSkbSkelBuilder::default()
+        .open(storage)
+        .context("opening the BPF object")?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+    rodata.use_cookie = use_cookie;
+    rodata.has_rx_sk = has_rx_sk;
+    open.load()
+        .map_err(|e| anyhow!("loading the BPF program: {e} ({})", last_libbpf_lines()))
+}
+
+fn read_counts(skel: &skel::KfreeSkbSkel<'_>, nodes: &BTreeMap<u64, String>) -> Result<BpfCounts> {
+    let mut counts = BpfCounts::default();
+    let drops = &skel.maps.drops;
+    for key in drops.keys() {
+        let Some(value) = drops
+            .lookup(&key, MapFlags::ANY)
+            .context("reading the drops map")?
+        else {
+            continue;
+        };
+        let (Some(k), Some(n)) = (parse_key(&key), read_u64(&value)) else {
+            bail!(
+                "drops map: key of {} bytes, value of {}",
+                key.len(),
+                value.len()
+            );
+        };
+        if let Some(node) = nodes.get(&k.0) {
+            *counts.drops.entry((node.clone(), k.2, k.1)).or_default() += n;
+        }
+    }
+    for (i, slot) in [&mut counts.unknown_netns, &mut counts.map_full]
+        .into_iter()
+        .enumerate()
+    {
+        let v = skel
+            .maps
+            .misses
+            .lookup(&(i as u32).to_ne_bytes(), MapFlags::ANY)
+            .context("reading the misses map")?;
+        *slot = v.as_deref().and_then(read_u64).unwrap_or(0);
+    }
+    Ok(counts)
+}
+
+/// `struct drop_key` of kfree_skb.bpf.c: (netns, location, reason).
+fn parse_key(b: &[u8]) -> Option<(u64, u64, u32)> {
+    if b.len() != 24 {
+        return None;
+    }
+    let u64_at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap());
+    let reason = u32::from_ne_bytes(b[16..20].try_into().unwrap());
+    Some((u64_at(0), u64_at(8), reason))
+}
+
+fn read_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+/// `prog_id:` / `map_id:` of a BPF fd, from /proc/self/fdinfo.
+fn fd_id(fd: i32, field: &str) -> Result<u32> {
+    let path = format!("/proc/self/fdinfo/{fd}");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| anyhow!("{path}: no `{field}:` line"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_layout_matches_the_c_struct() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&7u64.to_ne_bytes());
+        b.extend_from_slice(&0xffff_ffff_8100_0000u64.to_ne_bytes());
+        b.extend_from_slice(&77u32.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        assert_eq!(parse_key(&b), Some((7, 0xffff_ffff_8100_0000, 77)));
+        assert_eq!(parse_key(&b[..20]), None);
+        assert_eq!(read_u64(&5u64.to_ne_bytes()), Some(5));
+        assert_eq!(read_u64(&[1, 2]), None);
+    }
+}
