@@ -14,156 +14,19 @@
 //! run is live before reading host-global state (other runs change it legitimately).
 #![cfg(feature = "lab")]
 
+mod support_lab;
 mod support_reports;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support_lab::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const BIN: &str = env!("CARGO_BIN_EXE_faultlab");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-/// The fixture's helper listens on this port: no other scenario uses it.
-const HELPER_MARK: [&str; 3] = ["udp-echo", "--port", "9137"];
-
-fn fixture(name: &str) -> String {
-    format!("{ROOT}/tests/fixtures/{name}")
-}
-
-fn faultlab() -> Command {
-    let mut c = Command::new(BIN);
-    c.current_dir(ROOT).env_remove("FAULTLAB_NO_TRACEFS");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A run id unique to this test process: lowercase alphanumerics (FAULTLAB_RUN_ID).
-fn run_id(tag: &str, i: usize) -> String {
-    format!("h{tag}{:04x}{i:02}", std::process::id() & 0xffff)
-}
-
-fn run(args: &[&str], id: &str) -> Output {
-    faultlab()
-        .args(args)
-        .env("FAULTLAB_RUN_ID", id)
-        .output()
-        .expect("run faultlab")
-}
-
-/// Pids of the live runners that have a state file, other than `except`.
-fn live_runs(except: &[u32]) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir(faultlab::setup::state::STATE_DIR) else {
-        return vec![];
-    };
-    rd.filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter_map(|p| std::fs::read(p).ok())
-        .filter_map(|b| serde_json::from_slice::<faultlab::setup::state::RunState>(&b).ok())
-        .filter(|s| faultlab::setup::state::is_alive(s.runner_pid, s.runner_start))
-        .map(|s| s.runner_pid)
-        .filter(|p| !except.contains(p))
-        .collect()
-}
-
-/// Waits until no other faultlab run is live (engineers and CI jobs may share the
-/// machine); false if that did not happen within `max`.
-fn wait_quiet(max: Duration) -> bool {
-    let t0 = Instant::now();
-    loop {
-        if live_runs(&[]).is_empty() {
-            return true;
-        }
-        if t0.elapsed() > max {
-            eprintln!("other faultlab runs stay live: {:?}", live_runs(&[]));
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn read_trim(p: &str) -> String {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-/// Everything the run `id` could have left behind, described.
-fn leftovers(id: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let prefix = format!("{id}-");
-    for ns in faultlab::netns::list() {
-        if ns.starts_with(&prefix) {
-            out.push(format!("netns {ns}"));
-        }
-    }
-    let state = faultlab::setup::state::state_path(id);
-    if state.exists() {
-        out.push(format!("state file {}", state.display()));
-    }
-    match faultlab::evidence::list_instances() {
-        Ok(names) => out.extend(
-            names
-                .into_iter()
-                .filter(|n| n.starts_with(&prefix))
-                .map(|n| format!("tracefs instance {n}")),
-        ),
-        Err(e) => out.push(format!("cannot list tracefs instances: {e:#}")),
-    }
-    for pid in helper_pids() {
-        out.push(format!("helper process {pid}"));
-    }
-    let log_dir = std::env::temp_dir().join(format!("faultlab-{id}"));
-    if log_dir.exists() {
-        out.push(format!("log dir {}", log_dir.display()));
-    }
-    out
-}
-
-/// Scratch artifact directories of runner `pid` (`faultlab-artifacts-<pid>-<start>`).
-fn scratch_dirs_of(pid: u32) -> Vec<String> {
-    let prefix = format!("{}{pid}-", faultlab::setup::state::SCRATCH_PREFIX);
-    std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
-}
-
-/// Live processes running the fixture's helper (`faultlab serve udp-echo --port 9137`).
-fn helper_pids() -> Vec<u32> {
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let marked = args
-            .windows(HELPER_MARK.len())
-            .any(|w| w.iter().zip(HELPER_MARK).all(|(a, b)| a == b));
-        if marked && faultlab::setup::state::is_alive(pid, None) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// xorshift64*, seeded from FAULTLAB_KILL_SEED or the clock (printed, to replay).
@@ -188,20 +51,6 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
-fn wait_timeout(child: &mut Child, max: Duration) -> ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if t0.elapsed() > max {
-            let _ = child.kill();
-            panic!("pid {} did not exit within {max:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -352,132 +201,6 @@ fn two_runs_at_the_same_time_do_not_interfere() {
         // The host-sysctl lock made the second run save the true original.
         assert_eq!(read_trim(CONNTRACK_MAX), original);
     }
-}
-
-/// What the root namespace looks like, section by section, without counters.
-fn root_snapshot() -> BTreeMap<String, String> {
-    fn cmd(argv: &[&str]) -> String {
-        match Command::new(argv[0]).args(&argv[1..]).output() {
-            Ok(o) => text(&o.stdout) + &text(&o.stderr),
-            Err(e) => format!("({} unavailable: {e})", argv[0]),
-        }
-    }
-    let strip_counters = |s: String| -> String {
-        s.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| {
-                // iptables-save `[packets:bytes]`, nft `counter packets N bytes M`.
-                let mut out = String::new();
-                let mut rest = l;
-                while let Some(i) = rest.find('[') {
-                    out.push_str(&rest[..i]);
-                    match rest[i..].find(']') {
-                        Some(j) if rest[i + 1..i + j].contains(':') => {
-                            out.push_str("[]");
-                            rest = &rest[i + j + 1..];
-                        }
-                        _ => {
-                            out.push('[');
-                            rest = &rest[i + 1..];
-                        }
-                    }
-                }
-                out.push_str(rest);
-                let words: Vec<&str> = out.split(' ').collect();
-                let mut kept = Vec::new();
-                let mut k = 0;
-                while k < words.len() {
-                    if (words[k] == "packets" || words[k] == "bytes") && k + 1 < words.len() {
-                        kept.push(words[k]);
-                        k += 2;
-                    } else {
-                        kept.push(words[k]);
-                        k += 1;
-                    }
-                }
-                kept.join(" ")
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let mut s = BTreeMap::new();
-    // Link state, not statistics.
-    s.insert("links".into(), cmd(&["ip", "-o", "link", "show"]));
-    s.insert("addresses".into(), cmd(&["ip", "-o", "addr", "show"]));
-    s.insert(
-        "routes4".into(),
-        cmd(&["ip", "-4", "route", "show", "table", "all"]),
-    );
-    s.insert(
-        "routes6".into(),
-        cmd(&["ip", "-6", "route", "show", "table", "all"]),
-    );
-    s.insert("rules4".into(), cmd(&["ip", "-4", "rule", "show"]));
-    s.insert("rules6".into(), cmd(&["ip", "-6", "rule", "show"]));
-    s.insert(
-        "nft".into(),
-        strip_counters(cmd(&["nft", "list", "ruleset"])),
-    );
-    for t in [
-        "iptables-save",
-        "ip6tables-save",
-        "iptables-legacy-save",
-        "ip6tables-legacy-save",
-    ] {
-        s.insert(t.into(), strip_counters(cmd(&[t])));
-    }
-    let mut sysctls = Vec::new();
-    for dir in ["/proc/sys/net/netfilter", "/proc/sys/net/bridge"] {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            // The number of connections tracked moves with the host's own traffic.
-            if f.ends_with("nf_conntrack_count") || f.is_dir() {
-                continue;
-            }
-            if let Ok(v) = std::fs::read_to_string(&f) {
-                sysctls.push(format!("{} = {}", f.display(), v.trim()));
-            }
-        }
-    }
-    for f in [
-        "/proc/sys/net/ipv4/ip_forward",
-        "/proc/sys/net/ipv6/conf/all/forwarding",
-    ] {
-        sysctls.push(format!("{f} = {}", read_trim(f)));
-    }
-    s.insert("sysctls".into(), sysctls.join("\n"));
-    s.insert(
-        "tracefs instances".into(),
-        faultlab::evidence::list_instances()
-            .map(|v| v.join("\n"))
-            .unwrap_or_else(|e| format!("{e:#}")),
-    );
-    s
-}
-
-fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, b) in before {
-        let a = &after[k];
-        if a != b {
-            let bl: Vec<&str> = b.lines().collect();
-            let al: Vec<&str> = a.lines().collect();
-            for l in bl.iter().filter(|l| !al.contains(l)) {
-                out.push(format!("{k}: - {l}"));
-            }
-            for l in al.iter().filter(|l| !bl.contains(l)) {
-                out.push(format!("{k}: + {l}"));
-            }
-            if out.is_empty() {
-                out.push(format!("{k}: lines reordered"));
-            }
-        }
-    }
-    out
 }
 
 /// All of scenarios/ (FAULTLAB_SNAPSHOT_QUICK=1: bridge-netfilter only) plus the

@@ -56,6 +56,9 @@ pub struct CellEnv<'a> {
     /// Where pcaps go; the runner makes it.
     pub artifacts: &'a Path,
     pub slow: f64,
+    /// `scenario::cell`, and where each phase boundary is reported.
+    pub id: &'a str,
+    pub progress: &'a dyn super::progress::Progress,
 }
 
 pub fn run_once(cell: &CellPlan, env: &CellEnv) -> RepetitionResult {
@@ -93,10 +96,12 @@ struct Driven {
 
 fn drive(cell: &CellPlan, env: &CellEnv, phases: &mut Phases) -> anyhow::Result<Driven> {
     let plan = cell.lab.for_run(env.run_id);
+    env.progress.cell_phase(env.id, "build");
     let lab = phases
         .time("build", || Lab::build(&plan))
         .context("building the lab")?;
     let result = observe_timeline(cell, &plan, &lab, env, phases);
+    env.progress.cell_phase(env.id, "teardown");
     let errors = phases.time("teardown", || lab.teardown());
     let driven = result?;
     if let Some(e) = errors.into_iter().next() {
@@ -221,6 +226,7 @@ fn observe_timeline(
     let kinds = kinds_to_read(ruleset_kinds(cell), &wanted);
     let before = phases.time("observe", || snapshot_all(plan, &kinds))?;
 
+    env.progress.cell_phase(env.id, "evidence start");
     let evidence = phases.time("evidence", || {
         super::collectors::start(cell, plan, lab, env.run_id, env.artifacts, &netns)
     })?;
@@ -239,10 +245,12 @@ fn observe_timeline(
     };
     let evidence = std::sync::Mutex::new(evidence);
     let collectors = || evidence.lock().map(|e| e.live()).unwrap_or_default();
+    env.progress.cell_phase(env.id, "traffic");
     let walked = phases.time("traffic", || {
         super::timeline::walk(&cell.steps, &ctx, &live, &collectors, &referenced)
     });
     // Conntrack queries the expectations read at the end, while the lab still stands.
+    env.progress.cell_phase(env.id, "observe");
     let end_queries = super::live::ct_queries(&referenced);
     let at_end = phases.time("observe", || live.conntrack(&end_queries));
 

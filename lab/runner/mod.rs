@@ -84,6 +84,8 @@ pub fn run_scenario_reporting(
                 kernel: &kernel,
                 artifacts: &artifacts,
                 slow: opts.slow,
+                id: &id,
+                progress,
             };
             let mut outcomes = Vec::new();
             let mut phases = std::collections::BTreeMap::new();

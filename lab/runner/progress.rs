@@ -36,6 +36,12 @@ pub enum Event {
 pub trait Progress: Send + Sync {
     fn event(&self, e: &Event);
 
+    /// The cell `id` (`scenario::cell`) enters `phase` of a repetition: `build`,
+    /// `evidence start`, `traffic`, `observe`, `teardown`. Only [`Markers`] reports
+    /// it (as a `Phase` event, `{id}: {phase}`), so a test can signal a run at each
+    /// phase boundary; a bar or plain lines would only flicker.
+    fn cell_phase(&self, _id: &str, _phase: &str) {}
+
     /// Run `f`, which writes to the terminal, without it tearing through whatever
     /// this reporter draws there.
     fn suspend(&self, f: &mut dyn FnMut()) {
@@ -79,6 +85,12 @@ impl<W: Write + Send> Progress for Markers<W> {
             let _ = out.flush();
         }
     }
+
+    fn cell_phase(&self, id: &str, phase: &str) {
+        self.event(&Event::Phase {
+            what: format!("{id}: {phase}"),
+        });
+    }
 }
 
 /// The payload of a `PROGRESS` marker line.
@@ -112,6 +124,14 @@ mod tests {
         for e in &events {
             m.event(e);
         }
+        m.cell_phase("s::a", "traffic");
+        let events = [
+            events,
+            vec![Event::Phase {
+                what: "s::a: traffic".into(),
+            }],
+        ]
+        .concat();
         let text = String::from_utf8(m.out.into_inner().unwrap()).unwrap();
         assert_eq!(text.lines().count(), events.len());
         let back: Vec<Event> = text
