@@ -100,7 +100,10 @@ fn signal_at(
                         .strip_prefix(&prefix)
                         .and_then(faultlab::runner::progress::parse_marker)
                         .is_some_and(|e| {
-                            e == faultlab::runner::progress::Event::Phase { what: want.clone() }
+                            e == faultlab::runner::progress::Event::CellPhase {
+                                id: id_of_cell.to_string(),
+                                phase: phase.to_string(),
+                            }
                         });
                 if hit {
                     had_state = Some(faultlab::setup::state::state_path(id).exists());

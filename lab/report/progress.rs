@@ -76,7 +76,10 @@ impl<W: Write + Send> Progress for Lines<W> {
                 *done += 1;
                 finished_line(*done, *total, e)
             }
-            Event::CellStarted { .. } | Event::Repetition { .. } | Event::Finished => None,
+            Event::CellStarted { .. }
+            | Event::CellPhase { .. }
+            | Event::Repetition { .. }
+            | Event::Finished => None,
         };
         if let Some(l) = line {
             let _ = writeln!(out, "{l}");
@@ -142,6 +145,11 @@ impl Progress for Bar {
             Event::CellStarted { id } => {
                 if let Some((bar, _)) = slot.as_ref() {
                     bar.set_message(id.clone());
+                }
+            }
+            Event::CellPhase { id, phase } => {
+                if let Some((bar, _)) = slot.as_ref() {
+                    bar.set_message(format!("{id}: {phase}"));
                 }
             }
             Event::Repetition { id, n, of } => {

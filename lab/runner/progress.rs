@@ -14,6 +14,9 @@ pub enum Event {
     /// A stage before or between cells (`vm`: fetching the kernel, booting); the
     /// text is complete (`vm: booting ...`).
     Phase { what: String },
+    /// A cell entered one of its phases (build, evidence start, traffic, observe,
+    /// teardown); only the marker output sends it (`Progress::cell_phase`).
+    CellPhase { id: String, phase: String },
     /// This many cells will run (sent once, before the first; again for each kernel
     /// of a `vm` run).
     Planned { cells: usize },
@@ -87,8 +90,9 @@ impl<W: Write + Send> Progress for Markers<W> {
     }
 
     fn cell_phase(&self, id: &str, phase: &str) {
-        self.event(&Event::Phase {
-            what: format!("{id}: {phase}"),
+        self.event(&Event::CellPhase {
+            id: id.to_string(),
+            phase: phase.to_string(),
         });
     }
 }
@@ -127,8 +131,9 @@ mod tests {
         m.cell_phase("s::a", "traffic");
         let events = [
             events,
-            vec![Event::Phase {
-                what: "s::a: traffic".into(),
+            vec![Event::CellPhase {
+                id: "s::a".into(),
+                phase: "traffic".into(),
             }],
         ]
         .concat();
