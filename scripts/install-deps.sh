@@ -9,6 +9,8 @@ have nft || need+=(nftables)
 { have iptables-nft-restore && have iptables-legacy-restore; } || need+=(iptables)
 have ip || need+=(iproute2)
 have tcpdump || need+=(tcpdump)
+# tests/lab_devices.rs pings through the lab with the system ping.
+have ping || need+=(iputils-ping)
 have cc || need+=(gcc libc6-dev)
 have pkg-config || need+=(pkg-config)
 # libpcap compiles and matches capture filters (tcpdump's language).

@@ -133,6 +133,14 @@ fn ip_json(ns: &str, args: &[&str]) -> Value {
 }
 
 fn ping(ns: &str, to: &str) -> bool {
+    // A missing binary must not read as "unreachable" (the test asserts both ways).
+    assert!(
+        std::process::Command::new("ping")
+            .arg("-V")
+            .output()
+            .is_ok(),
+        "ping is not installed: run scripts/install-deps.sh (Debian package iputils-ping)"
+    );
     netns::output_in(ns, &["ping", "-c", "1", "-W", "1", "-q", to], None).is_ok()
 }
 
