@@ -1,5 +1,6 @@
 //! faultlab: scenario file → namespaces → traffic → kernel counters → verdict table.
 
+pub mod cli;
 pub mod evidence;
 pub mod export;
 pub mod hostcheck;
