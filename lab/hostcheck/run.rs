@@ -135,15 +135,7 @@ pub fn check_host(
     let before = prove_unchanged.then(super::snapshot::take);
     let reading = HostReading::read(src, &extra);
     let mut report = super::HostReport::from_reading(&reading);
-    let run_id = std::env::var("FAULTLAB_RUN_ID")
-        .ok()
-        .filter(|id| {
-            (1..=12).contains(&id.len())
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        })
-        .unwrap_or_else(crate::setup::new_run_id);
+    let run_id = crate::setup::run_id_from_env();
     let scratch = crate::setup::state::scratch_dir();
     for scn in scenarios {
         let Some(hc) = &scn.host_check else { continue };

@@ -28,6 +28,20 @@ use std::time::Duration;
 /// How long a lab waits for another run to finish with the host-global sysctls.
 pub const HOST_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// FAULTLAB_RUN_ID when it is a valid id (1-12 lowercase letters and digits; tests
+/// that look for what a run left behind fix it), else a fresh one.
+pub fn run_id_from_env() -> String {
+    std::env::var("FAULTLAB_RUN_ID")
+        .ok()
+        .filter(|id| {
+            (1..=12).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        .unwrap_or_else(new_run_id)
+}
+
 /// A fresh run id: `fl` + 5 hex digits from pid, time and a counter.
 pub fn new_run_id() -> String {
     use std::hash::{Hash, Hasher};
