@@ -229,30 +229,45 @@ fn run_one(opts: &VmOptions, spec: &KernelSpec, progress: &dyn Progress) -> Resu
             opts.memory_mb
         ),
     });
-    let report = boot_guest(
-        &kernel,
-        &index,
-        share,
-        accel,
-        &opts.cache,
-        GuestRun {
-            argv: argv.clone(),
-            writable: writable.clone(),
-            preload: opts.preload.clone(),
-            cwd,
-            limits: Limits {
-                boot: opts.boot_timeout,
-                total: opts.timeout,
+    let boot = || {
+        boot_guest(
+            &kernel,
+            &index,
+            share,
+            accel,
+            &opts.cache,
+            GuestRun {
+                argv: argv.clone(),
+                writable: writable.clone(),
+                preload: opts.preload.clone(),
+                cwd: cwd.clone(),
+                limits: Limits {
+                    boot: opts.boot_timeout,
+                    total: opts.timeout,
+                },
+                echo: Echo {
+                    command: true,
+                    boot: opts.verbose,
+                },
+                smp: opts.smp,
+                memory_mb: opts.memory_mb,
             },
-            echo: Echo {
-                command: true,
-                boot: opts.verbose,
-            },
-            smp: opts.smp,
-            memory_mb: opts.memory_mb,
-        },
-        progress,
-    )?;
+            progress,
+        )
+    };
+    let mut report = boot()?;
+    // A guest that never reached our init ran nothing: under TCG an early-boot stall
+    // of the emulated machine (seen here: SeaBIOS, then no kernel output at all for
+    // the whole boot timeout) is the emulator's, so the boot is tried once more.
+    if matches!(report.outcome, GuestOutcome::Infra(_))
+        && report.release.is_none()
+        && report.run.is_none()
+    {
+        if let GuestOutcome::Infra(why) = &report.outcome {
+            eprintln!("vm: {why}; booting once more (the guest ran nothing)");
+        }
+        report = boot()?;
+    }
     // The inner run ends its own bar; one cut short (timeout, crash) is ended here.
     progress.event(&Event::Finished);
     let release = report
