@@ -7,6 +7,8 @@
 //! `cargo test --test fuzz_cli` runs a CI-sized proptest; the long run is
 //! `FAULTLAB_FUZZ_CASES=1000000 cargo test --test fuzz_cli -- --ignored --nocapture`.
 
+mod support_fuzz;
+
 use clap::error::{ContextKind, ErrorKind};
 use clap::Parser;
 use faultlab::cli::Cli;
@@ -152,37 +154,13 @@ fn known_mistakes_are_named() {
     }
 }
 
-/// xorshift64*, seeded from FAULTLAB_FUZZ_SEED or the clock (printed, to replay).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 #[test]
 #[ignore = "long run: ~1,000,000 command lines"]
 fn fuzz_a_million_command_lines() {
-    let cases: u64 = std::env::var("FAULTLAB_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
-    let seed = std::env::var("FAULTLAB_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
+    let cases = support_fuzz::cases(1_000_000);
+    let seed = support_fuzz::seed(0x5eed_0c11);
     eprintln!("FAULTLAB_FUZZ_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = support_fuzz::Rng::new(seed);
     let (mut ok, mut rejected) = (0u64, 0u64);
     let t0 = std::time::Instant::now();
     for _ in 0..cases {

@@ -6,6 +6,8 @@
 //! `cargo test --test fuzz_expr` runs a CI-sized proptest; the long run is
 //! `FAULTLAB_FUZZ_CASES=1000000 cargo test --test fuzz_expr -- --ignored --nocapture`.
 
+mod support_fuzz;
+
 use faultlab::model::expr::Expectation;
 use faultlab::verdict::Observations;
 use proptest::prelude::*;
@@ -178,31 +180,13 @@ fn the_seeds_parse_and_errors_point_into_the_input() {
     }
 }
 
-/// xorshift64*, for the long run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// A million mutated expressions (FAULTLAB_FUZZ_CASES, FAULTLAB_FUZZ_SEED).
 #[test]
 #[ignore = "long run: ~1,000,000 inputs"]
 fn fuzz_a_million_expressions() {
-    let cases: u64 = std::env::var("FAULTLAB_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
-    let seed: u64 = std::env::var("FAULTLAB_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_e4b2);
-    let mut r = Rng(seed | 1);
+    let cases = support_fuzz::cases(1_000_000);
+    let seed = support_fuzz::seed(0x5eed_e4b2);
+    let mut r = support_fuzz::Rng::new(seed);
     let (mut accepted, mut rejected) = (0u64, 0u64);
     let t0 = std::time::Instant::now();
     for n in 0..cases {

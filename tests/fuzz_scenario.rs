@@ -6,6 +6,8 @@
 //! `cargo test --test fuzz_scenario` runs a CI-sized proptest; the long run is
 //! `FAULTLAB_FUZZ_CASES=1000000 cargo test --release --test fuzz_scenario -- --ignored --nocapture`.
 
+mod support_fuzz;
+
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -312,22 +314,7 @@ fn invalid_utf8_is_located() {
     assert_eq!((e.line, e.column), (2, 10), "{e}");
 }
 
-/// xorshift64*: fast and reproducible, for the long run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn random_op(r: &mut Rng) -> Op {
+fn random_op(r: &mut support_fuzz::Rng) -> Op {
     let (i, j) = (r.next() as usize, r.next() as usize);
     match r.below(13) {
         0..=2 => Op::FlipByte(i, (j & 0xff) as u8),
@@ -345,15 +332,9 @@ fn random_op(r: &mut Rng) -> Op {
 #[test]
 #[ignore = "long run: ~1,000,000 inputs"]
 fn fuzz_a_million_inputs() {
-    let cases: u64 = std::env::var("FAULTLAB_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
-    let seed: u64 = std::env::var("FAULTLAB_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_fa17);
-    let mut rng = Rng(seed | 1);
+    let cases = support_fuzz::cases(1_000_000);
+    let seed = support_fuzz::seed(0x5eed_fa17);
+    let mut rng = support_fuzz::Rng::new(seed);
     let scratch = scratch_file("long");
     let (mut accepted, mut rejected) = (0u64, 0u64);
     let t0 = std::time::Instant::now();

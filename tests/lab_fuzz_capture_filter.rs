@@ -15,6 +15,8 @@
 //! sweep; FAULTLAB_FUZZ_CASES sets the number of inputs, FAULTLAB_FUZZ_SEED the seed.
 #![cfg(feature = "lab")]
 
+mod support_fuzz;
+
 use faultlab::model::pcap_filter::{LinkType, PcapFilter};
 
 const SEEDS: &[&str] = &[
@@ -65,21 +67,7 @@ const TOKENS: &[&str] = &[
     "99999999999",
 ];
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn mutate(rng: &mut Rng, s: &str) -> String {
+fn mutate(rng: &mut support_fuzz::Rng, s: &str) -> String {
     let mut b: Vec<u8> = s.as_bytes().to_vec();
     for _ in 0..=rng.below(3) {
         let at = rng.below(b.len() + 1);
@@ -109,26 +97,14 @@ fn mutate(rng: &mut Rng, s: &str) -> String {
 
 #[test]
 fn mutated_tcpdump_filters_never_panic_and_rejections_say_why() {
-    let cases: u64 = std::env::var("FAULTLAB_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
-    let seed: u64 = std::env::var("FAULTLAB_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
+    let cases = support_fuzz::cases(3000);
+    let seed = support_fuzz::seed(0x5eed_0bcf);
     eprintln!("FAULTLAB_FUZZ_SEED={seed}");
     let t0 = std::time::Instant::now();
     let worker = std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .expect("unshare(CLONE_NEWNET) for the fuzzing thread (needs root)");
-        let mut rng = Rng(seed);
+        let mut rng = support_fuzz::Rng::new(seed);
         let (mut accepted, mut rejected, mut matched) = (0u64, 0u64, 0u64);
         for n in 0..cases {
             let seed_text = SEEDS[rng.below(SEEDS.len())];
