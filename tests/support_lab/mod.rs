@@ -184,78 +184,11 @@ pub fn wait_timeout(child: &mut Child, max: Duration) -> ExitStatus {
     }
 }
 
-/// What the root namespace looks like, section by section, without counters.
+/// The root namespace as check-host proves it unchanged (links, addresses, routes,
+/// rules, rulesets, the sysctls it reads: `faultlab::hostcheck::snapshot`), plus
+/// every host-global sysctl a lab may change and the tracefs instances.
 pub fn root_snapshot() -> BTreeMap<String, String> {
-    fn cmd(argv: &[&str]) -> String {
-        match Command::new(argv[0]).args(&argv[1..]).output() {
-            Ok(o) => text(&o.stdout) + &text(&o.stderr),
-            Err(e) => format!("({} unavailable: {e})", argv[0]),
-        }
-    }
-    let strip_counters = |s: String| -> String {
-        s.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| {
-                // iptables-save `[packets:bytes]`, nft `counter packets N bytes M`.
-                let mut out = String::new();
-                let mut rest = l;
-                while let Some(i) = rest.find('[') {
-                    out.push_str(&rest[..i]);
-                    match rest[i..].find(']') {
-                        Some(j) if rest[i + 1..i + j].contains(':') => {
-                            out.push_str("[]");
-                            rest = &rest[i + j + 1..];
-                        }
-                        _ => {
-                            out.push('[');
-                            rest = &rest[i + 1..];
-                        }
-                    }
-                }
-                out.push_str(rest);
-                let words: Vec<&str> = out.split(' ').collect();
-                let mut kept = Vec::new();
-                let mut k = 0;
-                while k < words.len() {
-                    if (words[k] == "packets" || words[k] == "bytes") && k + 1 < words.len() {
-                        kept.push(words[k]);
-                        k += 2;
-                    } else {
-                        kept.push(words[k]);
-                        k += 1;
-                    }
-                }
-                kept.join(" ")
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let mut s = BTreeMap::new();
-    // Link state, not statistics.
-    s.insert("links".into(), cmd(&["ip", "-o", "link", "show"]));
-    s.insert("addresses".into(), cmd(&["ip", "-o", "addr", "show"]));
-    s.insert(
-        "routes4".into(),
-        cmd(&["ip", "-4", "route", "show", "table", "all"]),
-    );
-    s.insert(
-        "routes6".into(),
-        cmd(&["ip", "-6", "route", "show", "table", "all"]),
-    );
-    s.insert("rules4".into(), cmd(&["ip", "-4", "rule", "show"]));
-    s.insert("rules6".into(), cmd(&["ip", "-6", "rule", "show"]));
-    s.insert(
-        "nft".into(),
-        strip_counters(cmd(&["nft", "list", "ruleset"])),
-    );
-    for t in [
-        "iptables-save",
-        "ip6tables-save",
-        "iptables-legacy-save",
-        "ip6tables-legacy-save",
-    ] {
-        s.insert(t.into(), strip_counters(cmd(&[t])));
-    }
+    let mut s = faultlab::hostcheck::snapshot::take().0;
     s.insert("sysctls".into(), host_sysctls());
     s.insert(
         "tracefs instances".into(),
@@ -296,22 +229,6 @@ pub fn host_sysctls() -> String {
 }
 
 pub fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, b) in before {
-        let a = &after[k];
-        if a != b {
-            let bl: Vec<&str> = b.lines().collect();
-            let al: Vec<&str> = a.lines().collect();
-            for l in bl.iter().filter(|l| !al.contains(l)) {
-                out.push(format!("{k}: - {l}"));
-            }
-            for l in al.iter().filter(|l| !bl.contains(l)) {
-                out.push(format!("{k}: + {l}"));
-            }
-            if out.is_empty() {
-                out.push(format!("{k}: lines reordered"));
-            }
-        }
-    }
-    out
+    use faultlab::hostcheck::snapshot::{diff, RootSnapshot};
+    diff(&RootSnapshot(before.clone()), &RootSnapshot(after.clone()))
 }
