@@ -12,14 +12,8 @@ fn node(name: &str, run_id: &str) -> NodePlan {
     NodePlan {
         name: name.into(),
         netns: format!("{run_id}-{name}"),
-        devices: vec![],
-        sysctls: vec![],
-        addresses: vec![],
         up: vec!["lo".into()],
-        routes: vec![],
-        neighbours: vec![],
-        rulesets: vec![],
-        processes: vec![],
+        ..Default::default()
     }
 }
 

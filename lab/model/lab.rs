@@ -19,7 +19,7 @@ pub struct LabPlan {
     pub host_sysctls: Vec<Sysctl>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NodePlan {
     /// Logical name used in the scenario file (`a`, `host`, `vm1`).
     pub name: String,

@@ -522,14 +522,8 @@ mod tests {
         NodePlan {
             name: name.into(),
             netns: format!("flTEST-{name}"),
-            devices: vec![],
-            sysctls: vec![],
-            addresses: vec![],
             up: vec!["lo".into()],
-            routes: vec![],
-            neighbours: vec![],
-            rulesets: vec![],
-            processes: vec![],
+            ..Default::default()
         }
     }
 

@@ -83,13 +83,7 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
                 name: c.node.clone(),
                 netns: netns.to_string(),
                 devices: c.add_devices.clone(),
-                sysctls: vec![],
-                addresses: vec![],
-                up: vec![],
-                routes: vec![],
-                neighbours: vec![],
-                rulesets: vec![],
-                processes: vec![],
+                ..Default::default()
             };
             crate::setup::node::configure(nl, &node).context("adding devices")?;
             for d in &c.add_devices {

@@ -512,14 +512,7 @@ mod tests {
         NodePlan {
             name: name.into(),
             netns: ns.into(),
-            devices: vec![],
-            sysctls: vec![],
-            addresses: vec![],
-            up: vec![],
-            routes: vec![],
-            neighbours: vec![],
-            rulesets: vec![],
-            processes: vec![],
+            ..Default::default()
         }
     }
 
