@@ -37,16 +37,10 @@ const CI_FILES: [&str; 4] = [
 ];
 const LOADED: usize = 4;
 
-/// True when a cell's outcome depends on CPU time and scheduling.
+/// True when a cell's outcome depends on CPU time and scheduling (the scheduler's
+/// own rule, `runner::schedule::timing_sensitive`).
 fn timing_sensitive(cell: &faultlab::model::CellPlan) -> bool {
-    cell.steps.iter().any(|s| match &s.action {
-        Action::Traffic(t) => match t {
-            TrafficSpec::Race(_) | TrafficSpec::Dns(_) | TrafficSpec::Multiflow(_) => true,
-            TrafficSpec::Churn(c) => c.rate > 0.0,
-            _ => false,
-        },
-        _ => false,
-    })
+    faultlab::runner::schedule::timing_sensitive(cell).is_some()
 }
 
 /// True when the cell's traffic is only pings and UDP datagrams: a fixed number of

@@ -32,20 +32,26 @@ pub enum Placement {
     Alone,
 }
 
+/// Why a cell's outcome depends on CPU time and scheduling, or None: a race, a `dns`
+/// step (its A/AAAA pair is a race), a multiflow step or a rate-driven churn. Such a
+/// cell runs alone here, and under load may only turn inconclusive (tests/lab_load.rs).
+pub fn timing_sensitive(cell: &CellPlan) -> Option<&'static str> {
+    cell.steps.iter().find_map(|step| match &step.action {
+        Action::Traffic(TrafficSpec::Race(_)) => Some("race step"),
+        Action::Traffic(TrafficSpec::Dns(_)) => Some("dns step (its A/AAAA pair is a race)"),
+        Action::Traffic(TrafficSpec::Churn(c)) if c.rate > 0.0 => Some("rate-driven churn step"),
+        Action::Traffic(TrafficSpec::Multiflow(_)) => Some("multiflow step"),
+        _ => None,
+    })
+}
+
 /// Why a cell must run alone, or None when it may overlap others.
 pub fn must_run_alone(cell: &CellPlan, drops_are_lab_only: bool) -> Option<&'static str> {
     if !cell.lab.host_sysctls.is_empty() {
         return Some("changes host-global sysctls");
     }
-    for step in &cell.steps {
-        match &step.action {
-            Action::Traffic(TrafficSpec::Race(_)) => return Some("race step"),
-            Action::Traffic(TrafficSpec::Churn(c)) if c.rate > 0.0 => {
-                return Some("rate-driven churn step")
-            }
-            Action::Traffic(TrafficSpec::Multiflow(_)) => return Some("multiflow step"),
-            _ => {}
-        }
+    if let Some(why) = timing_sensitive(cell) {
+        return Some(why);
     }
     if !cell.kmsg.is_empty() {
         return Some("counts kernel log lines (machine-wide)");
