@@ -309,6 +309,69 @@ fn race_section(md: &mut String, r: &Value) {
     );
 }
 
+/// "Catalogue": results/bench/catalogue.json of benches/catalogue.rs.
+fn catalogue_section(md: &mut String, c: &Value) {
+    let _ = writeln!(md, "\n## Catalogue: `--jobs 1` against `--jobs N`\n");
+    if c.is_null() {
+        let _ = writeln!(md, "not measured");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "- date: {}\n- kernel: {}, {} CPUs\n- command (root): `{}`\n\n\
+         The whole catalogue through the CLI (`faultlab run scenarios/ --jobs J`), wall time \
+         from spawn to exit; the variants alternate, and their verdict tables must be \
+         identical. Goals (issue 13): host >= 3x and <= 15 s; one kernel under TCG <= 120 s.\n",
+        utc_date(c["unix_time"].as_u64().unwrap_or(0)),
+        c["kernel"].as_str().unwrap_or("?"),
+        c["cpus"],
+        c["command"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        md,
+        "| where | cells | rounds | `--jobs 1` (median) | `--jobs N` (median) | N | speed-up | verdicts |\n|---|---|---|---|---|---|---|---|"
+    );
+    for (name, r) in [("host", &c["host"]), ("vm", &c["vm"])] {
+        if r.is_null() {
+            let _ = writeln!(md, "| {name} | not measured (set FAULTLAB_BENCH_KERNEL) | | | | | | |");
+            continue;
+        }
+        let where_ = r["kernel"]
+            .as_str()
+            .map_or(name.to_string(), |k| format!("vm `{k}`"));
+        let outcomes = r["outcomes"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let verdicts = if r["identical"].as_bool() == Some(true) {
+            format!("identical ({outcomes})")
+        } else {
+            format!(
+                "**differ**: {}",
+                r["differing"]
+                    .as_array()
+                    .map(|d| d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                    .unwrap_or_default()
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {where_} | {} | {} | {:.1} s | {:.1} s | {} | **{:.2}x** | {verdicts} |",
+            r["cells"],
+            r["rounds"],
+            r["jobs1_median_s"].as_f64().unwrap_or(f64::NAN),
+            r["jobsn_median_s"].as_f64().unwrap_or(f64::NAN),
+            r["jobs"],
+            r["speedup"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+}
+
 fn main() {
     let mut est = Estimates::new();
     collect(&criterion_dir(), &mut est);
@@ -317,6 +380,7 @@ fn main() {
     let fixcost = read_json(&dir.join("fixcost.json")).unwrap_or(Value::Null);
     let conntrack = read_json(&dir.join("conntrack.json")).unwrap_or(Value::Null);
     let race = read_json(&dir.join("race.json")).unwrap_or(Value::Null);
+    let catalogue = read_json(&dir.join("catalogue.json")).unwrap_or(Value::Null);
     let get = |g: &str, f: &str| est.get(&(g.to_string(), f.to_string())).copied();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -568,6 +632,7 @@ fn main() {
         let _ = writeln!(md, "not measured");
     }
     race_section(&mut md, &race["race"]);
+    catalogue_section(&mut md, &catalogue["catalogue"]);
     let _ = std::fs::write(dir.join("summary.md"), &md);
     print!("{md}");
 }

@@ -63,8 +63,9 @@ pub enum Command {
         /// Do not write results files.
         #[arg(long)]
         no_results: bool,
-        /// Timing multiplier (e.g. 10 under software emulation; default 1, or 10
-        /// when KSFT_MACHINE_SLOW=yes).
+        /// Multiplier of the caps (timeouts, grace and quiet periods, holds), never of
+        /// rates or sleeps (e.g. 10 under software emulation; default 1, or 10 when
+        /// KSFT_MACHINE_SLOW=yes).
         #[arg(long)]
         slow: Option<f64>,
         /// Exit for `git bisect run`: 0 good, 1 bad, 125 cannot tell (inconclusive,
@@ -79,10 +80,10 @@ pub enum Command {
         /// read, and nonzero values).
         #[arg(long)]
         all_observations: bool,
-        /// Cells run at once; cells that change host-global sysctls or are
-        /// timing-sensitive still run alone (see `--schedule`).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-        jobs: u32,
+        /// Cells run at once (default: twice the CPUs, at most 8); cells that change
+        /// host-global sysctls or are timing-sensitive still run alone (see `--schedule`).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: Option<u32>,
         /// TOML file overriding which cells run alone: `alone = ["scenario::cell"]`,
         /// `shared = ["scenario::*"]`.
         #[arg(long)]

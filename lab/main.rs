@@ -57,7 +57,7 @@ fn main() -> ExitCode {
                         .unwrap_or(1.0),
                     bisect: bisect.then_some(bad_threshold),
                     all_observations,
-                    jobs: jobs as usize,
+                    jobs: jobs.map_or_else(runner::schedule::default_jobs, |j| j as usize),
                     schedule,
                 },
             );

@@ -3,7 +3,11 @@
 # (date, kernel, measured ratios). Needs root: namespaces, and the conntrack sweep
 # changes host-global nf_conntrack_buckets/max (restored, even on a panic).
 # Usage: sudo scripts/bench.sh [criterion options, e.g. --quick]
-# About 3-5 minutes on 2 CPUs, plus the first build.
+#   FAULTLAB_BENCH_KERNEL=PATH also times the catalogue under `faultlab vm` on PATH;
+#   FAULTLAB_BENCH_CATALOGUE_ROUNDS (default 1), FAULTLAB_BENCH_CATALOGUE_JOBS (default
+#   the machine's, as `run` chooses).
+# About 5-7 minutes on 2 CPUs (plus 2 catalogue runs per kernel under TCG), plus the
+# first build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -14,7 +18,10 @@ if ! command -v strace >/dev/null 2>&1; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 mkdir -p results/bench
-rm -f results/bench/harness.json results/bench/fixcost.json results/bench/conntrack.json results/bench/race.json
+rm -f results/bench/harness.json results/bench/fixcost.json results/bench/conntrack.json results/bench/race.json results/bench/catalogue.json
 cargo bench --features lab --bench harness --bench fixcost --bench race -- "$@"
+# The whole catalogue, --jobs 1 against --jobs N (host; and under `faultlab vm` when
+# FAULTLAB_BENCH_KERNEL names a kernel, e.g. /var/cache/faultlab/kernel/build).
+cargo bench --features lab --bench catalogue
 cargo bench --features lab --bench report
 echo "wrote results/bench/summary.md and results/bench/conntrack.svg"

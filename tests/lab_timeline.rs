@@ -279,6 +279,11 @@ expect = ["ab.sent > 0"]
 name = "timeout-inconclusive"
 traffic.seen = { until = "ct.r.count(proto=tcp) >= 1", timeout_ms = 200, on_timeout = "inconclusive" }
 expect = ["ab.sent > 0"]
+
+[[cells]]
+name = "timeout-recorded"
+traffic.seen = { until = "ct.r.count(proto=tcp) >= 1", timeout_ms = 200, on_timeout = "record" }
+expect = ["seen.held == 0", "seen.waited_ms >= 200", "ab.received == 300"]
 "#);
     assert_eq!(outcome(&cells, "concurrent"), Outcome::Pass);
     assert_eq!(outcome(&cells, "timeout-fails"), Outcome::Fail);
@@ -296,6 +301,9 @@ expect = ["ab.sent > 0"]
         c.reason
     );
     assert!(obs(&cells, "concurrent", "seen.polls") >= 1.0);
+    assert_eq!(obs(&cells, "concurrent", "seen.held"), 1.0);
+    // A recorded timeout lets the timeline run on: its later steps' metrics exist.
+    assert_eq!(outcome(&cells, "timeout-recorded"), Outcome::Pass);
 }
 
 #[test]

@@ -201,12 +201,7 @@ impl StepKind for WaitPlan {
             polls += 1;
             let obs = cx.observe(&names)?;
             let last = match self.until.eval(&obs) {
-                Ok((true, _)) => {
-                    return Ok(Observations::from([
-                        ("waited_ms".to_string(), t0.elapsed().as_secs_f64() * 1e3),
-                        ("polls".to_string(), polls as f64),
-                    ]))
-                }
+                Ok((true, _)) => return Ok(wait_metrics(t0, polls, true)),
                 Ok((false, detail)) => detail,
                 Err(e) => e.to_string(),
             };
@@ -214,6 +209,7 @@ impl StepKind for WaitPlan {
                 let outcome = match self.on_timeout {
                     OnTimeout::Fail => Outcome::Fail,
                     OnTimeout::Inconclusive => Outcome::Inconclusive,
+                    OnTimeout::Record => return Ok(wait_metrics(t0, polls, false)),
                 };
                 return Err(StepVerdict {
                     outcome,
@@ -228,6 +224,15 @@ impl StepKind for WaitPlan {
             every = (every * 2).min(Duration::from_millis(200));
         }
     }
+}
+
+/// A wait's metrics: `held` is 1 when the condition held before the timeout.
+fn wait_metrics(t0: Instant, polls: u32, held: bool) -> Observations {
+    Observations::from([
+        ("waited_ms".to_string(), t0.elapsed().as_secs_f64() * 1e3),
+        ("polls".to_string(), polls as f64),
+        ("held".to_string(), if held { 1.0 } else { 0.0 }),
+    ])
 }
 
 /// Every live observation now; the walker prefixes them with `at.<name>.`.
@@ -261,7 +266,8 @@ struct Sleep(u64);
 
 impl StepKind for Sleep {
     fn run(&self, cx: &StepCx) -> Result<Observations> {
-        let until = Instant::now() + cx.traffic.slow_ms(self.0);
+        // Not stretched by --slow: a sleep outwaits a kernel timer, which runs in real time.
+        let until = Instant::now() + Duration::from_millis(self.0);
         while Instant::now() < until && !(cx.traffic.interrupted)() {
             std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));
         }

@@ -46,6 +46,32 @@ pub fn wait_until(
     }
 }
 
+/// How long a receiver waits with no new arrival, after the last send, before it
+/// takes the count as final (scaled by `--slow`). Lab paths are veth pairs: a
+/// packet still on its way lands within microseconds, one that stopped arriving
+/// was dropped (a race's loser, a policed packet) and never comes.
+pub const SETTLE_QUIET_MS: u64 = 100;
+
+/// Waits until `count()` reaches `expected`, or stays unchanged for `quiet`, or `cap`
+/// passes: the count is then final. True when `expected` was reached.
+pub fn wait_settled(
+    cap: Duration,
+    quiet: Duration,
+    expected: u64,
+    mut count: impl FnMut() -> u64,
+) -> bool {
+    let mut last = count();
+    let mut changed = Instant::now();
+    wait_until(&|| false, cap, POLL_EVERY, || {
+        let now = count();
+        if now != last {
+            (last, changed) = (now, Instant::now());
+        }
+        now >= expected || changed.elapsed() >= quiet
+    });
+    last >= expected
+}
+
 /// Sleeps until `until`, waking early when the run is interrupted. Returns false if interrupted.
 pub fn sleep_until(ctx: &TrafficContext, until: Instant) -> bool {
     loop {

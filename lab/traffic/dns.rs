@@ -59,7 +59,7 @@ fn lookups(p: &DnsParams, ctx: &TrafficContext) -> Result<Outcome> {
     let mut id = (run_id() & 0xffff) as u16;
     let start = Instant::now();
     for i in 0..p.lookups {
-        if i > 0 && !sleep_until(ctx, start + scaled(ctx, p.interval_ms) * i) {
+        if i > 0 && !sleep_until(ctx, start + Duration::from_millis(p.interval_ms) * i) {
             break;
         }
         let t0 = Instant::now();

@@ -103,7 +103,7 @@ pub(crate) fn run(p: &MultiflowParams, ctx: &TrafficContext) -> Result<Metrics> 
         match UdpCounter::start(rns, SocketAddr::new(unspecified(p.to), dport), run, false) {
             Ok(c) => counters.push(c),
             Err(e) => {
-                finish_all(counters, &[], Duration::ZERO);
+                finish_all(counters, &[], Duration::ZERO, Duration::ZERO);
                 return Err(e.context(format!("receiver on node '{}'", p.receiver)));
             }
         }
@@ -128,7 +128,7 @@ pub(crate) fn run(p: &MultiflowParams, ctx: &TrafficContext) -> Result<Metrics> 
     let socks = match socks {
         Ok(s) => s,
         Err(e) => {
-            finish_all(counters, &[], Duration::ZERO);
+            finish_all(counters, &[], Duration::ZERO, Duration::ZERO);
             return Err(e);
         }
     };
@@ -173,7 +173,9 @@ pub(crate) fn run(p: &MultiflowParams, ctx: &TrafficContext) -> Result<Metrics> 
     }
     drop(socks);
     let total_sent: u64 = sent.iter().sum();
-    let got = finish_all(counters, &delivered, scaled(ctx, p.timeout_ms));
+    let grace = scaled(ctx, p.timeout_ms);
+    let quiet = scaled(ctx, super::common::SETTLE_QUIET_MS).min(grace);
+    let got = finish_all(counters, &delivered, grace, quiet);
     let (mut lossless, mut lossy, mut dead) = (0u32, 0u32, 0u32);
     for (f, &s) in sent.iter().enumerate() {
         let r = got.per_flow.get(&(f as u32)).copied().unwrap_or(0);
@@ -203,12 +205,17 @@ pub(crate) fn run(p: &MultiflowParams, ctx: &TrafficContext) -> Result<Metrics> 
 
 /// Stops every receiver, each once it saw `expected[i]` datagrams or the shared `grace`
 /// ran out, and merges what they counted (flow ids never repeat across ports).
-fn finish_all(counters: Vec<UdpCounter>, expected: &[u64], grace: Duration) -> UdpCount {
+fn finish_all(
+    counters: Vec<UdpCounter>,
+    expected: &[u64],
+    grace: Duration,
+    quiet: Duration,
+) -> UdpCount {
     let end = Instant::now() + grace;
     let mut all = UdpCount::default();
     for (i, c) in counters.into_iter().enumerate() {
         let left = end.saturating_duration_since(Instant::now());
-        let got = c.finish(expected.get(i).copied().unwrap_or(0), left);
+        let got = c.finish(expected.get(i).copied().unwrap_or(0), left, quiet);
         all.unique += got.unique;
         all.datagrams += got.datagrams;
         for (f, k) in got.per_flow {

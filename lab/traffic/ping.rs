@@ -29,13 +29,16 @@ pub(crate) fn run(p: &PingParams, ctx: &TrafficContext) -> Result<Metrics> {
         fresh: p.fresh_id,
     };
     let dst = SockAddr::from(SocketAddr::new(p.to, 0));
-    let interval = scaled(ctx, p.interval_ms);
+    let interval = Duration::from_millis(p.interval_ms);
     let timeout = scaled(ctx, p.timeout_ms);
     let payload = vec![0xa5u8; p.size];
 
     let mut sent_at: BTreeMap<u16, Instant> = BTreeMap::new();
     let mut rtts: BTreeMap<u16, Duration> = BTreeMap::new();
     let mut responders: HashSet<IpAddr> = HashSet::new();
+    // Requests an ICMP error quoted (unreachable, too big, time exceeded): the
+    // packet was dropped on the way, so no echo reply can follow.
+    let mut refused: HashSet<u16> = HashSet::new();
     let (mut attempts, mut sent, mut send_errors, mut errors, mut replies) =
         (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut next = Instant::now();
@@ -67,7 +70,10 @@ pub(crate) fn run(p: &PingParams, ctx: &TrafficContext) -> Result<Metrics> {
         }
         let last = sent_at.values().max().copied();
         // A broadcast may draw answers from hosts not heard yet: wait the full timeout.
-        let all_answered = !p.broadcast && rtts.len() == sent_at.len();
+        let all_answered = !p.broadcast
+            && sent_at
+                .keys()
+                .all(|s| rtts.contains_key(s) || refused.contains(s));
         let done = attempts >= p.count && last.is_none_or(|t| now >= t + timeout || all_answered);
         if done {
             break;
@@ -88,7 +94,10 @@ pub(crate) fn run(p: &PingParams, ctx: &TrafficContext) -> Result<Metrics> {
                     }
                 }
             }
-            Some(Reply::Error { id, seq }) if ids.ours(id, seq) => errors += 1,
+            Some(Reply::Error { id, seq }) if ids.ours(id, seq) => {
+                errors += 1;
+                refused.insert(seq);
+            }
             _ => {}
         }
     }

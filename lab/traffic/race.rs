@@ -83,16 +83,17 @@ pub(crate) fn run(p: &RaceParams, ctx: &TrafficContext) -> Result<Metrics> {
         m.insert("pps".into(), s.sent as f64 / s.elapsed.as_secs_f64());
     }
     let grace = scaled(ctx, p.timeout_ms);
+    let quiet = scaled(ctx, super::common::SETTLE_QUIET_MS).min(grace);
     let per_iter = match rx {
         None => None,
         Some(Rx::Udp(c)) => {
-            let got = c.finish(s.sent, grace);
+            let got = c.finish(s.sent, grace, quiet);
             Some((
                 got.unique,
                 got.per_flow.values().filter(|&&n| n as usize >= k).count(),
             ))
         }
-        Some(Rx::Syn(c)) => Some(c.finish(s.sent, grace)),
+        Some(Rx::Syn(c)) => Some(c.finish(s.sent, grace, quiet)),
     };
     if let Some((received, complete)) = per_iter {
         m.insert("received".into(), received as f64);
@@ -114,7 +115,7 @@ fn send_raw(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) 
     let (sent, errors) = (AtomicU64::new(0), AtomicU64::new(0));
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let iterations = AtomicU64::new(0);
-    let gap = scaled(ctx, p.gap_ms);
+    let gap = Duration::from_millis(p.gap_ms);
     let start = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..k {
@@ -399,7 +400,7 @@ impl Matcher {
 
 /// Modes "socket" and "sendmmsg": one connected UDP socket per iteration, K datagrams.
 fn send_socket(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) -> Result<Sent> {
-    let gap = scaled(ctx, p.gap_ms);
+    let gap = Duration::from_millis(p.gap_ms);
     let mmsg = p.mode == RaceMode::Sendmmsg;
     crate::netns::run_in(ns, || {
         let (mut sent, mut errors, mut iterations) = (0u64, 0u64, 0u32);
@@ -525,10 +526,8 @@ impl SynCounter {
         Ok(SynCounter { stop, seen, handle })
     }
 
-    fn finish(self, expected: u64, grace: Duration) -> (u64, usize) {
-        super::common::wait_until(&|| false, grace, super::common::POLL_EVERY, || {
-            self.seen.load(Ordering::Relaxed) >= expected
-        });
+    fn finish(self, expected: u64, grace: Duration, quiet: Duration) -> (u64, usize) {
+        super::common::wait_settled(grace, quiet, expected, || self.seen.load(Ordering::Relaxed));
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap_or((0, 0))
     }

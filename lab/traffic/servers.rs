@@ -1,7 +1,7 @@
 //! Receivers and servers: threads the generators start inside a node (bound before the
 //! sender starts), and the `faultlab serve KIND` helper processes built on the same loops.
 
-use super::common::{parse_tag, recv_from, tcp_listener, udp_bound, wait_until, POLL_EVERY};
+use super::common::{parse_tag, recv_from, tcp_listener, udp_bound, wait_settled};
 use super::dnswire;
 use anyhow::{anyhow, bail, Context, Result};
 use socket2::Socket;
@@ -118,9 +118,10 @@ impl UdpCounter {
         self.seen.load(Ordering::Relaxed)
     }
 
-    /// Waits until `expected` distinct datagrams arrived or `grace` passed, then stops.
-    pub fn finish(self, expected: u64, grace: Duration) -> UdpCount {
-        wait_until(&|| false, grace, POLL_EVERY, || self.seen() >= expected);
+    /// Waits until `expected` distinct datagrams arrived, or none arrived for `quiet`,
+    /// or `grace` passed (see [`wait_settled`]), then stops.
+    pub fn finish(self, expected: u64, grace: Duration, quiet: Duration) -> UdpCount {
+        wait_settled(grace, quiet, expected, || self.seen());
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().ok().flatten().unwrap_or_default()
     }

@@ -2,7 +2,7 @@
 
 use super::common::{
     ns_of, recv_from, run_id, scaled, sleep_until, tagged_payload, udp_bound, unspecified,
-    wait_until, POLL_EVERY,
+    wait_settled, SETTLE_QUIET_MS,
 };
 use super::servers::UdpCounter;
 use super::{Metrics, TrafficContext};
@@ -38,7 +38,7 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
         Ok(s) => s,
         Err(e) => {
             if let Some(c) = counter {
-                c.finish(0, Duration::ZERO);
+                c.finish(0, Duration::ZERO, Duration::ZERO);
             }
             return Err(e);
         }
@@ -54,7 +54,7 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
             }
         }
     };
-    let interval = scaled(ctx, p.interval_ms);
+    let interval = Duration::from_millis(p.interval_ms);
     let start = Instant::now();
     for i in 0..p.count {
         if (ctx.interrupted)() {
@@ -75,11 +75,12 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
         }
     }
     let grace = scaled(ctx, p.timeout_ms);
+    let quiet = scaled(ctx, SETTLE_QUIET_MS).min(grace);
     let want_replies = (p.receiver.is_none() || p.echo) && p.text.is_none();
-    if want_replies {
-        wait_until(ctx.interrupted, grace, POLL_EVERY, || {
+    if want_replies && !(ctx.interrupted)() {
+        wait_settled(grace, quiet, sent, || {
             drain(&mut replies);
-            replies.len() as u64 >= sent
+            replies.len() as u64
         });
     }
     let mut m = Metrics::new();
@@ -87,7 +88,11 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
     m.insert("send_errors".into(), errors as f64);
     m.insert("replies".into(), replies.len() as f64);
     if let Some(c) = counter {
-        let got = c.finish(sent, if want_replies { Duration::ZERO } else { grace });
+        let got = if want_replies {
+            c.finish(sent, Duration::ZERO, Duration::ZERO)
+        } else {
+            c.finish(sent, grace, quiet)
+        };
         m.insert("received".into(), got.unique as f64);
         m.insert("duplicates".into(), (got.datagrams - got.unique) as f64);
     }

@@ -160,6 +160,9 @@ pub enum OnTimeout {
     Fail,
     /// The cell is inconclusive: the condition was a precondition of the test.
     Inconclusive,
+    /// The timeline goes on and the step records `held = 0`: the cell's expectations
+    /// judge it (a kernel where the condition is a known bug, `expect_by_kernel`).
+    Record,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

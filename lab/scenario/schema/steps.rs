@@ -159,7 +159,8 @@ pub struct WaitSpec {
     /// First poll interval (default 10), doubling up to 200 ms.
     #[serde(default)]
     pub every_ms: Option<u64>,
-    /// `fail` (default) or `inconclusive`.
+    /// `fail` (default), `inconclusive`, or `record` (go on; `held = 0` for the
+    /// expectations to judge).
     #[serde(default)]
     pub on_timeout: crate::model::steps::OnTimeout,
 }
