@@ -101,7 +101,18 @@ fn netns_cookie(netns: &str) -> std::io::Result<u64> {
 /// The kernel's drop reasons from BTF (`enum skb_drop_reason`): value → name as the
 /// tracepoint prints it (`SKB_DROP_REASON_NO_SOCKET` → `NO_SOCKET`), in the kernel's
 /// order, without the non-reasons (`SKB_NOT_DROPPED_YET`, `SKB_CONSUMED`, `..._MAX`).
+/// Read once per process: parsing vmlinux's BTF costs tens of ms, which every cell
+/// would pay again.
 pub fn reason_names() -> Result<Vec<(u32, String)>> {
+    static NAMES: std::sync::OnceLock<Result<Vec<(u32, String)>, String>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| read_reason_names().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn read_reason_names() -> Result<Vec<(u32, String)>> {
     let btf = libbpf_rs::btf::Btf::from_vmlinux().context("reading the kernel's BTF")?;
     let reasons: libbpf_rs::btf::types::Enum<'_> = btf
         .type_by_name("skb_drop_reason")
