@@ -12,7 +12,8 @@ const FIXTURE: &str = concat!(
 
 fn faultlab() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_faultlab"));
-    c.args(["run", FIXTURE, "--no-results"])
+    // One job: the lines come in file order (with more, in the order cells end).
+    c.args(["run", FIXTURE, "--no-results", "--jobs", "1"])
         .env_remove(MARKER_ENV)
         .env("TERM", "xterm");
     c
@@ -25,7 +26,7 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn a_terminal_gets_a_bar() {
     let cmd = format!(
-        "stty cols 160 rows 40; {} run {FIXTURE} --no-results",
+        "stty cols 160 rows 40; {} run {FIXTURE} --no-results --jobs 1",
         env!("CARGO_BIN_EXE_faultlab")
     );
     // -e: script exits with the command's status; the pty is both stdout and stderr.
