@@ -46,7 +46,11 @@ fn verdicts_in(dir: &Path) -> Result<Verdicts> {
             };
             for c in cells {
                 out.insert(
-                    format!("{}::{}", v["scenario"].as_str().unwrap_or("?"), c["name"].as_str().unwrap_or("?")),
+                    format!(
+                        "{}::{}",
+                        v["scenario"].as_str().unwrap_or("?"),
+                        c["name"].as_str().unwrap_or("?")
+                    ),
                     c["outcome"].as_str().unwrap_or("?").to_string(),
                 );
             }
@@ -68,12 +72,18 @@ fn run_catalogue(kernel: Option<&str>, jobs: usize, round: usize) -> Result<Run>
     if let Some(k) = kernel {
         cmd.args(["vm", "--kernel", k, "--"]);
     }
-    cmd.args(["run", "scenarios/", "--jobs", &jobs.to_string(), "--results"])
-        .arg(&dir)
-        .current_dir(repo)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "run",
+        "scenarios/",
+        "--jobs",
+        &jobs.to_string(),
+        "--results",
+    ])
+    .arg(&dir)
+    .current_dir(repo)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
     let t0 = Instant::now();
     let status = cmd.status().context("spawn faultlab")?;
     let wall_s = t0.elapsed().as_secs_f64();
@@ -83,7 +93,10 @@ fn run_catalogue(kernel: Option<&str>, jobs: usize, round: usize) -> Result<Run>
     }
     let verdicts = verdicts_in(&dir)?;
     if verdicts.is_empty() {
-        bail!("faultlab run --jobs {jobs} wrote no results below {}", dir.display());
+        bail!(
+            "faultlab run --jobs {jobs} wrote no results below {}",
+            dir.display()
+        );
     }
     Ok(Run { wall_s, verdicts })
 }
@@ -110,7 +123,10 @@ fn compare(kernel: Option<&str>, jobs: usize, rounds: usize) -> Result<Value> {
         let order: [usize; 2] = if r % 2 == 0 { [1, jobs] } else { [jobs, 1] };
         for j in order {
             let label = kernel.map_or("host".to_string(), |k| format!("vm {k}"));
-            eprintln!("catalogue bench: {label}, round {}/{rounds}, --jobs {j}", r + 1);
+            eprintln!(
+                "catalogue bench: {label}, round {}/{rounds}, --jobs {j}",
+                r + 1
+            );
             let run = run_catalogue(kernel, j, r)?;
             eprintln!("catalogue bench: --jobs {j}: {:.1} s", run.wall_s);
             if j == 1 { &mut one } else { &mut many }.push(run);
@@ -152,9 +168,17 @@ fn main() -> Result<()> {
     if !common::is_root() {
         bail!("the catalogue bench needs root (namespaces): sudo scripts/bench.sh");
     }
-    let env_num = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env_num = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let rounds = env_num("FAULTLAB_BENCH_CATALOGUE_ROUNDS", 1).max(1);
-    let jobs = env_num("FAULTLAB_BENCH_CATALOGUE_JOBS", faultlab::runner::schedule::default_jobs());
+    let jobs = env_num(
+        "FAULTLAB_BENCH_CATALOGUE_JOBS",
+        faultlab::runner::schedule::default_jobs(),
+    );
     let host = compare(None, jobs, rounds)?;
     let vm = match std::env::var("FAULTLAB_BENCH_KERNEL") {
         Ok(k) if !k.is_empty() => {

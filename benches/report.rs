@@ -333,7 +333,10 @@ fn catalogue_section(md: &mut String, c: &Value) {
     );
     for (name, r) in [("host", &c["host"]), ("vm", &c["vm"])] {
         if r.is_null() {
-            let _ = writeln!(md, "| {name} | not measured (set FAULTLAB_BENCH_KERNEL) | | | | | | |");
+            let _ = writeln!(
+                md,
+                "| {name} | not measured (set FAULTLAB_BENCH_KERNEL) | | | | | | |"
+            );
             continue;
         }
         let where_ = r["kernel"]
@@ -355,7 +358,11 @@ fn catalogue_section(md: &mut String, c: &Value) {
                 "**differ**: {}",
                 r["differing"]
                     .as_array()
-                    .map(|d| d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                    .map(|d| d
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; "))
                     .unwrap_or_default()
             )
         };
