@@ -239,6 +239,18 @@ fn svg(points: &[Value], entries: u64) -> String {
     s
 }
 
+/// The date, kernel and command lines a measured section opens with.
+fn provenance(md: &mut String, r: &Value) {
+    let _ = writeln!(
+        md,
+        "- date: {}\n- kernel: {}, {} CPUs\n- command (root): `{}`\n",
+        utc_date(r["unix_time"].as_u64().unwrap_or(0)),
+        r["kernel"].as_str().unwrap_or("?"),
+        r["cpus"],
+        r["command"].as_str().unwrap_or("?")
+    );
+}
+
 /// "Race sender": results/bench/race.json of benches/race.rs.
 fn race_section(md: &mut String, r: &Value) {
     let _ = writeln!(md, "\n## Race sender\n");
@@ -250,14 +262,7 @@ fn race_section(md: &mut String, r: &Value) {
         return;
     };
     let k = |v: &Value| v.as_f64().unwrap_or(f64::NAN) / 1e3;
-    let _ = writeln!(
-        md,
-        "- date: {}\n- kernel: {}, {} CPUs\n- command (root): `{}`\n",
-        utc_date(r["unix_time"].as_u64().unwrap_or(0)),
-        r["kernel"].as_str().unwrap_or("?"),
-        r["cpus"],
-        r["command"].as_str().unwrap_or("?")
-    );
+    provenance(md, r);
     let _ = writeln!(
         md,
         "{}-byte IPv4/UDP packets from `gen` through `mid` (forwards; nft `ct state` rule, so \
@@ -316,16 +321,12 @@ fn catalogue_section(md: &mut String, c: &Value) {
         let _ = writeln!(md, "not measured");
         return;
     }
+    provenance(md, c);
     let _ = writeln!(
         md,
-        "- date: {}\n- kernel: {}, {} CPUs\n- command (root): `{}`\n\n\
-         The whole catalogue through the CLI (`faultlab run scenarios/ --jobs J`), wall time \
+        "The whole catalogue through the CLI (`faultlab run scenarios/ --jobs J`), wall time \
          from spawn to exit; the variants alternate, and their verdict tables must be \
-         identical. Goals (issue 13): host >= 3x and <= 15 s; one kernel under TCG <= 120 s.\n",
-        utc_date(c["unix_time"].as_u64().unwrap_or(0)),
-        c["kernel"].as_str().unwrap_or("?"),
-        c["cpus"],
-        c["command"].as_str().unwrap_or("?")
+         identical. Goals (issue 13): host >= 3x and <= 15 s; one kernel under TCG <= 120 s.\n"
     );
     let _ = writeln!(
         md,

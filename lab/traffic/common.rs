@@ -50,7 +50,12 @@ pub fn wait_until(
 /// takes the count as final (scaled by `--slow`). Lab paths are veth pairs: a
 /// packet still on its way lands within microseconds, one that stopped arriving
 /// was dropped (a race's loser, a policed packet) and never comes.
-pub const SETTLE_QUIET_MS: u64 = 100;
+const SETTLE_QUIET_MS: u64 = 100;
+
+/// The quiet period of a receiver whose cap is `grace` (both already scaled).
+pub fn settle_quiet(ctx: &TrafficContext, grace: Duration) -> Duration {
+    scaled(ctx, SETTLE_QUIET_MS).min(grace)
+}
 
 /// Waits until `count()` reaches `expected`, or stays unchanged for `quiet`, or `cap`
 /// passes: the count is then final. True when `expected` was reached.

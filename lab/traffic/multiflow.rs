@@ -174,7 +174,7 @@ pub(crate) fn run(p: &MultiflowParams, ctx: &TrafficContext) -> Result<Metrics> 
     drop(socks);
     let total_sent: u64 = sent.iter().sum();
     let grace = scaled(ctx, p.timeout_ms);
-    let quiet = scaled(ctx, super::common::SETTLE_QUIET_MS).min(grace);
+    let quiet = super::common::settle_quiet(ctx, grace);
     let got = finish_all(counters, &delivered, grace, quiet);
     let (mut lossless, mut lossy, mut dead) = (0u32, 0u32, 0u32);
     for (f, &s) in sent.iter().enumerate() {

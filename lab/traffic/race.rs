@@ -83,7 +83,7 @@ pub(crate) fn run(p: &RaceParams, ctx: &TrafficContext) -> Result<Metrics> {
         m.insert("pps".into(), s.sent as f64 / s.elapsed.as_secs_f64());
     }
     let grace = scaled(ctx, p.timeout_ms);
-    let quiet = scaled(ctx, super::common::SETTLE_QUIET_MS).min(grace);
+    let quiet = super::common::settle_quiet(ctx, grace);
     let per_iter = match rx {
         None => None,
         Some(Rx::Udp(c)) => {

@@ -1,8 +1,8 @@
 //! `kind = "udp"`: tagged UDP datagrams, counted at a receiver node and/or echoed back.
 
 use super::common::{
-    ns_of, recv_from, run_id, scaled, sleep_until, tagged_payload, udp_bound, unspecified,
-    wait_settled, SETTLE_QUIET_MS,
+    ns_of, recv_from, run_id, scaled, settle_quiet, sleep_until, tagged_payload, udp_bound,
+    unspecified, wait_settled,
 };
 use super::servers::UdpCounter;
 use super::{Metrics, TrafficContext};
@@ -75,7 +75,7 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
         }
     }
     let grace = scaled(ctx, p.timeout_ms);
-    let quiet = scaled(ctx, SETTLE_QUIET_MS).min(grace);
+    let quiet = settle_quiet(ctx, grace);
     let want_replies = (p.receiver.is_none() || p.echo) && p.text.is_none();
     if want_replies && !(ctx.interrupted)() {
         wait_settled(grace, quiet, sent, || {
