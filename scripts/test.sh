@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo test --features lab -- --test-threads=1
+cargo test --no-fail-fast --features lab -- --test-threads=1

@@ -103,7 +103,8 @@ fn processes_of(run_id: &str) -> Vec<u32> {
 fn leftovers(run_id: &str, pid: u32) -> Vec<String> {
     let mut left: Vec<String> = faultlab::netns::list()
         .into_iter()
-        .filter(|n| n.starts_with(&format!("{run_id}-")))
+        // Under --jobs each cell's namespaces carry `{run_id}c{k}-`.
+        .filter(|n| n.starts_with(run_id))
         .map(|n| format!("netns {n}"))
         .collect();
     let state = Path::new(faultlab::setup::state::STATE_DIR).join(format!("{run_id}.json"));

@@ -168,7 +168,6 @@ pub fn run_all(
     overrides: &Overrides,
     progress: &dyn super::progress::Progress,
 ) -> Vec<ScenarioResult> {
-    let lab_only = jobs > 1 && drops_are_lab_only();
     let mut cells: Vec<(usize, &CellPlan)> = Vec::new();
     for (s, scn) in scenarios.iter().enumerate() {
         for c in &scn.cells {
@@ -177,6 +176,9 @@ pub fn run_all(
             }
         }
     }
+    // One cell has nothing to overlap with: it keeps the run's own id.
+    let jobs = jobs.min(cells.len()).max(1);
+    let lab_only = jobs > 1 && drops_are_lab_only();
     let placements: Vec<Placement> = cells
         .iter()
         .map(|(s, c)| {
