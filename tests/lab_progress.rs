@@ -15,7 +15,8 @@ fn the_bar_shows_while_real_cells_run() {
         "/tests/fixtures/progress-two-cells.toml"
     );
     let cmd = format!(
-        "stty cols 160 rows 40; {} run {fixture} --no-results",
+        // One cell after the other, so the bar shows one done and the second running.
+        "stty cols 160 rows 40; {} run {fixture} --no-results --jobs 1",
         env!("CARGO_BIN_EXE_faultlab")
     );
     let out = Command::new("script")
