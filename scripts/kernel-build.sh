@@ -59,6 +59,10 @@ fi
 # 9p (QEMU) or virtio-fs (virtiofsd) shares of the host root, an overlay on tmpfs,
 # devtmpfs, devpts, proc and sysfs, tracefs; and what the host userspace run
 # from that root (faultlab, iptables, nft, ip) expects of any kernel.
+# BTF and BPF let the drop tracer attribute drops per namespace (lab/evidence/bpf),
+# so `run --jobs` overlaps cells in the guest too; the tp_btf program needs
+# bpf_trace.o, built under BPF_EVENTS, which wants KPROBE_EVENTS (needs MODULES
+# here) or UPROBE_EVENTS.
 vm_fragment="$top/vm.config"
 cat >"$vm_fragment.new" <<'EOF'
 CONFIG_64BIT=y
@@ -117,6 +121,14 @@ CONFIG_VIRTIO_FS=y
 CONFIG_DEBUG_FS=y
 CONFIG_FTRACE=y
 CONFIG_ENABLE_DEFAULT_TRACERS=y
+CONFIG_DEBUG_KERNEL=y
+CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y
+CONFIG_DEBUG_INFO_BTF=y
+CONFIG_BPF_SYSCALL=y
+CONFIG_BPF_JIT=y
+CONFIG_PERF_EVENTS=y
+CONFIG_UPROBE_EVENTS=y
+CONFIG_BPF_EVENTS=y
 EOF
 mv "$vm_fragment.new" "$vm_fragment"
 
