@@ -62,7 +62,8 @@ fi
 # BTF and BPF let the drop tracer attribute drops per namespace (lab/evidence/bpf),
 # so `run --jobs` overlaps cells in the guest too; the tp_btf program needs
 # bpf_trace.o, built under BPF_EVENTS, which wants KPROBE_EVENTS (needs MODULES
-# here) or UPROBE_EVENTS.
+# here) or UPROBE_EVENTS. No BPF_JIT: it needs MODULES too (6.1), and the
+# interpreter runs the program.
 vm_fragment="$top/vm.config"
 cat >"$vm_fragment.new" <<'EOF'
 CONFIG_64BIT=y
@@ -125,7 +126,6 @@ CONFIG_DEBUG_KERNEL=y
 CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y
 CONFIG_DEBUG_INFO_BTF=y
 CONFIG_BPF_SYSCALL=y
-CONFIG_BPF_JIT=y
 CONFIG_PERF_EVENTS=y
 CONFIG_UPROBE_EVENTS=y
 CONFIG_BPF_EVENTS=y
