@@ -340,6 +340,8 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         cells: planned.sum(),
     });
     let mut all = Vec::new();
+    // One drop tracer for the whole run, not one load per cell.
+    let _tracer = faultlab::evidence::bpf::KeepLoaded::new();
     // --jobs N: every cell first (overlapping), then results are written as below.
     let mut ran = if jobs > 1 {
         runner::schedule::run_all(&scenarios, &opts, &run_id, jobs, &overrides, &*progress)

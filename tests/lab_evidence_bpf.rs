@@ -207,6 +207,28 @@ fn concurrent_labs_with_the_same_device_names_do_not_mix() {
     assert_eq!(r2.observations()["drops.NETFILTER_DROP"], 7.0);
 }
 
+/// Traces running at once share one loaded program; one stopping takes only its own
+/// counts out, and the other keeps counting.
+#[test]
+fn overlapping_traces_share_one_program_and_keep_their_counts() {
+    let (one, two) = (TwoNodes::new("sh1"), TwoNodes::new("sh2"));
+    let t1 = start(&one);
+    let t2 = start(&two);
+    assert_eq!(t1.bpf_object_ids(), t2.bpf_object_ids());
+    let ids = t1.bpf_object_ids().unwrap().clone();
+    one.send(9, 2);
+    two.send(9, 3);
+    std::thread::sleep(Duration::from_millis(100));
+    let r1 = t1.stop_report().unwrap();
+    assert_eq!(count(&r1, "NETFILTER_DROP", "b"), 2);
+    assert!(loaded("prog", ids.prog), "the second trace still needs it");
+    two.send(9, 4);
+    std::thread::sleep(Duration::from_millis(100));
+    let r2 = t2.stop_report().unwrap();
+    assert_eq!(count(&r2, "NETFILTER_DROP", "b"), 7);
+    assert!(freed_soon(ids.prog, &ids.maps), "{ids:?} outlived both traces");
+}
+
 #[test]
 fn reasons_from_btf_equal_the_tracepoints_list() {
     let lab = TwoNodes::new("reasons");

@@ -192,7 +192,7 @@ fn resolve_locations(counts: &BTreeMap<(String, String, Option<String>), u64>) -
         .keys()
         .any(|(_, loc, _)| super::kallsyms::raw_address(loc).is_some());
     let symbols = needs_symbols
-        .then(super::kallsyms::Kallsyms::load)
+        .then(super::kallsyms::Kallsyms::current)
         .flatten();
     let mut merged: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
     for ((reason, location, node), &count) in counts {

@@ -9,6 +9,24 @@ pub struct Kallsyms {
 }
 
 impl Kallsyms {
+    /// The running kernel's symbols, read once per process and again only when the
+    /// loaded modules changed (/proc/modules is small; /proc/kallsyms is some 200,000
+    /// lines, which took 0.5 s per cell to parse in a debug build).
+    pub fn current() -> Option<std::sync::Arc<Kallsyms>> {
+        type Cached = Option<(String, Option<std::sync::Arc<Kallsyms>>)>;
+        static CACHE: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+        let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cache {
+            Some((m, k)) if *m == modules => k.clone(),
+            _ => {
+                let k = Kallsyms::load().map(std::sync::Arc::new);
+                *cache = Some((modules, k.clone()));
+                k
+            }
+        }
+    }
+
     pub fn load() -> Option<Kallsyms> {
         let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
         let k = Kallsyms::parse(&text);

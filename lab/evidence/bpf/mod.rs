@@ -8,7 +8,7 @@
 //! inode of /run/netns/NAME), which the kernel may reuse after a namespace dies.
 //!
 //! Nothing is pinned: the program, its link and maps are held by file descriptors of this
-//! process only, so they go when the trace is dropped or the process dies.
+//! process only, so they go when the last trace is dropped or the process dies.
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -147,20 +147,25 @@ pub struct BpfCounts {
     pub map_full: u64,
 }
 
-/// Ids of this trace's kernel objects, for leak checks.
+/// Ids of the tracer's kernel objects, for leak checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectIds {
     pub prog: u32,
     pub maps: Vec<u32>,
 }
 
-/// A loaded and attached drop counter. The skeleton borrows its object storage, so one
-/// thread owns both for the trace's lifetime and hands back the counts when told to stop.
+/// One lab's view of the drop counter: its namespaces are in `lab_netns` from `start`
+/// to `stop`, and `stop` takes out exactly their counts.
+///
+/// The program is loaded once per process and shared by every trace running at once
+/// (and kept loaded between cells while a [`KeepLoaded`] lives): loading and verifying
+/// it costs tens of milliseconds on the host and far more under TCG, and its map is
+/// keyed by namespace anyway, so concurrent labs never see each other's drops. When the
+/// last user goes, the program, its link and maps are closed.
 pub struct BpfDropTrace {
-    stop: Option<mpsc::Sender<()>>,
-    holder: Option<JoinHandle<Result<BpfCounts>>>,
-    ids: ObjectIds,
-    cookies: bool,
+    ids: Option<NamespaceIds>,
+    objects: ObjectIds,
+    misses_at_start: [u64; 2],
 }
 
 impl BpfDropTrace {
@@ -169,61 +174,185 @@ impl BpfDropTrace {
             bail!("{VMLINUX_BTF} missing: the kernel has no BTF (CONFIG_DEBUG_INFO_BTF)");
         }
         let ids = namespace_ids(node_netns)?;
-        let cookies = ids.cookies;
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel();
-        let holder = std::thread::Builder::new()
-            .name("drops-bpf".into())
-            .spawn(move || hold(ids, ready_tx, stop_rx))?;
-        match ready_rx.recv() {
-            Ok(Ok(obj)) => Ok(BpfDropTrace {
-                stop: Some(stop_tx),
-                holder: Some(holder),
-                ids: obj,
-                cookies,
+        let objects = acquire(ids.cookies)?;
+        let added = ask(|reply| Command::Add(ids.nodes.keys().copied().collect(), reply));
+        match added {
+            Ok(misses_at_start) => Ok(BpfDropTrace {
+                ids: Some(ids),
+                objects,
+                misses_at_start,
             }),
-            Ok(Err(e)) => {
-                let _ = holder.join();
+            Err(e) => {
+                release();
                 Err(e)
             }
-            Err(_) => match holder.join() {
-                Ok(Err(e)) => Err(e),
-                _ => Err(anyhow!(
-                    "the BPF drop tracer's thread ended before attaching"
-                )),
-            },
         }
     }
 
     pub fn object_ids(&self) -> &ObjectIds {
-        &self.ids
+        &self.objects
     }
 
     /// Whether namespaces are told apart by cookie (else by inode number).
     pub fn by_cookie(&self) -> bool {
-        self.cookies
+        self.ids.as_ref().is_some_and(|i| i.cookies)
     }
 
-    /// Detaches, reads the counts and closes every kernel object.
+    /// Takes this lab's counts out of the kernel map; closes every kernel object when
+    /// no other trace (or [`KeepLoaded`]) uses them.
     pub fn stop(mut self) -> Result<BpfCounts> {
         self.finish()
     }
 
     fn finish(&mut self) -> Result<BpfCounts> {
-        drop(self.stop.take());
-        match self.holder.take() {
-            Some(h) => h
-                .join()
-                .map_err(|_| anyhow!("the BPF drop tracer's thread panicked"))?,
-            None => Err(anyhow!("BPF drop trace already stopped")),
-        }
+        let ids = self
+            .ids
+            .take()
+            .ok_or_else(|| anyhow!("BPF drop trace already stopped"))?;
+        let taken = ask(|reply| Command::Take(ids.nodes, reply));
+        release();
+        let (mut counts, misses) = taken?;
+        counts.unknown_netns = misses[0].saturating_sub(self.misses_at_start[0]);
+        counts.map_full = misses[1].saturating_sub(self.misses_at_start[1]);
+        Ok(counts)
     }
 }
 
 impl Drop for BpfDropTrace {
     fn drop(&mut self) {
-        if self.holder.is_some() {
+        if self.ids.is_some() {
             let _ = self.finish();
+        }
+    }
+}
+
+/// Keeps the shared program loaded while it lives, so cells run one after another do
+/// not each load it again. Loads nothing itself: the first trace does.
+pub struct KeepLoaded(());
+
+impl KeepLoaded {
+    pub fn new() -> KeepLoaded {
+        shared().users += 1;
+        KeepLoaded(())
+    }
+}
+
+impl Default for KeepLoaded {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for KeepLoaded {
+    fn drop(&mut self) {
+        release();
+    }
+}
+
+/// What a trace asks of the holder thread.
+enum Command {
+    /// Count drops in these namespaces from now on; replies with the miss counters.
+    Add(Vec<u64>, mpsc::Sender<Result<[u64; 2]>>),
+    /// Stop counting these namespaces and take their counts out of the map; replies
+    /// with them and the miss counters.
+    Take(
+        BTreeMap<u64, String>,
+        mpsc::Sender<Result<(BpfCounts, [u64; 2])>>,
+    ),
+}
+
+/// The loaded program, owned by its holder thread (the skeleton borrows its object
+/// storage, so one thread keeps both).
+struct Loaded {
+    commands: mpsc::Sender<Command>,
+    holder: JoinHandle<()>,
+    objects: ObjectIds,
+    cookies: bool,
+}
+
+/// Users: live traces plus live [`KeepLoaded`]s.
+struct Shared {
+    users: usize,
+    loaded: Option<Loaded>,
+}
+
+static SHARED: Mutex<Shared> = Mutex::new(Shared {
+    users: 0,
+    loaded: None,
+});
+
+fn shared() -> std::sync::MutexGuard<'static, Shared> {
+    SHARED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts one more user, loading the program if none is loaded.
+fn acquire(cookies: bool) -> Result<ObjectIds> {
+    let mut sh = shared();
+    if sh.loaded.is_none() {
+        sh.loaded = Some(load_and_attach(cookies)?);
+    }
+    let loaded = sh.loaded.as_ref().expect("just loaded");
+    if loaded.cookies != cookies {
+        bail!("the loaded drop tracer tells namespaces apart by a different id (cookie vs inode)");
+    }
+    let objects = loaded.objects.clone();
+    sh.users += 1;
+    Ok(objects)
+}
+
+/// One user fewer; the last one closes the program.
+fn release() {
+    let closing = {
+        let mut sh = shared();
+        sh.users = sh.users.saturating_sub(1);
+        if sh.users == 0 {
+            sh.loaded.take()
+        } else {
+            None
+        }
+    };
+    if let Some(l) = closing {
+        drop(l.commands);
+        let _ = l.holder.join();
+    }
+}
+
+fn ask<T>(command: impl FnOnce(mpsc::Sender<Result<T>>) -> Command) -> Result<T> {
+    let commands = shared()
+        .loaded
+        .as_ref()
+        .map(|l| l.commands.clone())
+        .ok_or_else(|| anyhow!("the BPF drop tracer is not loaded"))?;
+    let (tx, rx) = mpsc::channel();
+    commands
+        .send(command(tx))
+        .map_err(|_| anyhow!("the BPF drop tracer's thread has ended"))?;
+    rx.recv()
+        .map_err(|_| anyhow!("the BPF drop tracer's thread ended without replying"))?
+}
+
+fn load_and_attach(cookies: bool) -> Result<Loaded> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (commands, commands_rx) = mpsc::channel();
+    let holder = std::thread::Builder::new()
+        .name("drops-bpf".into())
+        .spawn(move || hold(cookies, ready_tx, commands_rx))?;
+    match ready_rx.recv() {
+        Ok(Ok(objects)) => Ok(Loaded {
+            commands,
+            holder,
+            objects,
+            cookies,
+        }),
+        Ok(Err(e)) => {
+            let _ = holder.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = holder.join();
+            Err(anyhow!(
+                "the BPF drop tracer's thread ended before attaching"
+            ))
         }
     }
 }
@@ -245,19 +374,15 @@ fn last_libbpf_lines() -> String {
 }
 
 /// The holder thread: load (with the tracepoint's 4th argument rx_sk if the kernel has
-/// it, else without), fill `lab_netns`, attach, report ready, wait, read, close.
-fn hold(
-    ids: NamespaceIds,
-    ready: mpsc::Sender<Result<ObjectIds>>,
-    stop: mpsc::Receiver<()>,
-) -> Result<BpfCounts> {
+/// it, else without), attach, report ready, serve commands until every sender is gone,
+/// close.
+fn hold(cookies: bool, ready: mpsc::Sender<Result<ObjectIds>>, commands: mpsc::Receiver<Command>) {
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, keep_libbpf_log)));
     let mut last_err = None;
     for has_rx_sk in [true, false] {
         LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut storage = MaybeUninit::uninit();
-        let loaded = load(&mut storage, ids.cookies, has_rx_sk);
-        let skel = match loaded {
+        let skel = match load(&mut storage, cookies, has_rx_sk) {
             Ok(s) => s,
             Err(e) => {
                 // Kernels before 6.12 have no rx_sk argument: the verifier refuses ctx[3]
@@ -267,12 +392,6 @@ fn hold(
             }
         };
         let attached = (|| -> Result<_> {
-            for id in ids.nodes.keys() {
-                skel.maps
-                    .lab_netns
-                    .update(&id.to_ne_bytes(), &[1u8], MapFlags::ANY)
-                    .context("filling the lab_netns map")?;
-            }
             let link = skel
                 .progs
                 .count_drop
@@ -287,22 +406,33 @@ fn hold(
             };
             Ok((link, obj))
         })();
-        let (link, obj) = match attached {
-            Ok(x) => x,
+        let link = match attached {
+            Ok((link, obj)) => {
+                let _ = ready.send(Ok(obj));
+                link
+            }
             Err(e) => {
-                let _ = ready.send(Err(anyhow!("{e:#}")));
-                return Err(e);
+                let _ = ready.send(Err(e));
+                return;
             }
         };
-        let _ = ready.send(Ok(obj));
-        // Sender dropped (stop or the trace's Drop): end.
-        let _ = stop.recv();
+        for command in commands.iter() {
+            match command {
+                Command::Add(ids, reply) => {
+                    let _ = reply.send(add_netns(&skel, &ids).and_then(|()| read_misses(&skel)));
+                }
+                Command::Take(nodes, reply) => {
+                    let taken =
+                        take_counts(&skel, &nodes).and_then(|c| Ok((c, read_misses(&skel)?)));
+                    let _ = reply.send(taken);
+                }
+            }
+        }
         drop(link);
-        return read_counts(&skel, &ids.nodes);
+        return;
     }
     let e = last_err.unwrap_or_else(|| anyhow!("no load attempt"));
-    let _ = ready.send(Err(anyhow!("{e:#}")));
-    Err(e)
+    let _ = ready.send(Err(e));
 }
 
 fn load(
@@ -324,31 +454,51 @@ fn load(
         .map_err(|e| anyhow!("loading the BPF program: {e} ({})", last_libbpf_lines()))
 }
 
-fn read_counts(skel: &skel::KfreeSkbSkel<'_>, nodes: &BTreeMap<u64, String>) -> Result<BpfCounts> {
+fn add_netns(skel: &skel::KfreeSkbSkel<'_>, ids: &[u64]) -> Result<()> {
+    for id in ids {
+        skel.maps
+            .lab_netns
+            .update(&id.to_ne_bytes(), &[1u8], MapFlags::ANY)
+            .context("filling the lab_netns map")?;
+    }
+    Ok(())
+}
+
+/// These namespaces' counts, taken out of the map (their `lab_netns` entries first, so
+/// nothing more is counted for them).
+fn take_counts(skel: &skel::KfreeSkbSkel<'_>, nodes: &BTreeMap<u64, String>) -> Result<BpfCounts> {
+    for id in nodes.keys() {
+        // ENOENT only if it was never added: nothing to undo.
+        let _ = skel.maps.lab_netns.delete(&id.to_ne_bytes());
+    }
     let mut counts = BpfCounts::default();
     let drops = &skel.maps.drops;
-    for key in drops.keys() {
+    let keys: Vec<Vec<u8>> = drops.keys().collect();
+    for key in keys {
+        let Some(k) = parse_key(&key) else {
+            bail!("drops map: key of {} bytes", key.len());
+        };
+        let Some(node) = nodes.get(&k.0) else {
+            continue; // another lab's
+        };
         let Some(value) = drops
             .lookup(&key, MapFlags::ANY)
             .context("reading the drops map")?
         else {
             continue;
         };
-        let (Some(k), Some(n)) = (parse_key(&key), read_u64(&value)) else {
-            bail!(
-                "drops map: key of {} bytes, value of {}",
-                key.len(),
-                value.len()
-            );
-        };
-        if let Some(node) = nodes.get(&k.0) {
-            *counts.drops.entry((node.clone(), k.2, k.1)).or_default() += n;
-        }
+        let n =
+            read_u64(&value).ok_or_else(|| anyhow!("drops map: value of {} bytes", value.len()))?;
+        *counts.drops.entry((node.clone(), k.2, k.1)).or_default() += n;
+        let _ = drops.delete(&key);
     }
-    for (i, slot) in [&mut counts.unknown_netns, &mut counts.map_full]
-        .into_iter()
-        .enumerate()
-    {
+    Ok(counts)
+}
+
+/// The machine-wide miss counters (see `misses` in kfree_skb.bpf.c).
+fn read_misses(skel: &skel::KfreeSkbSkel<'_>) -> Result<[u64; 2]> {
+    let mut out = [0u64; 2];
+    for (i, slot) in out.iter_mut().enumerate() {
         let v = skel
             .maps
             .misses
@@ -356,7 +506,7 @@ fn read_counts(skel: &skel::KfreeSkbSkel<'_>, nodes: &BTreeMap<u64, String>) -> 
             .context("reading the misses map")?;
         *slot = v.as_deref().and_then(read_u64).unwrap_or(0);
     }
-    Ok(counts)
+    Ok(out)
 }
 
 /// `struct drop_key` of kfree_skb.bpf.c: (netns, location, reason).
