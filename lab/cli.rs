@@ -189,9 +189,12 @@ pub struct VmArgs {
     /// Seconds from launch until the command must have started (then exit 125).
     #[arg(long, default_value_t = 180)]
     pub boot_timeout: u64,
-    /// Guest CPUs (default: the host's, at most 4).
+    /// Guest CPUs (default: the host's, at most 4; with --parallel N, the host's / N).
     #[arg(long)]
     pub smp: Option<u32>,
+    /// Kernels booted at once, one guest each (default 1: one after another).
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory: u32,

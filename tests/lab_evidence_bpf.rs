@@ -226,7 +226,10 @@ fn overlapping_traces_share_one_program_and_keep_their_counts() {
     std::thread::sleep(Duration::from_millis(100));
     let r2 = t2.stop_report().unwrap();
     assert_eq!(count(&r2, "NETFILTER_DROP", "b"), 7);
-    assert!(freed_soon(ids.prog, &ids.maps), "{ids:?} outlived both traces");
+    assert!(
+        freed_soon(ids.prog, &ids.maps),
+        "{ids:?} outlived both traces"
+    );
 }
 
 #[test]

@@ -107,6 +107,51 @@ fn boots_debian_6_1_and_carries_the_exit_status_back() {
     assert_eq!(o.status.code(), Some(124), "{}", text(&o));
 }
 
+/// `--parallel 2`: both guests run, and each one's output comes out whole (a line
+/// pair per guest, never interleaved), though both sleep at the same time.
+#[test]
+fn two_guests_at_once_print_their_output_whole() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP vm test: {why}");
+        return;
+    }
+    let script = "u=$(cat /proc/sys/kernel/random/uuid); echo A $u; sleep 2; echo B $u";
+    let o = faultlab(&[
+        "vm",
+        "--kernel",
+        KERNEL,
+        "--kernel",
+        KERNEL,
+        "--parallel",
+        "2",
+        "--accel",
+        "tcg",
+        "--exec",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("A ") || l.starts_with("B "))
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", text(&o));
+    for pair in lines.chunks(2) {
+        assert_eq!(
+            pair[0].strip_prefix("A "),
+            pair[1].strip_prefix("B "),
+            "{}",
+            text(&o)
+        );
+    }
+    assert_ne!(lines[0], lines[2], "two guests, two uuids: {}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.matches("]: boot ").count(), 2, "{}", text(&o));
+}
+
 #[test]
 fn a_kernel_that_cannot_boot_is_an_infrastructure_failure() {
     if !on_path("qemu-system-x86_64") {

@@ -60,6 +60,9 @@ pub struct Limits {
 pub struct Echo {
     pub command: bool,
     pub boot: bool,
+    /// Collect the command's lines here instead of printing them (guests booted at
+    /// once print each one's output whole, when it ends).
+    pub into: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
 enum Event {
@@ -196,13 +199,17 @@ pub fn boot(
                     report.outcome = GuestOutcome::Infra(format!("guest setup failed: {what}"));
                     finished = true;
                 }
-                None if started_cmd.is_some() => {
-                    if echo.command {
-                        progress.suspend(&mut || {
-                            let _ = writeln!(stdout.lock(), "{line}");
-                        });
+                None if started_cmd.is_some() => match (&echo.into, echo.command) {
+                    (Some(into), true) => {
+                        let mut b = into.lock().unwrap_or_else(|e| e.into_inner());
+                        b.push_str(&line);
+                        b.push('\n');
                     }
-                }
+                    (None, true) => progress.suspend(&mut || {
+                        let _ = writeln!(stdout.lock(), "{line}");
+                    }),
+                    (_, false) => {}
+                },
                 None => {
                     if echo.boot {
                         progress.suspend(&mut || eprintln!("{line}"));
@@ -301,6 +308,7 @@ mod tests {
             &Echo {
                 command: false,
                 boot: false,
+                into: None,
             },
             &rec,
         )

@@ -11,9 +11,11 @@ use super::spec::KernelSpec;
 use super::{initramfs, virtiofsd};
 use crate::runner::progress::{Event, Progress, Silent};
 use anyhow::{bail, Context, Result};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub struct VmOptions {
     /// Launch → command start.
     pub boot_timeout: Duration,
     pub smp: u32,
+    /// Guests booted at once (one per kernel, at most this many).
+    pub parallel: usize,
     pub memory_mb: u32,
     pub cache: PathBuf,
     pub refresh: bool,
@@ -92,44 +96,119 @@ pub fn validate(opts: &VmOptions) -> Result<()> {
     Ok(())
 }
 
-/// Run the command under every kernel in turn; the exit code is the worst:
-/// infrastructure (125) over timeout (124) over the command's own status.
+/// Run the command under every kernel, `opts.parallel` guests at once; the exit code
+/// is the worst: infrastructure (125) over timeout (124) over the command's own status.
+/// Guests booted at once print each one's output whole when it ends (in the order they
+/// end), and report their progress as plain lines tagged with the kernel.
 pub fn run(opts: &VmOptions, progress: &dyn Progress) -> i32 {
-    let mut worst = 0;
-    for spec in &opts.kernels {
-        let started = std::time::Instant::now();
-        let code = match run_one(opts, spec, progress) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("vm: {}: {e:#}", spec.label());
-                EXIT_INFRA
+    let parallel = opts.parallel.clamp(1, opts.kernels.len().max(1));
+    if parallel == 1 {
+        return opts.kernels.iter().fold(0, |worst, spec| {
+            combine(worst, run_kernel(opts, spec, progress, None))
+        });
+    }
+    let next = AtomicUsize::new(0);
+    let worst = Mutex::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..parallel {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                let Some(spec) = opts.kernels.get(k) else {
+                    break;
+                };
+                let out = Arc::new(Mutex::new(String::new()));
+                let lines = Tagged::new(spec.label());
+                let code = run_kernel(opts, spec, &lines, Some(out.clone()));
+                let mut w = worst.lock().unwrap_or_else(|e| e.into_inner());
+                *w = combine(*w, code);
+                let text = std::mem::take(&mut *out.lock().unwrap_or_else(|e| e.into_inner()));
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|()| stdout.flush());
+            });
+        }
+    });
+    worst.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One kernel: boot, run, and for an inner KTAP run that never printed its verdicts,
+/// the test line a CI parser still needs.
+fn run_kernel(
+    opts: &VmOptions,
+    spec: &KernelSpec,
+    progress: &dyn Progress,
+    into: Option<Arc<Mutex<String>>>,
+) -> i32 {
+    let started = std::time::Instant::now();
+    let code = match run_one(opts, spec, progress, into.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vm: {}: {e:#}", spec.label());
+            EXIT_INFRA
+        }
+    };
+    // An inner KTAP run that never printed its verdicts still leaves a test line
+    // for the CI parser (runner.sh's `# TIMEOUT`; `# ERROR` for a broken guest).
+    // Under --bisect, 125 is the guest's own "cannot tell".
+    if let Some(how) = aborted_ktap(&opts.args, code) {
+        let reason = match how {
+            crate::report::Aborted::Timeout => {
+                format!("{} seconds", opts.timeout.as_secs())
+            }
+            crate::report::Aborted::Error => {
+                "infrastructure failure, not a scenario result (see stderr)".into()
             }
         };
-        // An inner KTAP run that never printed its verdicts still leaves a test line
-        // for the CI parser (runner.sh's `# TIMEOUT`; `# ERROR` for a broken guest).
-        // Under --bisect, 125 is the guest's own "cannot tell".
-        if let Some(how) = aborted_ktap(&opts.args, code) {
-            let reason = match how {
-                crate::report::Aborted::Timeout => {
-                    format!("{} seconds", opts.timeout.as_secs())
-                }
-                crate::report::Aborted::Error => {
-                    "infrastructure failure, not a scenario result (see stderr)".into()
-                }
-            };
-            print!(
-                "{}",
-                crate::report::ktap_aborted(
-                    &format!("vm {}", spec.label()),
-                    how,
-                    &reason,
-                    started.elapsed().as_millis() as u64
-                )
-            );
+        let line = crate::report::ktap_aborted(
+            &format!("vm {}", spec.label()),
+            how,
+            &reason,
+            started.elapsed().as_millis() as u64,
+        );
+        match into {
+            Some(b) => b.lock().unwrap_or_else(|e| e.into_inner()).push_str(&line),
+            None => print!("{line}"),
         }
-        worst = combine(worst, code);
     }
-    worst
+    code
+}
+
+/// Progress of one of several guests running at once, as plain stderr lines tagged
+/// with its kernel: its phases, cells that did not pass, and every 16th cell.
+struct Tagged {
+    label: String,
+    planned: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Tagged {
+    fn new(label: String) -> Tagged {
+        Tagged {
+            label,
+            planned: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Progress for Tagged {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::Phase { what } => eprintln!("[{}] {what}", self.label),
+            Event::Planned { cells } => self.planned.store(*cells, Ordering::SeqCst),
+            Event::CellFinished { id, outcome, .. } => {
+                let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+                let of = self.planned.load(Ordering::SeqCst);
+                let passed = matches!(outcome, Some(crate::verdict::Outcome::Pass) | None);
+                if !passed || n % 16 == 0 || n == of {
+                    let what = outcome.map_or("done", |o| o.as_str());
+                    eprintln!("[{}] {n}/{of} {id} {what}", self.label);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Whether the inner command is a `run` printing KTAP that the exit code says it
@@ -167,7 +246,12 @@ pub fn combine(a: i32, b: i32) -> i32 {
     }
 }
 
-fn run_one(opts: &VmOptions, spec: &KernelSpec, progress: &dyn Progress) -> Result<i32> {
+fn run_one(
+    opts: &VmOptions,
+    spec: &KernelSpec,
+    progress: &dyn Progress,
+    into: Option<Arc<Mutex<String>>>,
+) -> Result<i32> {
     std::fs::create_dir_all(&opts.cache).with_context(|| {
         format!(
             "creating the cache {} (set --cache or FAULTLAB_CACHE)",
@@ -248,6 +332,7 @@ fn run_one(opts: &VmOptions, spec: &KernelSpec, progress: &dyn Progress) -> Resu
                 echo: Echo {
                     command: true,
                     boot: opts.verbose,
+                    into: into.clone(),
                 },
                 smp: opts.smp,
                 memory_mb: opts.memory_mb,
@@ -456,6 +541,7 @@ fn choose_accel(
             echo: Echo {
                 command: false,
                 boot: opts.verbose,
+                into: None,
             },
             smp: 1,
             memory_mb: opts.memory_mb,
@@ -523,9 +609,12 @@ fn boot_guest(
     progress: &dyn Progress,
 ) -> Result<BootReport> {
     let (base, modules) = initramfs::base(cache, &cache_key(kernel), index, share)?;
+    // Guests booted at once by one process differ in the sequence number.
+    static BOOTS: AtomicUsize = AtomicUsize::new(0);
     let nonce = format!(
-        "{:x}{:x}",
+        "{:x}{:x}{:x}",
         std::process::id(),
+        BOOTS.fetch_add(1, Ordering::SeqCst),
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -541,7 +630,7 @@ fn boot_guest(
         preload: run.preload,
         cwd: run.cwd,
         argv: run.argv,
-        tty: run.echo.command && std::io::stdout().is_terminal(),
+        tty: run.echo.command && run.echo.into.is_none() && std::io::stdout().is_terminal(),
     };
     let initrd = dir.0.join("initrd.cpio");
     initramfs::for_run(&base, &plan, &initrd)?;
