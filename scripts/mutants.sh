@@ -14,7 +14,7 @@
 #   (keep earlier host / unmutated results), RESUME_UNMUTATED=1 (run the files
 #   a timed-out unmutated run did not reach), VM_TIMEOUT (seconds per boot, 1500).
 # Writes: $FAULTLAB_CACHE/mutants/{host,unmutated,NAME}/ (raw results, run.env),
-#   $FAULTLAB_CACHE/kernel/pristine/ (the unmutated kernel, once), and
+#   $FAULTLAB_CACHE/kernel/pristine/ (the unmutated kernel, when its config changed), and
 #   results/mutants/summary.md through the tool.
 set -euo pipefail
 
@@ -105,8 +105,10 @@ fi
 if [ "${SKIP_UNMUTATED:-0}" != 1 ]; then
   fresh "$out/unmutated"
   rebuild "$out/unmutated" || die "the unmutated build failed (see $out/unmutated/build.out)"
-  if [ ! -f "$pristine/arch/x86/boot/bzImage" ]; then
+  # Saved again whenever the configuration changed (kernel-build.sh's fragment).
+  if [ ! -f "$pristine/arch/x86/boot/bzImage" ] || ! cmp -s "$build/.config" "$pristine/.config"; then
     say "saving the unmutated kernel in $pristine"
+    rm -rf "$pristine"
     mkdir -p "$pristine/arch/x86/boot" "$pristine/include/config"
     cp "$build/arch/x86/boot/bzImage" "$pristine/arch/x86/boot/"
     cp "$build/include/config/kernel.release" "$pristine/include/config/"
