@@ -29,6 +29,14 @@ struct Run {
     verdicts: Verdicts,
 }
 
+/// `release/` for a results/<release>/ directory: with several kernels in one results
+/// root, each cell is told apart by its kernel.
+fn prefix(kernel_dir: &Path) -> String {
+    kernel_dir
+        .file_name()
+        .map_or(String::new(), |n| format!("{}/", n.to_string_lossy()))
+}
+
 /// Every cell's outcome in the results files a run wrote below `dir`.
 fn verdicts_in(dir: &Path) -> Result<Verdicts> {
     let mut out = Verdicts::new();
@@ -47,7 +55,8 @@ fn verdicts_in(dir: &Path) -> Result<Verdicts> {
             for c in cells {
                 out.insert(
                     format!(
-                        "{}::{}",
+                        "{}{}::{}",
+                        prefix(&kernel),
                         v["scenario"].as_str().unwrap_or("?"),
                         c["name"].as_str().unwrap_or("?")
                     ),
@@ -99,6 +108,55 @@ fn run_catalogue(kernel: Option<&str>, jobs: usize, round: usize) -> Result<Run>
         );
     }
     Ok(Run { wall_s, verdicts })
+}
+
+/// Several kernels under `faultlab vm`, one after the other (`--parallel 1`, each guest
+/// the default CPUs) against all at once (`--parallel N`, host CPUs / N each).
+fn compare_parallel(kernels: &[String]) -> Result<Value> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut runs = Vec::new();
+    for parallel in [1, kernels.len()] {
+        let dir = repo.join(format!("target/bench-catalogue/vm-parallel{parallel}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultlab"));
+        cmd.arg("vm");
+        for k in kernels {
+            cmd.args(["--kernel", k]);
+        }
+        cmd.args(["--parallel", &parallel.to_string(), "--results"])
+            .arg(&dir)
+            .args(["--", "run", "scenarios/"])
+            .current_dir(repo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        eprintln!(
+            "catalogue bench: {} kernels, --parallel {parallel}",
+            kernels.len()
+        );
+        let t0 = Instant::now();
+        let status = cmd.status().context("spawn faultlab vm")?;
+        let wall_s = t0.elapsed().as_secs_f64();
+        if status.code().is_none_or(|c| c > 1) {
+            bail!("faultlab vm --parallel {parallel} exited {status}");
+        }
+        eprintln!("catalogue bench: --parallel {parallel}: {wall_s:.1} s");
+        runs.push(Run {
+            wall_s,
+            verdicts: verdicts_in(&dir)?,
+        });
+    }
+    let differing = differences(&runs[0].verdicts, &runs[1].verdicts);
+    Ok(json!({
+        "kernels": kernels,
+        "cells": runs[0].verdicts.len(),
+        "sequential_wall_s": runs[0].wall_s,
+        "parallel_wall_s": runs[1].wall_s,
+        "speedup": runs[0].wall_s / runs[1].wall_s,
+        "identical": differing.is_empty(),
+        "differing": differing,
+    }))
 }
 
 /// The cells whose outcome differs between two tables (or is missing in one).
@@ -187,6 +245,17 @@ fn main() -> Result<()> {
         }
         _ => Value::Null,
     };
+    let kernels: Vec<String> = std::env::var("FAULTLAB_BENCH_KERNELS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect();
+    let parallel = match kernels.len() {
+        0 => Value::Null,
+        1 => bail!("FAULTLAB_BENCH_KERNELS needs two or more kernels, comma-separated"),
+        _ => compare_parallel(&kernels)?,
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -200,6 +269,7 @@ fn main() -> Result<()> {
             "command": "scripts/bench.sh (cargo bench --features lab --bench catalogue)",
             "host": host,
             "vm": vm,
+            "parallel_kernels": parallel,
         }),
     );
     println!("wrote results/bench/catalogue.json");

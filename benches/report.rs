@@ -352,21 +352,7 @@ fn catalogue_section(md: &mut String, c: &Value) {
                     .join(", ")
             })
             .unwrap_or_default();
-        let verdicts = if r["identical"].as_bool() == Some(true) {
-            format!("identical ({outcomes})")
-        } else {
-            format!(
-                "**differ**: {}",
-                r["differing"]
-                    .as_array()
-                    .map(|d| d
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join("; "))
-                    .unwrap_or_default()
-            )
-        };
+        let verdicts = verdicts_cell(r, &outcomes);
         let _ = writeln!(
             md,
             "| {where_} | {} | {} | {:.1} s | {:.1} s | {} | **{:.2}x** | {verdicts} |",
@@ -378,6 +364,68 @@ fn catalogue_section(md: &mut String, c: &Value) {
             r["speedup"].as_f64().unwrap_or(f64::NAN)
         );
     }
+}
+
+/// `identical (...)`, or the differing cells in bold.
+fn verdicts_cell(r: &Value, outcomes: &str) -> String {
+    if r["identical"].as_bool() == Some(true) {
+        return format!("identical ({outcomes})");
+    }
+    let differing = r["differing"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    format!("**differ**: {differing}")
+}
+
+/// Several kernels under `vm`, one after the other against all at once.
+fn parallel_kernels_section(md: &mut String, c: &Value) {
+    let _ = writeln!(
+        md,
+        "
+## Kernels one after the other against all at once
+"
+    );
+    let p = &c["parallel_kernels"];
+    if p.is_null() {
+        let _ = writeln!(md, "not measured (set FAULTLAB_BENCH_KERNELS=K1,K2,...)");
+        return;
+    }
+    let kernels = p["kernels"]
+        .as_array()
+        .map(|k| {
+            k.iter()
+                .filter_map(Value::as_str)
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "`faultlab vm --kernel K1 --kernel K2 ... -- run scenarios/` with `--parallel 1` \
+         (one guest at a time, the default CPUs each) and `--parallel N` (every guest at \
+         once, host CPUs / N each), one run each, on {kernels}. Goal (issue 13): three \
+         kernels together <= 6 min.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| cells | `--parallel 1` | `--parallel N` | speed-up | verdicts |\n|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        md,
+        "| {} | {:.1} s | {:.1} s | **{:.2}x** | {} |",
+        p["cells"],
+        p["sequential_wall_s"].as_f64().unwrap_or(f64::NAN),
+        p["parallel_wall_s"].as_f64().unwrap_or(f64::NAN),
+        p["speedup"].as_f64().unwrap_or(f64::NAN),
+        verdicts_cell(p, "every kernel's cells")
+    );
 }
 
 fn main() {
@@ -641,6 +689,7 @@ fn main() {
     }
     race_section(&mut md, &race["race"]);
     catalogue_section(&mut md, &catalogue["catalogue"]);
+    parallel_kernels_section(&mut md, &catalogue["catalogue"]);
     let _ = std::fs::write(dir.join("summary.md"), &md);
     print!("{md}");
 }

@@ -5,7 +5,8 @@
 # Usage: sudo scripts/bench.sh [criterion options, e.g. --quick]
 #   FAULTLAB_BENCH_KERNEL=PATH also times the catalogue under `faultlab vm` on PATH;
 #   FAULTLAB_BENCH_CATALOGUE_ROUNDS (default 1), FAULTLAB_BENCH_CATALOGUE_JOBS (default
-#   the machine's, as `run` chooses).
+#   the machine's, as `run` chooses); FAULTLAB_BENCH_KERNELS=K1,K2,... times those
+#   kernels under `vm --parallel 1` against `--parallel N` (one catalogue per kernel each).
 # About 5-7 minutes on 2 CPUs (plus 2 catalogue runs per kernel under TCG), plus the
 # first build.
 set -euo pipefail
