@@ -178,8 +178,6 @@ pub fn run_all(
     }
     // One cell has nothing to overlap with: it keeps the run's own id.
     let jobs = jobs.min(cells.len()).max(1);
-    // One drop tracer for the whole run, not one load per cell.
-    let _tracer = crate::evidence::bpf::KeepLoaded::new();
     let lab_only = jobs > 1 && drops_are_lab_only();
     let placements: Vec<Placement> = cells
         .iter()
