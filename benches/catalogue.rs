@@ -110,9 +110,10 @@ fn run_catalogue(kernel: Option<&str>, jobs: usize, round: usize) -> Result<Run>
     Ok(Run { wall_s, verdicts })
 }
 
-/// Several kernels under `faultlab vm`, one after the other (`--parallel 1`, each guest
-/// the default CPUs) against all at once (`--parallel N`, host CPUs / N each).
-fn compare_parallel(kernels: &[String]) -> Result<Value> {
+/// Several kernels under `faultlab vm`, one after the other (`--parallel 1`) against all
+/// at once (`--parallel N`), each guest with `smp` CPUs (`FAULTLAB_BENCH_PARALLEL_SMP`,
+/// default 2: the race cells need two).
+fn compare_parallel(kernels: &[String], smp: u32) -> Result<Value> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut runs = Vec::new();
     for parallel in [1, kernels.len()] {
@@ -124,7 +125,8 @@ fn compare_parallel(kernels: &[String]) -> Result<Value> {
         for k in kernels {
             cmd.args(["--kernel", k]);
         }
-        cmd.args(["--parallel", &parallel.to_string(), "--results"])
+        cmd.args(["--parallel", &parallel.to_string()])
+            .args(["--smp", &smp.to_string(), "--results"])
             .arg(&dir)
             .args(["--", "run", "scenarios/"])
             .current_dir(repo)
@@ -150,6 +152,7 @@ fn compare_parallel(kernels: &[String]) -> Result<Value> {
     let differing = differences(&runs[0].verdicts, &runs[1].verdicts);
     Ok(json!({
         "kernels": kernels,
+        "smp_each": smp,
         "cells": runs[0].verdicts.len(),
         "sequential_wall_s": runs[0].wall_s,
         "parallel_wall_s": runs[1].wall_s,
@@ -254,7 +257,7 @@ fn main() -> Result<()> {
     let parallel = match kernels.len() {
         0 => Value::Null,
         1 => bail!("FAULTLAB_BENCH_KERNELS needs two or more kernels, comma-separated"),
-        _ => compare_parallel(&kernels)?,
+        _ => compare_parallel(&kernels, env_num("FAULTLAB_BENCH_PARALLEL_SMP", 2) as u32)?,
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -406,12 +406,16 @@ fn parallel_kernels_section(md: &mut String, c: &Value) {
                 .join(", ")
         })
         .unwrap_or_default();
+    // Runs before smp_each was recorded gave each guest host CPUs / N.
+    let smp = p["smp_each"]
+        .as_u64()
+        .map_or("host CPUs / N".to_string(), |n| n.to_string());
     let _ = writeln!(
         md,
         "`faultlab vm --kernel K1 --kernel K2 ... -- run scenarios/` with `--parallel 1` \
-         (one guest at a time, the default CPUs each) and `--parallel N` (every guest at \
-         once, host CPUs / N each), one run each, on {kernels}. Goal (issue 13): three \
-         kernels together <= 6 min.\n"
+         (one guest at a time) and `--parallel N` (every guest at once), one run each, \
+         on {kernels}, {smp} CPUs per guest. Goal (issue 13): three kernels together \
+         <= 6 min.\n"
     );
     let _ = writeln!(
         md,

@@ -189,7 +189,7 @@ pub struct VmArgs {
     /// Seconds from launch until the command must have started (then exit 125).
     #[arg(long, default_value_t = 180)]
     pub boot_timeout: u64,
-    /// Guest CPUs (default: the host's, at most 4; with --parallel N, the host's / N).
+    /// Guest CPUs (default: the host's, at most 4, also with --parallel).
     #[arg(long)]
     pub smp: Option<u32>,
     /// Kernels booted at once, one guest each (default 1: one after another).

@@ -525,7 +525,6 @@ fn vm_code(a: VmArgs) -> i32 {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    let kernels_n = kernels.len().max(1);
     let opts = VmOptions {
         kernels,
         modules: a.modules,
@@ -541,9 +540,9 @@ fn vm_code(a: VmArgs) -> i32 {
         },
         timeout: std::time::Duration::from_secs(a.timeout),
         boot_timeout: std::time::Duration::from_secs(a.boot_timeout),
-        smp: a
-            .smp
-            .unwrap_or((cpus / a.parallel.clamp(1, kernels_n) as u32).clamp(1, 4)),
+        // Not divided by --parallel: the race cells need two CPUs in the guest
+        // (`requires.cpus`), and with one each they skip.
+        smp: a.smp.unwrap_or(cpus.min(4)),
         parallel: a.parallel,
         memory_mb: a.memory,
         cache: a.cache.unwrap_or_else(faultlab::vm::run::default_cache),

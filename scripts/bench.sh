@@ -6,7 +6,8 @@
 #   FAULTLAB_BENCH_KERNEL=PATH also times the catalogue under `faultlab vm` on PATH;
 #   FAULTLAB_BENCH_CATALOGUE_ROUNDS (default 1), FAULTLAB_BENCH_CATALOGUE_JOBS (default
 #   the machine's, as `run` chooses); FAULTLAB_BENCH_KERNELS=K1,K2,... times those
-#   kernels under `vm --parallel 1` against `--parallel N` (one catalogue per kernel each).
+#   kernels under `vm --parallel 1` against `--parallel N` (one catalogue per kernel each;
+#   FAULTLAB_BENCH_PARALLEL_SMP CPUs per guest, default 2).
 # About 5-7 minutes on 2 CPUs (plus 2 catalogue runs per kernel under TCG), plus the
 # first build.
 set -euo pipefail
