@@ -153,9 +153,9 @@ pub fn udp_bound(addr: SocketAddr) -> Result<Socket> {
 /// SO_REUSEADDR: a child that another thread is spawning at that moment holds a copy
 /// of every descriptor from fork until exec closes the O_CLOEXEC ones, so the closed
 /// listener stays in LISTEN for that long (inet_csk_bind_conflict() refuses a second
-/// listener whatever SO_REUSEADDR says). Seen under `run --jobs` (measured here: 316 of
-/// 3000 rebinds while two threads spawned /bin/true, 0 without), so the bind is
-/// retried for up to a second.
+/// listener whatever SO_REUSEADDR says). Measured here: 316 of 3000 rebinds failed
+/// while two threads spawned /bin/true, 0 without; so the bind is retried for up to a
+/// second. A failure names the sockets still on the port.
 pub fn tcp_listener(addr: SocketAddr) -> Result<Socket> {
     let until = Instant::now() + Duration::from_secs(1);
     loop {
@@ -166,11 +166,61 @@ pub fn tcp_listener(addr: SocketAddr) -> Result<Socket> {
                 std::thread::sleep(POLL_EVERY);
             }
             r => {
-                r.with_context(|| format!("bind tcp {addr}"))?;
+                r.with_context(|| {
+                    format!(
+                        "bind tcp {addr} (sockets on port {} here: {})",
+                        addr.port(),
+                        tcp_sockets_on(addr.port())
+                    )
+                })?;
                 s.listen(1024)?;
                 return Ok(s);
             }
         }
+    }
+}
+
+/// The TCP sockets of the calling thread's network namespace bound to `port`, with
+/// their state, from /proc/thread-self/net/tcp{,6}: what an EADDRINUSE collided with.
+fn tcp_sockets_on(port: u16) -> String {
+    const STATES: [&str; 13] = [
+        "?",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+        "NEW_SYN_RECV",
+    ];
+    let mut found = Vec::new();
+    for file in ["tcp", "tcp6"] {
+        let text =
+            std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(st), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let bound = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if bound == Some(port) {
+                let st = usize::from_str_radix(st, 16).unwrap_or(0);
+                let name = STATES.get(st).copied().unwrap_or("?");
+                found.push(format!("{file} {name} inode {inode}"));
+            }
+        }
+    }
+    if found.is_empty() {
+        "none listed".into()
+    } else {
+        found.join(", ")
     }
 }
 

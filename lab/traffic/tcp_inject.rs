@@ -293,6 +293,13 @@ fn live_seqs(s: &TcpStream) -> Result<(u32, u32)> {
         Ok((snd, get()?))
     })();
     set(libc::TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)?;
+    // Leaving repair mode sets sk_reuse = SK_NO_REUSE (do_tcp_setsockopt(), TCP_REPAIR
+    // case): without SO_REUSEADDR again, a TIME_WAIT this socket ends in refuses the
+    // next step's listener on the port (EADDRINUSE; seen when the server side closed
+    // first).
+    socket2::SockRef::from(s)
+        .set_reuse_address(true)
+        .context("SO_REUSEADDR on the server socket after TCP_REPAIR")?;
     r
 }
 
@@ -384,5 +391,40 @@ mod tests {
         assert_eq!(offset(10, -20), u32::MAX - 9);
         assert_eq!(offset(u32::MAX, 1), 0);
         assert_eq!(offset(1000, 0), 1000);
+    }
+}
+
+#[cfg(all(test, feature = "lab"))]
+mod root_tests {
+    use super::*;
+
+    /// Reading the live sequence numbers through TCP_REPAIR leaves SO_REUSEADDR on (the
+    /// kernel clears it when repair mode ends), so the socket's TIME_WAIT cannot refuse
+    /// the next listener on its port.
+    #[test]
+    fn live_seqs_keeps_so_reuseaddr() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skip: not root");
+            return;
+        }
+        let ns = format!("flut{}-repair", std::process::id());
+        crate::netns::create(&ns).unwrap();
+        let r = crate::netns::run_in(&ns, || {
+            let lo = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()?;
+            anyhow::ensure!(lo.success(), "ip link set lo up");
+            let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+            let listener = super::super::common::tcp_listener(addr)?;
+            let client = std::net::TcpStream::connect(addr)?;
+            let (server, _) = listener.accept()?;
+            let server = TcpStream::from(server);
+            live_seqs(&server)?;
+            let reuse = socket2::SockRef::from(&server).reuse_address()?;
+            drop(client);
+            Ok(reuse)
+        });
+        crate::netns::delete(&ns).unwrap();
+        assert!(r.unwrap(), "SO_REUSEADDR is off after TCP_REPAIR");
     }
 }
