@@ -65,7 +65,7 @@ fn vm_shows_boot_phases_then_the_guests_cells() {
         "/tests/fixtures/progress-two-cells.toml"
     );
     let cmd = format!(
-        "stty cols 160 rows 40; {} vm --accel tcg --smp 1 --kernel {tree} -- run {fixture} --no-results",
+        "stty cols 160 rows 40; {} vm --accel tcg --smp 1 --kernel {tree} -- run {fixture} --no-results --jobs 1",
         env!("CARGO_BIN_EXE_faultlab")
     );
     let out = Command::new("script")
