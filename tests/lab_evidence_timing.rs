@@ -82,7 +82,13 @@ fn capture_gaps_follow_the_send_schedule() {
             let t0 = Instant::now();
             let mut sent = Vec::new();
             for (i, at) in SCHEDULE_MS.into_iter().enumerate() {
-                let due = t0 + Duration::from_millis(at);
+                // Each gap counted from the previous send as it really happened: on an
+                // absolute schedule one late wake-up (8 ms seen on a busy machine) also
+                // shortens the next gap, and the backoff check below compares gaps.
+                let due = match (i, sent.last()) {
+                    (0, _) | (_, None) => t0 + Duration::from_millis(at),
+                    (_, Some(&prev)) => prev + Duration::from_millis(at - SCHEDULE_MS[i - 1]),
+                };
                 if let Some(d) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(d);
                 }
