@@ -7,6 +7,8 @@ pub mod exec;
 pub mod netlink;
 pub mod ns;
 pub mod sysctl;
+#[cfg(all(test, feature = "lab"))]
+pub mod throwaway;
 
 pub use exec::{command, output_in, ExecError};
 pub use netlink::{with_netlink, Netlink};

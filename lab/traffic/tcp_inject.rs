@@ -403,17 +403,10 @@ mod root_tests {
     /// the next listener on its port.
     #[test]
     fn live_seqs_keeps_so_reuseaddr() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skip: not root");
+        let Some(ns) = crate::netns::throwaway::ThrowawayNetns::new("repair") else {
             return;
-        }
-        let ns = format!("flut{}-repair", std::process::id());
-        crate::netns::create(&ns).unwrap();
-        let r = crate::netns::run_in(&ns, || {
-            let lo = std::process::Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()?;
-            anyhow::ensure!(lo.success(), "ip link set lo up");
+        };
+        let r = crate::netns::run_in(&ns.0, || {
             let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
             let listener = super::super::common::tcp_listener(addr)?;
             let client = std::net::TcpStream::connect(addr)?;
@@ -424,7 +417,6 @@ mod root_tests {
             drop(client);
             Ok(reuse)
         });
-        crate::netns::delete(&ns).unwrap();
         assert!(r.unwrap(), "SO_REUSEADDR is off after TCP_REPAIR");
     }
 }
