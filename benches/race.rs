@@ -227,6 +227,7 @@ fn bench() -> Result<()> {
         netns: &netns,
         artifacts: &artifacts,
         interrupted: &interrupted,
+        enough: &faultlab::traffic::never,
         slow: 1.0,
     };
     let both = || (snap(&mid), snap(&sink));

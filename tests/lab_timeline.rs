@@ -392,3 +392,53 @@ expect = ["ping.received == 1"]
         );
     }
 }
+
+#[test]
+fn until_ends_a_traffic_step_once_its_live_condition_holds() {
+    let cells = run(r#"
+[[traffic]]
+kind = "udp"
+name = "flood"
+from = "a"
+to = "10.0.2.2"
+port = 9
+count = 5000
+interval_ms = 1
+until = "link.r.ra.rx_packets >= 40"
+
+[[traffic]]
+kind = "ping"
+name = "pings"
+from = "a"
+to = "10.0.2.2"
+count = 2000
+interval_ms = 1
+until = "link.b.eth0.rx_packets >= 40"
+
+# Never holds: the count stays the cap.
+[[traffic]]
+kind = "udp"
+name = "capped"
+from = "a"
+to = "10.0.2.2"
+port = 9
+count = 30
+until = "link.r.ra.rx_packets >= 1000000"
+
+[[cells]]
+name = "stops"
+expect = ["flood.sent > 0"]
+"#);
+    assert_eq!(outcome(&cells, "stops"), Outcome::Pass);
+    // Read at most every 25 ms while one datagram leaves per ms: the step stops within
+    // a few reads of the condition, far below its 5000.
+    let flood = obs(&cells, "stops", "flood.sent");
+    assert!((40.0..1000.0).contains(&flood), "flood.sent = {flood}");
+    assert_eq!(obs(&cells, "stops", "flood.until_held"), 1.0);
+    let pings = obs(&cells, "stops", "pings.sent");
+    assert!(pings < 1000.0, "pings.sent = {pings}");
+    assert_eq!(obs(&cells, "stops", "pings.received"), pings);
+    assert_eq!(obs(&cells, "stops", "pings.until_held"), 1.0);
+    assert_eq!(obs(&cells, "stops", "capped.sent"), 30.0);
+    assert_eq!(obs(&cells, "stops", "capped.until_held"), 0.0);
+}

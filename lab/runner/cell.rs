@@ -236,6 +236,7 @@ fn observe_timeline(
         netns: &netns,
         artifacts: env.artifacts,
         interrupted: &interrupted,
+        enough: &crate::traffic::never,
         slow: env.slow,
     };
     let live = super::live::Live {
@@ -302,10 +303,20 @@ pub(super) fn snapshot_all(
     plan: &LabPlan,
     kinds: &BTreeMap<String, Vec<RulesetKind>>,
 ) -> anyhow::Result<BTreeMap<String, crate::observe::NodeCounters>> {
+    snapshot_nodes(plan, kinds, |_| true)
+}
+
+/// The counters of the nodes `wanted` picks, each read on a thread of its own.
+pub(super) fn snapshot_nodes(
+    plan: &LabPlan,
+    kinds: &BTreeMap<String, Vec<RulesetKind>>,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<BTreeMap<String, crate::observe::NodeCounters>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = plan
             .nodes
             .iter()
+            .filter(|node| wanted(&node.name))
             .map(|node| {
                 let kinds = kinds.get(&node.name).map(Vec::as_slice).unwrap_or(&[]);
                 s.spawn(move || {

@@ -48,6 +48,7 @@ impl<T: StepKind> StepKind for &T {
 }
 
 /// What a step may use while it runs.
+#[derive(Clone, Copy)]
 pub struct StepCx<'a> {
     pub traffic: &'a TrafficContext<'a>,
     pub live: &'a Live<'a>,
@@ -100,10 +101,16 @@ impl StepCx<'_> {
         let globbed = names
             .iter()
             .any(|n| n.contains('*') && !n.starts_with("at."));
-        if unknown || globbed {
-            for (k, v) in self.live.counters()? {
-                obs.entry(k).or_insert(v);
-            }
+        // A name without a glob names its node: only those nodes are read.
+        let counters = if globbed {
+            Some(self.live.counters()?)
+        } else if unknown {
+            Some(self.live.counters_for(names)?)
+        } else {
+            None
+        };
+        for (k, v) in counters.into_iter().flatten() {
+            obs.entry(k).or_insert(v);
         }
         Ok(obs)
     }
@@ -349,6 +356,7 @@ fn nft_load_run(steps: &[Step]) -> Option<(Step, usize)> {
             name: steps[0].name.clone(),
             background: false,
             sample: None,
+            until: None,
             action: Action::Configure(merged),
         };
         (step, n)
@@ -388,8 +396,43 @@ fn join(cx: &StepCx, background: &mut Vec<Background>, names: &[String]) -> Resu
     first_err.map_or(Ok(()), Err)
 }
 
-/// Runs one step, with a sampler beside it when the step asks for one.
+/// Runs one step, with its `until` read at the step's own decision points.
 fn run_step(cx: &StepCx, step: &Step) -> Result<Observations> {
+    let Some(stop) = &step.until else {
+        return run_sampled(cx, step);
+    };
+    let names = stop.until.names();
+    let every = Duration::from_millis(stop.every_ms);
+    // (last read, held): once it held it stays held; reads are at most `every` apart.
+    let state: Mutex<(Option<Instant>, bool)> = Mutex::new((None, false));
+    let enough = || {
+        let mut st = state.lock().unwrap();
+        if !st.1 && st.0.is_none_or(|t| t.elapsed() >= every) {
+            st.0 = Some(Instant::now());
+            st.1 = cx
+                .observe(&names)
+                .ok()
+                .and_then(|obs| stop.until.eval(&obs).ok())
+                .is_some_and(|(held, _)| held);
+        }
+        st.1
+    };
+    let traffic = TrafficContext {
+        enough: &enough,
+        ..*cx.traffic
+    };
+    let inner = StepCx {
+        traffic: &traffic,
+        ..*cx
+    };
+    let mut obs = run_sampled(&inner, step)?;
+    let held = state.into_inner().unwrap().1;
+    obs.insert("until_held".into(), if held { 1.0 } else { 0.0 });
+    Ok(obs)
+}
+
+/// Runs one step, with a sampler beside it when the step asks for one.
+fn run_sampled(cx: &StepCx, step: &Step) -> Result<Observations> {
     let Some(kind) = kind_of(&step.action) else {
         return Ok(Observations::new());
     };

@@ -175,6 +175,30 @@ fn step_errors_name_the_place_the_field_and_the_fix() {
             "traffic[0].sample_every_ms",
             "without sample",
         ),
+        (
+            "[[traffic]]\nkind = \"tcp\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nuntil = \"x > 1\"\n".into(),
+            "[[traffic]]",
+            "traffic[0].until",
+            "a `tcp` step cannot end early",
+        ),
+        (
+            "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nuntil = 3\n".into(),
+            "[[traffic]]",
+            "traffic[0].until",
+            "not a string",
+        ),
+        (
+            "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nuntil = \"a >\"\n".into(),
+            "[[traffic]]",
+            "traffic[0].until",
+            "`a >`",
+        ),
+        (
+            "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nuntil_every_ms = 5\n".into(),
+            "[[traffic]]",
+            "traffic[0].until_every_ms",
+            "without until",
+        ),
     ];
     for (steps, needle, field, msg) in cases {
         let e = err(&steps);
@@ -184,6 +208,22 @@ fn step_errors_name_the_place_the_field_and_the_fix() {
         assert!(e.column >= 1, "{e}");
         assert!(!e.fix.is_empty(), "{e}");
     }
+}
+
+#[test]
+fn until_on_a_traffic_step_is_typed_with_its_poll_interval() {
+    let text = with(
+        "[[traffic]]\nkind = \"udp\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nuntil = \"conntrack.a.drop >= 3\"\nuntil_every_ms = 10\n",
+    );
+    let scn = parse("t.toml", &text).expect("parses");
+    let step = &scn.cells[0].steps[0];
+    let stop = step.until.as_ref().expect("until kept");
+    assert_eq!(stop.until.to_string(), "conntrack.a.drop >= 3");
+    assert_eq!(stop.every_ms, 10);
+    // A wait's `until` stays its own condition, not a stop of the step.
+    let wait = with("[[traffic]]\nkind = \"wait\"\nuntil = \"ct.a.count >= 1\"\ntimeout_ms = 10\n");
+    let scn = parse("t.toml", &wait).expect("parses");
+    assert!(scn.cells[0].steps[0].until.is_none());
 }
 
 #[test]

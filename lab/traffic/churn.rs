@@ -33,11 +33,12 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
         let mut connect_ms = Vec::with_capacity(p.connections as usize);
         let start = Instant::now();
         for i in 0..p.connections {
-            if p.rate > 0.0 {
-                if !sleep_until(ctx, start + Duration::from_secs_f64(f64::from(i) / p.rate)) {
-                    break;
-                }
-            } else if (ctx.interrupted)() {
+            if p.rate > 0.0
+                && !sleep_until(ctx, start + Duration::from_secs_f64(f64::from(i) / p.rate))
+            {
+                break;
+            }
+            if ctx.stop_starting() {
                 break;
             }
             c[0] += 1;

@@ -383,6 +383,7 @@ mod tests {
             netns: NETNS.get_or_init(Default::default),
             artifacts: std::path::Path::new("/nonexistent"),
             interrupted,
+            enough: &crate::traffic::never,
             slow,
         }
     }

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What a generator needs from the runner.
+#[derive(Clone, Copy)]
 pub struct TrafficContext<'a> {
     /// node name -> netns name
     pub netns: &'a BTreeMap<String, String>,
@@ -34,15 +35,28 @@ pub struct TrafficContext<'a> {
     pub artifacts: &'a Path,
     /// stop early when true (Ctrl-C)
     pub interrupted: &'a (dyn Fn() -> bool + Sync),
+    /// the step's `until` holds: start no new iteration, connection or packet (what
+    /// was sent is still waited for); always false for a step without `until`
+    pub enough: &'a (dyn Fn() -> bool + Sync),
     /// timing multiplier (1.0 host; >1 under emulation)
     pub slow: f64,
 }
 
 impl TrafficContext<'_> {
+    /// True when the step should start no new work: interrupted, or its `until` holds.
+    pub fn stop_starting(&self) -> bool {
+        (self.interrupted)() || (self.enough)()
+    }
+
     /// A duration from a scenario's milliseconds, stretched under emulation.
     pub fn slow_ms(&self, ms: u64) -> std::time::Duration {
         std::time::Duration::from_secs_f64(ms as f64 / 1000.0 * self.slow.max(0.01))
     }
+}
+
+/// An `enough` for a step without `until`.
+pub fn never() -> bool {
+    false
 }
 
 /// Measured values, names WITHOUT the prefix; the runner prefixes "<name>.".

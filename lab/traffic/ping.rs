@@ -42,13 +42,18 @@ pub(crate) fn run(p: &PingParams, ctx: &TrafficContext) -> Result<Metrics> {
     let (mut attempts, mut sent, mut send_errors, mut errors, mut replies) =
         (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut next = Instant::now();
+    // `until` lowers the cap to what was sent when it starts to hold.
+    let mut cap = p.count;
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
         if (ctx.interrupted)() {
             break;
         }
-        if attempts < p.count && now >= next {
+        if attempts < cap && now >= next && (ctx.enough)() {
+            cap = attempts;
+        }
+        if attempts < cap && now >= next {
             let seq = attempts as u16;
             attempts += 1;
             let msg = packet::icmp_echo_request(v6, ids.of(seq), seq, &payload);
@@ -74,7 +79,7 @@ pub(crate) fn run(p: &PingParams, ctx: &TrafficContext) -> Result<Metrics> {
             && sent_at
                 .keys()
                 .all(|s| rtts.contains_key(s) || refused.contains(s));
-        let done = attempts >= p.count && last.is_none_or(|t| now >= t + timeout || all_answered);
+        let done = attempts >= cap && last.is_none_or(|t| now >= t + timeout || all_answered);
         if done {
             break;
         }

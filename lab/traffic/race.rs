@@ -158,7 +158,7 @@ fn send_raw(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u32) 
                 for i in 0..p.iterations {
                     // Two barriers: the leader decides whether to go on, then all send at once.
                     if barrier.wait() {
-                        stop.store((ctx.interrupted)() || barrier.broken(), Ordering::SeqCst);
+                        stop.store(ctx.stop_starting() || barrier.broken(), Ordering::SeqCst);
                     }
                     let pkt = build(p, src, run, k, i, t);
                     barrier.wait();
@@ -406,7 +406,7 @@ fn send_socket(p: &RaceParams, ctx: &TrafficContext, ns: &str, k: usize, run: u3
         let (mut sent, mut errors, mut iterations) = (0u64, 0u64, 0u32);
         let start = Instant::now();
         for i in 0..p.iterations {
-            if (ctx.interrupted)() {
+            if ctx.stop_starting() {
                 break;
             }
             let s = udp_bound(SocketAddr::new(unspecified(p.to), p.sport + i as u16))?;

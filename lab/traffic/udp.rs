@@ -57,7 +57,7 @@ pub(crate) fn run(p: &UdpParams, ctx: &TrafficContext) -> Result<Metrics> {
     let interval = Duration::from_millis(p.interval_ms);
     let start = Instant::now();
     for i in 0..p.count {
-        if (ctx.interrupted)() {
+        if ctx.stop_starting() {
             break;
         }
         match sock.send_to(&p.payload(run, i, tagged_payload), &dst) {

@@ -25,6 +25,7 @@ pub fn run_step(
         netns,
         artifacts,
         interrupted: &never,
+        enough: &never,
         slow: 1.0,
     };
     run(&spec, &ctx)

@@ -45,6 +45,9 @@ pub enum TrafficSpec {
 }
 
 impl TrafficSpec {
+    /// The kinds an `until` can end early: each starts its work in a loop.
+    pub const STOPS_EARLY: [&'static str; 4] = ["race", "churn", "udp", "ping"];
+
     /// The kind as written in scenario files.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -22,7 +22,20 @@ pub struct Step {
     /// Live observations read periodically while the step runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<Sampling>,
+    /// Ends a traffic step as soon as this holds (its count becomes a cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<StopWhen>,
     pub action: Action,
+}
+
+/// `until = "EXPR"` on a traffic step: the step starts no new iteration (race),
+/// connection (churn) or packet (udp, ping) once `until` holds, read live at those
+/// points at most every `every_ms`. What was already sent is still waited for; the
+/// step's metrics count what it did (`race.iterations` the iterations run).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StopWhen {
+    pub until: Expectation,
+    pub every_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -246,7 +246,14 @@ fn typed_step(cx: &Ctx, mut r: RawStep, lab: &LabPlan, devices: &DeviceSets) -> 
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
-    let action = if CONTROL_KINDS.contains(&kind.as_str()) {
+    let control = CONTROL_KINDS.contains(&kind.as_str());
+    // A `wait` has an `until` of its own (its condition); on traffic it ends the step.
+    let until = if control {
+        None
+    } else {
+        stop_when(cx, &mut r, &kind)?
+    };
+    let action = if control {
         if background || sample.is_some() {
             return cx.fail(
                 r.span,
@@ -282,8 +289,67 @@ fn typed_step(cx: &Ctx, mut r: RawStep, lab: &LabPlan, devices: &DeviceSets) -> 
         name,
         background,
         sample,
+        until,
         action,
     }))
+}
+
+/// `until = "EXPR"` (and `until_every_ms`) on a traffic step of a kind that can stop early.
+fn stop_when(cx: &Ctx, r: &mut RawStep, kind: &str) -> R<Option<StopWhen>> {
+    let every = r.table.remove("until_every_ms");
+    let Some(value) = r.table.remove("until") else {
+        if every.is_some() {
+            return cx.fail(
+                r.span.clone(),
+                &format!("{}.until_every_ms", r.field),
+                "until_every_ms without until".into(),
+                "add until = \"EXPR\" (the condition that ends the step early)",
+            );
+        }
+        return Ok(None);
+    };
+    let field = format!("{}.until", r.field);
+    let fix = "write until = \"conntrack.NODE.clashres >= 40\" (live observations; the step's \
+               count is then a cap)";
+    if !TrafficSpec::STOPS_EARLY.contains(&kind) {
+        return cx.fail(
+            r.span.clone(),
+            &field,
+            format!("a `{kind}` step cannot end early"),
+            &format!(
+                "put until on a {} step, or end the wait with a `wait` step",
+                TrafficSpec::STOPS_EARLY.join(", ")
+            ),
+        );
+    }
+    let Some(text) = value.as_str() else {
+        return cx.fail(
+            r.span.clone(),
+            &field,
+            format!("{value} is not a string"),
+            fix,
+        );
+    };
+    let until = Expectation::parse(text).map_err(|e| {
+        cx.err(
+            r.span.clone(),
+            &field,
+            (format!("`{text}`: {e}"), fix.into()),
+        )
+    })?;
+    let every_ms = match every {
+        None => 25,
+        Some(toml::Value::Integer(n)) if (1..=60_000).contains(&n) => n as u64,
+        Some(v) => {
+            return cx.fail(
+                r.span.clone(),
+                &format!("{}.until_every_ms", r.field),
+                format!("until_every_ms = {v} is out of range"),
+                "set it between 1 and 60000 (default 25)",
+            )
+        }
+    };
+    Ok(Some(StopWhen { until, every_ms }))
 }
 
 fn sampling(cx: &Ctx, r: &mut RawStep) -> R<Option<Sampling>> {

@@ -8,8 +8,15 @@ use std::collections::BTreeMap;
 
 /// Keys every step may carry besides its kind's own parameters; removed before the
 /// kind's parameters are typed.
-pub const COMMON_STEP_KEYS: [&str; 5] =
-    ["skip", "background", "sample", "sample_every_ms", "before"];
+pub const COMMON_STEP_KEYS: [&str; 7] = [
+    "skip",
+    "background",
+    "sample",
+    "sample_every_ms",
+    "until",
+    "until_every_ms",
+    "before",
+];
 
 /// `kind = "checkpoint"`.
 #[derive(Debug, Deserialize)]
