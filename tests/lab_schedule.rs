@@ -106,3 +106,62 @@ fn sigterm_with_overlapping_cells_leaves_nothing() {
     assert!(!status.success(), "an interrupted run does not succeed");
     assert_eq!(ours(), Vec::<String>::new(), "left behind by {run_id}");
 }
+
+/// A cell that only sleeps does not hold the CPUs: the race cells (quiet) run during its
+/// sleep instead of after it, and still prove that their race fired.
+#[test]
+fn quiet_cells_run_while_a_waiting_cell_sleeps() {
+    let dir = std::env::temp_dir().join(format!("faultlab-quiet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let waiter = dir.join("waiter.toml");
+    std::fs::write(
+        &waiter,
+        r#"name = "waiter"
+about = "pings itself, then sleeps 3 s"
+[nodes.a]
+[[traffic]]
+kind = "ping"
+from = "a"
+to = "127.0.0.1"
+count = 1
+[[traffic]]
+kind = "sleep"
+ms = 3000
+[[cells]]
+name = "sleeps"
+expect = ["ping.received == 1"]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_faultlab"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("run")
+        .arg(&waiter)
+        .args(["scenarios/conntrack-race-calico-dnat.toml", "--no-results"])
+        .args(["--format", "json", "--jobs", "2"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("4 run quiet"), "{stderr}");
+    // One JSON document per scenario.
+    let scenarios: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(scenarios.len(), 2);
+    for scn in &scenarios {
+        for c in scn["cells"].as_array().unwrap() {
+            assert_eq!(c["outcome"], "pass", "{c}");
+        }
+    }
+    // Cells are reported as they end: every race cell ended during the 3 s sleep. Were
+    // they held until the waiter ended, its line would come first.
+    let ended: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with('[') && l.contains("::"))
+        .collect();
+    let waiter_at = ended.iter().position(|l| l.contains("waiter::sleeps"));
+    assert_eq!(waiter_at, Some(4), "{ended:#?}");
+}

@@ -3,6 +3,7 @@
 pub mod cell;
 pub mod collectors;
 mod configure;
+pub mod gate;
 pub mod kernel;
 pub mod live;
 pub mod prereq;

@@ -1,15 +1,19 @@
 //! `faultlab run --jobs N`: the cells that must run alone run first, one at a time, then
 //! every other cell of every scenario in one pool, N at a time; results keep file order.
-//! A cell runs alone when
+//! A cell runs alone, with no other cell at all, when
 //! - it changes host-global sysctls (its lab holds the host lock exclusively anyway);
-//! - it is timing-sensitive: a `race` step, a rate-driven `churn` step (`rate` > 0), or
-//!   a `multiflow` step (its loss per flow depends on CPU time);
 //! - it counts kernel log lines (`kmsg`), which the kernel writes machine-wide;
 //! - it reads drop reasons and the kernel offers only the tracefs method, whose
 //!   `drops.<REASON>` counts drops machine-wide (lab/evidence/drops.rs).
 //!
+//! A cell runs quiet, in the pool but with no other cell busy beside it (lab/runner/gate.rs:
+//! cells whose timeline only waits may), when it is timing-sensitive: a `race` step, a
+//! rate-driven `churn` step (`rate` > 0), or a `multiflow` step (its loss per flow
+//! depends on CPU time). The pool starts the shared cells that have waits first, so the
+//! quiet cells run while those wait.
+//!
 //! A schedule file (`--schedule FILE`) overrides this per cell:
-//! `alone = ["scenario::cell", "scenario::*"]`, `shared = [...]`.
+//! `alone = ["scenario::cell", "scenario::*"]`, `quiet = [...]`, `shared = [...]`.
 //!
 //! Each cell gets a run id of its own (`<run id>c<k>`), so concurrent labs never share a
 //! namespace, tracefs instance or state file.
@@ -28,6 +32,8 @@ use std::sync::Mutex;
 pub enum Placement {
     /// May overlap other shared cells.
     Shared,
+    /// Runs with no other cell busy (waiting ones may be there).
+    Quiet,
     /// Runs with no other cell.
     Alone,
 }
@@ -45,13 +51,21 @@ pub fn timing_sensitive(cell: &CellPlan) -> Option<&'static str> {
     })
 }
 
-/// Why a cell must run alone, or None when it may overlap others.
+/// Where a cell runs by default (see the module comment).
+pub fn placement_of(cell: &CellPlan, drops_are_lab_only: bool) -> Placement {
+    if must_run_alone(cell, drops_are_lab_only).is_some() {
+        Placement::Alone
+    } else if timing_sensitive(cell).is_some() {
+        Placement::Quiet
+    } else {
+        Placement::Shared
+    }
+}
+
+/// Why a cell must run with no other cell, or None when it may overlap others.
 pub fn must_run_alone(cell: &CellPlan, drops_are_lab_only: bool) -> Option<&'static str> {
     if !cell.lab.host_sysctls.is_empty() {
         return Some("changes host-global sysctls");
-    }
-    if let Some(why) = timing_sensitive(cell) {
-        return Some(why);
     }
     if !cell.kmsg.is_empty() {
         return Some("counts kernel log lines (machine-wide)");
@@ -69,6 +83,8 @@ pub struct Overrides {
     #[serde(default)]
     pub alone: Vec<String>,
     #[serde(default)]
+    pub quiet: Vec<String>,
+    #[serde(default)]
     pub shared: Vec<String>,
 }
 
@@ -78,8 +94,8 @@ impl Overrides {
             .with_context(|| format!("schedule file {}", path.display()))?;
         toml::from_str(&text).with_context(|| {
             format!(
-                "schedule file {}: expected `alone = [\"scenario::cell\", ...]` and/or \
-                 `shared = [...]` (a cell may be `*`)",
+                "schedule file {}: expected `alone = [\"scenario::cell\", ...]`, \
+                 `quiet = [...]` and/or `shared = [...]` (a cell may be `*`)",
                 path.display()
             )
         })
@@ -95,6 +111,8 @@ impl Overrides {
     pub fn placement(&self, scenario: &str, cell: &str, default: Placement) -> Placement {
         if Self::matches(&self.alone, scenario, cell) {
             Placement::Alone
+        } else if Self::matches(&self.quiet, scenario, cell) {
+            Placement::Quiet
         } else if Self::matches(&self.shared, scenario, cell) {
             Placement::Shared
         } else {
@@ -110,21 +128,34 @@ pub fn default_jobs() -> usize {
 }
 
 /// Runs `f(i)` for every index of `placements`, at most `jobs` at once: the `Alone`
-/// indexes first, one at a time in order, then every `Shared` index in one pool of
+/// indexes first, one at a time in order, then every other index in one pool of
 /// `jobs` workers (so a long shared cell overlaps all the others, not only its
-/// neighbours up to the next alone one). With one job, everything in index order.
-/// Results are in index order.
+/// neighbours up to the next alone one): the `Shared` ones that `waits` marks first,
+/// then the `Quiet` ones (each with no other cell busy, [`super::gate`]), then the
+/// remaining `Shared` ones. With one job, everything in index order. Results are in
+/// index order.
 pub fn execute<T: Send>(
     jobs: usize,
     placements: &[Placement],
+    waits: &[bool],
     f: impl Fn(usize) -> T + Sync,
 ) -> Vec<T> {
     let slots: Vec<Mutex<Option<T>>> = placements.iter().map(|_| Mutex::new(None)).collect();
     let put = |k: usize, r: T| *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-    let (alone, shared): (Vec<usize>, Vec<usize>) = if jobs <= 1 {
+    let (alone, mut shared): (Vec<usize>, Vec<usize>) = if jobs <= 1 {
         ((0..placements.len()).collect(), Vec::new())
     } else {
         (0..placements.len()).partition(|&k| placements[k] == Placement::Alone)
+    };
+    shared.sort_by_key(|&k| match placements[k] {
+        Placement::Shared if waits.get(k).copied().unwrap_or(false) => 0,
+        Placement::Quiet => 1,
+        _ => 2,
+    });
+    let gate = std::sync::Arc::new(super::gate::Gate::default());
+    let run = |k: usize| match placements[k] {
+        Placement::Quiet => gate.quiet(|| f(k)),
+        _ => gate.shared(|| f(k)),
     };
     for k in alone {
         if crate::setup::signals::interrupted() {
@@ -140,7 +171,7 @@ pub fn execute<T: Send>(
                 if n >= shared.len() || crate::setup::signals::interrupted() {
                     break;
                 }
-                put(shared[n], f(shared[n]));
+                put(shared[n], run(shared[n]));
             });
         }
     });
@@ -182,21 +213,21 @@ pub fn run_all(
     let placements: Vec<Placement> = cells
         .iter()
         .map(|(s, c)| {
-            let default = match must_run_alone(c, lab_only) {
-                Some(_) => Placement::Alone,
-                None => Placement::Shared,
-            };
+            let default = placement_of(c, lab_only);
             overrides.placement(&scenarios[*s].name, &c.name, default)
         })
         .collect();
+    let waits: Vec<bool> = cells
+        .iter()
+        .map(|(_, c)| c.steps.iter().any(|s| s.action.only_waits()))
+        .collect();
     if jobs > 1 {
-        let alone = placements
-            .iter()
-            .filter(|p| **p == Placement::Alone)
-            .count();
+        let count = |p: Placement| placements.iter().filter(|q| **q == p).count();
+        let (alone, quiet) = (count(Placement::Alone), count(Placement::Quiet));
         eprintln!(
-            "--jobs {jobs}: {} cells may overlap, {alone} run alone{}",
-            placements.len() - alone,
+            "--jobs {jobs}: {} cells may overlap, {quiet} run quiet (beside waiting cells only), \
+             {alone} run alone{}",
+            placements.len() - alone - quiet,
             if lab_only {
                 ""
             } else {
@@ -220,7 +251,7 @@ pub fn run_all(
             super::run_scenario_reporting(&single, opts, &id, progress),
         )
     };
-    let done = execute(jobs, &placements, one);
+    let done = execute(jobs, &placements, &waits, one);
     // One result per scenario, as `run_scenario` gives (empty for a scenario none of
     // whose cells was selected).
     let kernel = super::kernel::release();
@@ -261,7 +292,7 @@ mod tests {
         let running = AtomicUsize::new(0);
         let peak = AtomicUsize::new(0);
         let log = Mutex::new(Vec::new());
-        let out = execute(3, &p, |i| {
+        let out = execute(3, &p, &[], |i| {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
             log.lock().unwrap().push((i, now));
@@ -284,11 +315,51 @@ mod tests {
     }
 
     #[test]
+    fn quiet_cells_run_beside_waiting_cells_and_never_beside_busy_ones() {
+        use Placement::{Quiet, Shared};
+        // 0 waits (starts first), 1 and 2 are quiet, 3 and 4 are busy all through.
+        let p = [Shared, Quiet, Quiet, Shared, Shared];
+        let waits = [true, false, false, false, false];
+        let busy = AtomicUsize::new(0);
+        let quiet_beside_wait = AtomicUsize::new(0);
+        let waiting = std::sync::atomic::AtomicBool::new(false);
+        let log = Mutex::new(Vec::new());
+        execute(4, &p, &waits, |i| {
+            log.lock().unwrap().push(i);
+            match p[i] {
+                Quiet => {
+                    assert_eq!(busy.load(Ordering::SeqCst), 0, "busy cell beside quiet {i}");
+                    if waiting.load(Ordering::SeqCst) {
+                        quiet_beside_wait.fetch_add(1, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    assert_eq!(busy.load(Ordering::SeqCst), 0, "busy cell beside quiet {i}");
+                }
+                _ => {
+                    busy.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(10));
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    if waits[i] {
+                        super::super::gate::idle(|| {
+                            waiting.store(true, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(150));
+                            waiting.store(false, Ordering::SeqCst);
+                        });
+                    }
+                }
+            }
+        });
+        // The waiting cell started first; both quiet cells ran while it waited.
+        assert_eq!(log.lock().unwrap()[0], 0);
+        assert_eq!(quiet_beside_wait.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
     fn one_job_runs_in_order_one_at_a_time() {
         let p = [Placement::Shared; 4];
         let running = AtomicUsize::new(0);
         let order = Mutex::new(Vec::new());
-        execute(1, &p, |i| {
+        execute(1, &p, &[], |i| {
             assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
             order.lock().unwrap().push(i);
             running.fetch_sub(1, Ordering::SeqCst);
@@ -303,7 +374,9 @@ mod tests {
                shared = ["c"]"#,
         )
         .unwrap();
-        use Placement::{Alone, Shared};
+        use Placement::{Alone, Quiet, Shared};
+        let q: Overrides = toml::from_str(r#"quiet = ["d::*"]"#).unwrap();
+        assert_eq!(q.placement("d", "w", Shared), Quiet);
         assert_eq!(o.placement("a", "x", Shared), Alone);
         assert_eq!(o.placement("a", "y", Shared), Shared);
         assert_eq!(o.placement("b", "any", Shared), Alone);
@@ -329,8 +402,9 @@ mod tests {
                     assert_eq!(why, Some("changes host-global sysctls"), "{}", c.name);
                 }
                 if c.steps.iter().any(|s| s.action.kind() == "race") {
-                    assert!(why.is_some(), "{}::{}", scn.name, c.name);
+                    assert_ne!(placement_of(c, true), Placement::Shared, "{}", c.name);
                 }
+                let why = why.or(timing_sensitive(c));
                 // Without per-namespace drops, every cell reading drops runs alone.
                 if c.drops {
                     assert!(must_run_alone(c, false).is_some(), "{}", c.name);

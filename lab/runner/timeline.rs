@@ -60,7 +60,8 @@ pub struct StepCx<'a> {
     pub referenced: &'a [String],
 }
 
-type Background<'s> = (String, ScopedJoinHandle<'s, Result<Observations>>);
+/// A running background step: its name, whether it mostly waits, its thread.
+type Background<'s> = (String, bool, ScopedJoinHandle<'s, Result<Observations>>);
 
 impl StepCx<'_> {
     fn netns(&self, node: &str) -> Result<&str> {
@@ -318,11 +319,22 @@ pub fn walk(
                 }
                 let step = &steps[i];
                 i += 1;
+                // Only waiting, beside steps that only wait: a quiet cell may run now.
+                let waits = step.action.only_waits()
+                    && background.iter().all(|(_, mostly_waits, _)| *mostly_waits);
                 match &step.action {
+                    Action::Join { steps: names } if waits => {
+                        super::gate::idle(|| join(cx, &mut background, names))?
+                    }
                     Action::Join { steps: names } => join(cx, &mut background, names)?,
                     _ if step.background => {
                         let handle = scope.spawn(move || run_step(cx, step));
-                        background.push((step.name.clone(), handle));
+                        let mostly_waits = step.action.mostly_waits();
+                        background.push((step.name.clone(), mostly_waits, handle));
+                    }
+                    _ if waits => {
+                        let obs = super::gate::idle(|| run_step(cx, step))?;
+                        record(cx, step, obs);
                     }
                     _ => {
                         let obs = run_step(cx, step)?;
@@ -378,10 +390,10 @@ fn record(cx: &StepCx, step: &Step, obs: Observations) {
 fn join(cx: &StepCx, background: &mut Vec<Background>, names: &[String]) -> Result<()> {
     let (handles, keep): (Vec<_>, Vec<_>) = background
         .drain(..)
-        .partition(|(n, _)| names.is_empty() || names.contains(n));
+        .partition(|(n, _, _)| names.is_empty() || names.contains(n));
     *background = keep;
     let mut first_err = None;
-    for (name, h) in handles {
+    for (name, _, h) in handles {
         let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         match r {
             Ok(obs) => {

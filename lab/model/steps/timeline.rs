@@ -58,6 +58,26 @@ pub enum Action {
 }
 
 impl Action {
+    /// A foreground step that only waits (for a condition, a time, background steps).
+    pub fn only_waits(&self) -> bool {
+        matches!(
+            self,
+            Action::Wait(_) | Action::Sleep { .. } | Action::Join { .. }
+        )
+    }
+
+    /// A background step that mostly waits once started: a few small TCP connections,
+    /// held open or retried by the kernel (`conntrack_tcp_unreplied`, `nf_nat_edemux`).
+    pub fn mostly_waits(&self) -> bool {
+        const SMALL: u64 = 64 * 1024;
+        match self {
+            Action::Traffic(TrafficSpec::Tcp(p)) => {
+                u64::from(p.connections).saturating_mul(p.bytes) <= SMALL
+            }
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Traffic(t) => t.kind(),
