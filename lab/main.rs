@@ -51,6 +51,7 @@ fn main() -> ExitCode {
                     cell,
                     repeat,
                     format,
+                    history: results.clone(),
                     results: (!no_results).then_some(results),
                     slow: slow
                         .or_else(faultlab::export::kselftest::machine_slow)
@@ -259,6 +260,8 @@ struct RunFlags {
     repeat: u32,
     format: Format,
     results: Option<PathBuf>,
+    /// The results root read for the cells' last durations (also with --no-results).
+    history: PathBuf,
     slow: f64,
     /// `--bisect` with its bad threshold.
     bisect: Option<u32>,
@@ -273,6 +276,7 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
         repeat,
         format,
         results,
+        history,
         slow,
         bisect,
         all_observations,
@@ -344,8 +348,14 @@ fn run(paths: &[String], flags: RunFlags) -> i32 {
     let _tracer = faultlab::evidence::bpf::KeepLoaded::new();
     // --jobs N: every cell first (overlapping), then results are written as below.
     let mut ran = if jobs > 1 {
-        runner::schedule::run_all(&scenarios, &opts, &run_id, jobs, &overrides, &*progress)
-            .into_iter()
+        // Longest cells first, as long as they took last time on this kernel.
+        let last_ms = runner::results::last_durations(&history, &kernel);
+        let how = runner::schedule::How {
+            jobs,
+            overrides: &overrides,
+            last_ms: &last_ms,
+        };
+        runner::schedule::run_all(&scenarios, &opts, &run_id, &how, &*progress).into_iter()
     } else {
         Vec::new().into_iter()
     };

@@ -4,10 +4,38 @@
 use crate::model::Expectation;
 use crate::verdict::{CellResult, ScenarioResult};
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub fn kernel_dir(results_root: &Path, kernel: &str) -> PathBuf {
     results_root.join(kernel)
+}
+
+/// Each cell's duration in the results last written for `kernel`, by
+/// `scenario::cell`; nothing for files that are missing or unreadable.
+pub fn last_durations(results_root: &Path, kernel: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(kernel_dir(results_root, kernel)) else {
+        return out;
+    };
+    for path in dir.filter_map(|e| e.ok()).map(|e| e.path()) {
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Some(v) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        else {
+            continue;
+        };
+        let scenario = v["scenario"].as_str().unwrap_or_default();
+        for c in v["cells"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(ms)) = (c["name"].as_str(), c["duration_ms"].as_u64()) {
+                out.insert(format!("{scenario}::{name}"), ms);
+            }
+        }
+    }
+    out
 }
 
 pub fn write(results_root: &Path, result: &ScenarioResult) -> anyhow::Result<PathBuf> {
@@ -114,5 +142,25 @@ mod tests {
                 "ping.sent"
             ]
         );
+    }
+
+    #[test]
+    fn last_durations_come_from_the_kernels_results() {
+        let root = std::env::temp_dir().join(format!("faultlab-last-{}", std::process::id()));
+        let dir = kernel_dir(&root, "6.1.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let r: ScenarioResult = serde_json::from_value(serde_json::json!({
+            "scenario": "s", "about": "", "file": "f", "kernel_release": "6.1.0",
+            "started_at": 0, "duration_ms": 0,
+            "cells": [{ "name": "c", "outcome": "pass", "duration_ms": 1234 }]
+        }))
+        .unwrap();
+        write(&root, &r).unwrap();
+        std::fs::write(dir.join("broken.json"), "{").unwrap();
+        let got = last_durations(&root, "6.1.0");
+        let other = last_durations(&root, "6.12.0");
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(got, BTreeMap::from([("s::c".to_string(), 1234)]));
+        assert!(other.is_empty());
     }
 }

@@ -127,17 +127,25 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (2 * n.get()).min(8))
 }
 
+/// What orders the pool: per index, whether the cell has steps that only wait, and how
+/// long it took last time (0: unknown). Missing entries count as false and 0.
+#[derive(Default)]
+pub struct Order<'a> {
+    pub waits: &'a [bool],
+    pub last_ms: &'a [u64],
+}
+
 /// Runs `f(i)` for every index of `placements`, at most `jobs` at once: the `Alone`
 /// indexes first, one at a time in order, then every other index in one pool of
 /// `jobs` workers (so a long shared cell overlaps all the others, not only its
-/// neighbours up to the next alone one): the `Shared` ones that `waits` marks first,
-/// then the `Quiet` ones (each with no other cell busy, [`super::gate`]), then the
-/// remaining `Shared` ones. With one job, everything in index order. Results are in
-/// index order.
+/// neighbours up to the next alone one): the `Shared` ones that `order.waits` marks
+/// first, then the `Quiet` ones (each with no other cell busy, [`super::gate`]), then
+/// the remaining `Shared` ones; in each group the longest last time first. With one
+/// job, everything in index order. Results are in index order.
 pub fn execute<T: Send>(
     jobs: usize,
     placements: &[Placement],
-    waits: &[bool],
+    order: &Order,
     f: impl Fn(usize) -> T + Sync,
 ) -> Vec<T> {
     let slots: Vec<Mutex<Option<T>>> = placements.iter().map(|_| Mutex::new(None)).collect();
@@ -147,10 +155,16 @@ pub fn execute<T: Send>(
     } else {
         (0..placements.len()).partition(|&k| placements[k] == Placement::Alone)
     };
-    shared.sort_by_key(|&k| match placements[k] {
-        Placement::Shared if waits.get(k).copied().unwrap_or(false) => 0,
-        Placement::Quiet => 1,
-        _ => 2,
+    shared.sort_by_key(|&k| {
+        let group = match placements[k] {
+            Placement::Shared if order.waits.get(k).copied().unwrap_or(false) => 0,
+            Placement::Quiet => 1,
+            _ => 2,
+        };
+        (
+            group,
+            std::cmp::Reverse(order.last_ms.get(k).copied().unwrap_or(0)),
+        )
     });
     let gate = std::sync::Arc::new(super::gate::Gate::default());
     let run = |k: usize| match placements[k] {
@@ -189,16 +203,25 @@ fn drops_are_lab_only() -> bool {
     }
 }
 
+/// How `run_all` schedules.
+pub struct How<'a> {
+    pub jobs: usize,
+    pub overrides: &'a Overrides,
+    /// Each cell's last duration (`scenario::cell` -> ms): within its group of the pool,
+    /// the longest starts first. Cells not in it keep file order, after the known ones.
+    pub last_ms: &'a std::collections::BTreeMap<String, u64>,
+}
+
 /// Every scenario's cells, `jobs` at a time (see the module comment); the results are
 /// those `run_scenario` gives, in the same order.
 pub fn run_all(
     scenarios: &[Scenario],
     opts: &RunOptions,
     run_id: &str,
-    jobs: usize,
-    overrides: &Overrides,
+    how: &How,
     progress: &dyn super::progress::Progress,
 ) -> Vec<ScenarioResult> {
+    let (jobs, overrides) = (how.jobs, how.overrides);
     let mut cells: Vec<(usize, &CellPlan)> = Vec::new();
     for (s, scn) in scenarios.iter().enumerate() {
         for c in &scn.cells {
@@ -220,6 +243,13 @@ pub fn run_all(
     let waits: Vec<bool> = cells
         .iter()
         .map(|(_, c)| c.steps.iter().any(|s| s.action.only_waits()))
+        .collect();
+    let last: Vec<u64> = cells
+        .iter()
+        .map(|(s, c)| {
+            let key = format!("{}::{}", scenarios[*s].name, c.name);
+            how.last_ms.get(&key).copied().unwrap_or(0)
+        })
         .collect();
     if jobs > 1 {
         let count = |p: Placement| placements.iter().filter(|q| **q == p).count();
@@ -251,7 +281,15 @@ pub fn run_all(
             super::run_scenario_reporting(&single, opts, &id, progress),
         )
     };
-    let done = execute(jobs, &placements, &waits, one);
+    let done = execute(
+        jobs,
+        &placements,
+        &Order {
+            waits: &waits,
+            last_ms: &last,
+        },
+        one,
+    );
     // One result per scenario, as `run_scenario` gives (empty for a scenario none of
     // whose cells was selected).
     let kernel = super::kernel::release();
@@ -292,7 +330,7 @@ mod tests {
         let running = AtomicUsize::new(0);
         let peak = AtomicUsize::new(0);
         let log = Mutex::new(Vec::new());
-        let out = execute(3, &p, &[], |i| {
+        let out = execute(3, &p, &Order::default(), |i| {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
             log.lock().unwrap().push((i, now));
@@ -317,15 +355,17 @@ mod tests {
     #[test]
     fn quiet_cells_run_beside_waiting_cells_and_never_beside_busy_ones() {
         use Placement::{Quiet, Shared};
-        // 0 waits (starts first), 1 and 2 are quiet, 3 and 4 are busy all through.
-        let p = [Shared, Quiet, Quiet, Shared, Shared];
-        let waits = [true, false, false, false, false];
+        // 4 waits (and so starts first), 0 and 1 are quiet, 2 and 3 are busy all through.
+        let p = [Quiet, Quiet, Shared, Shared, Shared];
+        let waits = [false, false, false, false, true];
         let busy = AtomicUsize::new(0);
         let quiet_beside_wait = AtomicUsize::new(0);
         let waiting = std::sync::atomic::AtomicBool::new(false);
-        let log = Mutex::new(Vec::new());
-        execute(4, &p, &waits, |i| {
-            log.lock().unwrap().push(i);
+        let order = Order {
+            waits: &waits,
+            last_ms: &[],
+        };
+        execute(2, &p, &order, |i| {
             match p[i] {
                 Quiet => {
                     assert_eq!(busy.load(Ordering::SeqCst), 0, "busy cell beside quiet {i}");
@@ -340,18 +380,38 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(10));
                     busy.fetch_sub(1, Ordering::SeqCst);
                     if waits[i] {
+                        // Set around the idle part: a quiet cell can start only inside it.
+                        waiting.store(true, Ordering::SeqCst);
                         super::super::gate::idle(|| {
-                            waiting.store(true, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(150));
-                            waiting.store(false, Ordering::SeqCst);
                         });
+                        waiting.store(false, Ordering::SeqCst);
                     }
                 }
             }
         });
-        // The waiting cell started first; both quiet cells ran while it waited.
-        assert_eq!(log.lock().unwrap()[0], 0);
+        // Both quiet cells ran while the waiting cell waited (in file order they would
+        // have run before it started).
         assert_eq!(quiet_beside_wait.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_pool_starts_the_longest_cells_of_last_time_first() {
+        let p = [Placement::Shared; 4];
+        let order = Order {
+            waits: &[],
+            last_ms: &[10, 300, 0, 50],
+        };
+        let log = Mutex::new(Vec::new());
+        execute(2, &p, &order, |i| {
+            log.lock().unwrap().push(i);
+            std::thread::sleep(Duration::from_millis(50));
+        });
+        // Two workers: the two longest start together, then the rest (unknown last).
+        let mut log = log.into_inner().unwrap();
+        log[..2].sort();
+        log[2..].sort();
+        assert_eq!(log, [1, 3, 0, 2]);
     }
 
     #[test]
@@ -359,7 +419,7 @@ mod tests {
         let p = [Placement::Shared; 4];
         let running = AtomicUsize::new(0);
         let order = Mutex::new(Vec::new());
-        execute(1, &p, &[], |i| {
+        execute(1, &p, &Order::default(), |i| {
             assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
             order.lock().unwrap().push(i);
             running.fetch_sub(1, Ordering::SeqCst);
