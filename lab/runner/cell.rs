@@ -247,8 +247,11 @@ fn observe_timeline(
     let evidence = std::sync::Mutex::new(evidence);
     let collectors = || evidence.lock().map(|e| e.live()).unwrap_or_default();
     env.progress.cell_phase(env.id, "traffic");
-    let walked = phases.time("traffic", || {
-        super::timeline::walk(&cell.steps, &ctx, &live, &collectors, &referenced)
+    // A quiet cell (run --jobs) waits here until no other cell is busy.
+    let walked = super::gate::timeline(|| {
+        phases.time("traffic", || {
+            super::timeline::walk(&cell.steps, &ctx, &live, &collectors, &referenced)
+        })
     });
     // Conntrack queries the expectations read at the end, while the lab still stands.
     env.progress.cell_phase(env.id, "observe");

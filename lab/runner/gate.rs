@@ -2,7 +2,8 @@
 //! other cell is busy, but beside cells that are only waiting (a `wait` for a kernel
 //! timer, a `sleep`, a `join` of connections the kernel retries by itself). A shared
 //! cell holds a busy share for its whole run except while its timeline waits
-//! ([`idle`]); a quiet cell holds the gate exclusively.
+//! ([`idle`]); a quiet cell holds a busy share while its lab is built, read and torn
+//! down, and the gate exclusively while its timeline runs ([`timeline`]).
 //!
 //! A cell that stops waiting gets its share back before any further quiet cell
 //! starts, so its timeline is held up by at most the one quiet cell running then.
@@ -60,6 +61,13 @@ impl Gate {
         self.update(|s| s.busy -= 1);
     }
 
+    /// Runs `f` (a quiet cell): as a shared cell, but its [`timeline`] runs alone.
+    pub fn quiet_cell<T>(self: &Arc<Self>, f: impl FnOnce() -> T) -> T {
+        QUIET.with(|q| q.set(true));
+        let _release = Release(|| QUIET.with(|q| q.set(false)));
+        self.shared(f)
+    }
+
     /// Runs `f` (a shared cell) holding a busy share, given up only inside [`idle`].
     pub fn shared<T>(self: &Arc<Self>, f: impl FnOnce() -> T) -> T {
         self.take_share();
@@ -75,6 +83,25 @@ impl Gate {
 thread_local! {
     /// The gate whose share this thread's cell holds.
     static CURRENT: RefCell<Option<Arc<Gate>>> = const { RefCell::new(None) };
+    /// This thread's cell is quiet.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, a cell's timeline: with no other cell busy when the cell is quiet
+/// ([`Gate::quiet_cell`]), else as it is.
+pub fn timeline<T>(f: impl FnOnce() -> T) -> T {
+    if !QUIET.with(|q| q.get()) {
+        return f();
+    }
+    let Some(gate) = CURRENT.with(|c| c.borrow_mut().take()) else {
+        return f();
+    };
+    gate.give_share();
+    let _back = Release(|| {
+        gate.take_share();
+        CURRENT.with(|c| *c.borrow_mut() = Some(gate.clone()));
+    });
+    gate.quiet(f)
 }
 
 /// Runs `f`, a part of a cell's timeline that only waits, without the cell's busy
@@ -175,5 +202,37 @@ mod tests {
     #[test]
     fn idle_outside_a_gate_just_runs() {
         assert_eq!(idle(|| 7), 7);
+        assert_eq!(timeline(|| 8), 8);
+    }
+
+    #[test]
+    fn a_quiet_cell_builds_beside_busy_cells_and_runs_its_timeline_alone() {
+        let gate = Arc::new(Gate::default());
+        let busy_now = AtomicUsize::new(0);
+        let built_beside_busy = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                gate.shared(|| {
+                    busy_now.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(60));
+                    busy_now.fetch_sub(1, Ordering::SeqCst);
+                })
+            });
+            std::thread::sleep(Duration::from_millis(10));
+            s.spawn(|| {
+                gate.quiet_cell(|| {
+                    // The build: beside the busy cell.
+                    if busy_now.load(Ordering::SeqCst) > 0 {
+                        built_beside_busy.store(true, Ordering::SeqCst);
+                    }
+                    timeline(|| {
+                        assert_eq!(busy_now.load(Ordering::SeqCst), 0, "busy beside a timeline");
+                        // Nothing to give up inside a quiet timeline.
+                        idle(|| assert_eq!(busy_now.load(Ordering::SeqCst), 0));
+                    });
+                })
+            });
+        });
+        assert!(built_beside_busy.load(Ordering::SeqCst));
     }
 }

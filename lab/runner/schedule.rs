@@ -168,7 +168,7 @@ pub fn execute<T: Send>(
     });
     let gate = std::sync::Arc::new(super::gate::Gate::default());
     let run = |k: usize| match placements[k] {
-        Placement::Quiet => gate.quiet(|| f(k)),
+        Placement::Quiet => gate.quiet_cell(|| f(k)),
         _ => gate.shared(|| f(k)),
     };
     for k in alone {
@@ -367,14 +367,15 @@ mod tests {
         };
         execute(2, &p, &order, |i| {
             match p[i] {
-                Quiet => {
+                // A quiet cell's timeline (as lab/runner/cell.rs runs it).
+                Quiet => super::super::gate::timeline(|| {
                     assert_eq!(busy.load(Ordering::SeqCst), 0, "busy cell beside quiet {i}");
                     if waiting.load(Ordering::SeqCst) {
                         quiet_beside_wait.fetch_add(1, Ordering::SeqCst);
                     }
                     std::thread::sleep(Duration::from_millis(20));
                     assert_eq!(busy.load(Ordering::SeqCst), 0, "busy cell beside quiet {i}");
-                }
+                }),
                 _ => {
                     busy.fetch_add(1, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(10));
