@@ -442,3 +442,41 @@ expect = ["flood.sent > 0"]
     assert_eq!(obs(&cells, "stops", "capped.sent"), 30.0);
     assert_eq!(obs(&cells, "stops", "capped.until_held"), 0.0);
 }
+
+#[test]
+fn a_join_with_stop_ends_the_holds_it_waits_for() {
+    let cells = run(r#"
+[[traffic]]
+kind = "tcp"
+name = "held"
+background = true
+from = "a"
+to = "10.0.2.2"
+port = 5201
+server = "b"
+connections = 1
+bytes = 10
+hold_ms = 60000
+
+[[traffic]]
+kind = "wait"
+name = "up"
+until = "ct.r.count(proto=tcp dport=5201 state=ESTABLISHED) == 1"
+timeout_ms = 5000
+
+[[traffic]]
+kind = "join"
+stop = true
+
+[[cells]]
+name = "stopped"
+expect = ["held.connected == 1", "held.completed == 1", "up.held == 1"]
+"#);
+    assert_eq!(outcome(&cells, "stopped"), Outcome::Pass);
+    // The hold's cap is 60 s; the join ended it once the connection was up.
+    let ms = cells[0].duration_ms;
+    assert!(
+        ms < 30_000,
+        "the cell took {ms} ms: the hold was waited out"
+    );
+}

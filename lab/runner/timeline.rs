@@ -60,8 +60,14 @@ pub struct StepCx<'a> {
     pub referenced: &'a [String],
 }
 
-/// A running background step: its name, whether it mostly waits, its thread.
-type Background<'s> = (String, bool, ScopedJoinHandle<'s, Result<Observations>>);
+/// A running background step: its name, whether it mostly waits, what tells it to
+/// stop, its thread.
+type Background<'s> = (
+    String,
+    bool,
+    &'s AtomicBool,
+    ScopedJoinHandle<'s, Result<Observations>>,
+);
 
 impl StepCx<'_> {
     fn netns(&self, node: &str) -> Result<&str> {
@@ -300,6 +306,9 @@ pub fn walk(
         referenced,
     };
     let cx = &cx;
+    // Per step: set by a `join` with `stop`, read by the step as its `enough`.
+    let stops: Vec<AtomicBool> = steps.iter().map(|_| AtomicBool::new(false)).collect();
+    let stops = &stops;
     std::thread::scope(|scope| -> Result<()> {
         let mut background: Vec<Background> = Vec::new();
         let result = (|| -> Result<()> {
@@ -317,20 +326,42 @@ pub fn walk(
                     i += n;
                     continue;
                 }
-                let step = &steps[i];
+                let (step, index) = (&steps[i], i);
                 i += 1;
                 // Only waiting, beside steps that only wait: a quiet cell may run now.
                 let waits = step.action.only_waits()
-                    && background.iter().all(|(_, mostly_waits, _)| *mostly_waits);
+                    && background
+                        .iter()
+                        .all(|(_, mostly_waits, _, _)| *mostly_waits);
                 match &step.action {
-                    Action::Join { steps: names } if waits => {
-                        super::gate::idle(|| join(cx, &mut background, names))?
+                    Action::Join { steps: names, stop } => {
+                        if *stop {
+                            tell_to_stop(&background, names);
+                        }
+                        if waits {
+                            super::gate::idle(|| join(cx, &mut background, names))?
+                        } else {
+                            join(cx, &mut background, names)?
+                        }
                     }
-                    Action::Join { steps: names } => join(cx, &mut background, names)?,
                     _ if step.background => {
-                        let handle = scope.spawn(move || run_step(cx, step));
+                        let told = &stops[index];
+                        let handle = scope.spawn(move || {
+                            let enough = || told.load(Ordering::SeqCst);
+                            let traffic = TrafficContext {
+                                enough: &enough,
+                                ..*cx.traffic
+                            };
+                            run_step(
+                                &StepCx {
+                                    traffic: &traffic,
+                                    ..*cx
+                                },
+                                step,
+                            )
+                        });
                         let mostly_waits = step.action.mostly_waits();
-                        background.push((step.name.clone(), mostly_waits, handle));
+                        background.push((step.name.clone(), mostly_waits, told, handle));
                     }
                     _ if waits => {
                         let obs = super::gate::idle(|| run_step(cx, step))?;
@@ -386,14 +417,23 @@ fn record(cx: &StepCx, step: &Step, obs: Observations) {
         .extend(obs.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)));
 }
 
+/// Tells the background steps a `join` names (every one when none) to stop.
+fn tell_to_stop(background: &[Background], names: &[String]) {
+    for (name, _, told, _) in background {
+        if names.is_empty() || names.contains(name) {
+            told.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Waits for background steps: those named, or every one still running.
 fn join(cx: &StepCx, background: &mut Vec<Background>, names: &[String]) -> Result<()> {
     let (handles, keep): (Vec<_>, Vec<_>) = background
         .drain(..)
-        .partition(|(n, _, _)| names.is_empty() || names.contains(n));
+        .partition(|(n, _, _, _)| names.is_empty() || names.contains(n));
     *background = keep;
     let mut first_err = None;
-    for (name, _, h) in handles {
+    for (name, _, _, h) in handles {
         let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         match r {
             Ok(obs) => {
@@ -417,7 +457,11 @@ fn run_step(cx: &StepCx, step: &Step) -> Result<Observations> {
     let every = Duration::from_millis(stop.every_ms);
     // (last read, held): once it held it stays held; reads are at most `every` apart.
     let state: Mutex<(Option<Instant>, bool)> = Mutex::new((None, false));
+    let outer = cx.traffic.enough;
     let enough = || {
+        if outer() {
+            return true;
+        }
         let mut st = state.lock().unwrap();
         if !st.1 && st.0.is_none_or(|t| t.elapsed() >= every) {
             st.0 = Some(Instant::now());

@@ -42,7 +42,7 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
     // Stop the server on every way out, also when a socket cannot be made or bound.
     let res = (|| -> Result<()> {
         for _ in 0..p.connections {
-            if (ctx.interrupted)() {
+            if ctx.stop_starting() {
                 break;
             }
             attempted += 1;
@@ -62,7 +62,14 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
                     connect_ms.push(ms(t0.elapsed()));
                     c.connected += 1;
                     if p.hold_ms > 0 {
-                        super::common::sleep_until(ctx, Instant::now() + scaled(ctx, p.hold_ms));
+                        // Until the cap, or a `join` with `stop` needs it no longer.
+                        let never_interrupted = || false;
+                        super::common::wait_until(
+                            &never_interrupted,
+                            scaled(ctx, p.hold_ms),
+                            Duration::from_millis(5),
+                            || ctx.stop_starting(),
+                        );
                     }
                     transfer(s, p.bytes, io, &mut c);
                 }

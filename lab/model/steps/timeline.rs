@@ -48,6 +48,10 @@ pub enum Action {
     /// Waits for these background steps (all running ones when empty).
     Join {
         steps: Vec<String>,
+        /// First tells them to stop: a connection's hold ends, a sender starts nothing
+        /// new (`sleep 10 | socat` in a selftest keeps a connection up while the rest runs).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        stop: bool,
     },
     Sleep {
         ms: u64,

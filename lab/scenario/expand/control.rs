@@ -117,7 +117,10 @@ pub(super) fn control_action(
             })
         }
         ControlSpec::Checkpoint => Action::Checkpoint,
-        ControlSpec::Join(j) => Action::Join { steps: j.steps },
+        ControlSpec::Join(j) => Action::Join {
+            steps: j.steps,
+            stop: j.stop,
+        },
         ControlSpec::Sleep(SleepSpec { ms, .. }) => {
             if ms > 600_000 {
                 return pcx.fail(

@@ -194,7 +194,7 @@ fn repeated(cx: &Ctx, mut r: RawStep) -> R<Vec<RawStep>> {
 /// A `join` names background steps that run before it.
 fn check_joins(cx: &Ctx, file: &ScenarioFile, steps: &[Step]) -> R<()> {
     for (i, s) in steps.iter().enumerate() {
-        if let Action::Join { steps: wanted } = &s.action {
+        if let Action::Join { steps: wanted, .. } = &s.action {
             for w in wanted {
                 let ok = steps[..i].iter().any(|b| b.background && &b.name == w);
                 if !ok {

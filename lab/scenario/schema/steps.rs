@@ -34,6 +34,10 @@ pub struct JoinSpec {
     /// Background steps to wait for; all running ones when absent.
     #[serde(default)]
     pub steps: Vec<String>,
+    /// First tells the steps it waits for to stop: a connection's hold ends, a sender
+    /// starts nothing new (their `hold_ms`, `count`, ... are then caps).
+    #[serde(default)]
+    pub stop: bool,
 }
 
 /// `kind = "sleep"`.
