@@ -126,20 +126,35 @@ impl Live<'_> {
 
     /// Every node's counters as deltas from the cell's start.
     pub fn counters(&self) -> Result<Observations> {
-        self.counters_where(|_| true)
+        self.counters_where(self.kinds, |_| true)
     }
 
-    /// The counters of only the nodes `names` mention (`conntrack.r.drop` reads `r`):
-    /// cheap enough to poll between a race's iterations.
+    /// The counters of only the nodes `names` mention (`conntrack.r.drop` reads `r`),
+    /// and of their rulesets only the kinds named (`nft.r.…`): no `iptables-save` is
+    /// spawned for a name that reads conntrack statistics, which under TCG costs
+    /// about a second.
     pub fn counters_for(&self, names: &[String]) -> Result<Observations> {
-        self.counters_where(|node| {
+        let mut kinds = BTreeMap::new();
+        for (node, all) in self.kinds {
+            let seg = crate::observe::segment(node);
+            let named = |k: &RulesetKind| {
+                let prefix = format!("{}.{seg}.", k.key());
+                names.iter().any(|n| n.starts_with(&prefix))
+            };
+            kinds.insert(node.clone(), all.iter().copied().filter(named).collect());
+        }
+        self.counters_where(&kinds, |node| {
             let seg = format!(".{}.", crate::observe::segment(node));
             names.iter().any(|n| n.contains(&seg))
         })
     }
 
-    fn counters_where(&self, wanted: impl Fn(&str) -> bool) -> Result<Observations> {
-        let now = super::cell::snapshot_nodes(self.plan, self.kinds, &wanted)?;
+    fn counters_where(
+        &self,
+        kinds: &BTreeMap<String, Vec<RulesetKind>>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Observations> {
+        let now = super::cell::snapshot_nodes(self.plan, kinds, &wanted)?;
         let mut obs = Observations::new();
         for node in self.plan.nodes.iter().filter(|n| wanted(&n.name)) {
             obs.extend(crate::observe::observations_delta(

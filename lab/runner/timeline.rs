@@ -455,7 +455,9 @@ fn run_step(cx: &StepCx, step: &Step) -> Result<Observations> {
     };
     let names = stop.until.names();
     let every = Duration::from_millis(stop.every_ms);
-    // (last read, held): once it held it stays held; reads are at most `every` apart.
+    // (next read, held): once it held it stays held. Reads are at least `every` apart
+    // and take at most a tenth of the step's time: a read that took 50 ms (a slow
+    // guest) puts the next one 450 ms later.
     let state: Mutex<(Option<Instant>, bool)> = Mutex::new((None, false));
     let outer = cx.traffic.enough;
     let enough = || {
@@ -463,13 +465,14 @@ fn run_step(cx: &StepCx, step: &Step) -> Result<Observations> {
             return true;
         }
         let mut st = state.lock().unwrap();
-        if !st.1 && st.0.is_none_or(|t| t.elapsed() >= every) {
-            st.0 = Some(Instant::now());
+        if !st.1 && st.0.is_none_or(|next| Instant::now() >= next) {
+            let t0 = Instant::now();
             st.1 = cx
                 .observe(&names)
                 .ok()
                 .and_then(|obs| stop.until.eval(&obs).ok())
                 .is_some_and(|(held, _)| held);
+            st.0 = Some(Instant::now() + every.max(t0.elapsed() * 9));
         }
         st.1
     };
