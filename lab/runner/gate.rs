@@ -93,29 +93,30 @@ pub fn timeline<T>(f: impl FnOnce() -> T) -> T {
     if !QUIET.with(|q| q.get()) {
         return f();
     }
-    let Some(gate) = CURRENT.with(|c| c.borrow_mut().take()) else {
-        return f();
-    };
-    gate.give_share();
-    let _back = Release(|| {
-        gate.take_share();
-        CURRENT.with(|c| *c.borrow_mut() = Some(gate.clone()));
-    });
-    gate.quiet(f)
+    without_share(|gate| match gate {
+        Some(gate) => gate.quiet(f),
+        None => f(),
+    })
 }
 
 /// Runs `f`, a part of a cell's timeline that only waits, without the cell's busy
 /// share (when it runs under a gate at all), so a quiet cell may run meanwhile.
 pub fn idle<T>(f: impl FnOnce() -> T) -> T {
+    without_share(|_| f())
+}
+
+/// Runs `f` with this thread's busy share given up, and takes it back after (also
+/// while unwinding); `f` gets the gate, or None when the thread runs under none.
+fn without_share<T>(f: impl FnOnce(Option<&Gate>) -> T) -> T {
     let Some(gate) = CURRENT.with(|c| c.borrow_mut().take()) else {
-        return f();
+        return f(None);
     };
     gate.give_share();
     let _back = Release(|| {
         gate.take_share();
         CURRENT.with(|c| *c.borrow_mut() = Some(gate.clone()));
     });
-    f()
+    f(Some(&gate))
 }
 
 /// Runs its closure when dropped (also while unwinding).

@@ -348,17 +348,7 @@ pub fn walk(
                         let told = &stops[index];
                         let handle = scope.spawn(move || {
                             let enough = || told.load(Ordering::SeqCst);
-                            let traffic = TrafficContext {
-                                enough: &enough,
-                                ..*cx.traffic
-                            };
-                            run_step(
-                                &StepCx {
-                                    traffic: &traffic,
-                                    ..*cx
-                                },
-                                step,
-                            )
+                            with_enough(cx, &enough, |cx| run_step(cx, step))
                         });
                         let mostly_waits = step.action.mostly_waits();
                         background.push((step.name.clone(), mostly_waits, told, handle));
@@ -415,6 +405,22 @@ fn record(cx: &StepCx, step: &Step, obs: Observations) {
         .lock()
         .unwrap()
         .extend(obs.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)));
+}
+
+/// Runs `f` with `cx`, its traffic's `enough` replaced.
+fn with_enough<T>(
+    cx: &StepCx,
+    enough: &(dyn Fn() -> bool + Sync),
+    f: impl FnOnce(&StepCx) -> T,
+) -> T {
+    let traffic = TrafficContext {
+        enough,
+        ..*cx.traffic
+    };
+    f(&StepCx {
+        traffic: &traffic,
+        ..*cx
+    })
 }
 
 /// Tells the background steps a `join` names (every one when none) to stop.
@@ -476,15 +482,7 @@ fn run_step(cx: &StepCx, step: &Step) -> Result<Observations> {
         }
         st.1
     };
-    let traffic = TrafficContext {
-        enough: &enough,
-        ..*cx.traffic
-    };
-    let inner = StepCx {
-        traffic: &traffic,
-        ..*cx
-    };
-    let mut obs = run_sampled(&inner, step)?;
+    let mut obs = with_enough(cx, &enough, |cx| run_sampled(cx, step))?;
     let held = state.into_inner().unwrap().1;
     obs.insert("until_held".into(), if held { 1.0 } else { 0.0 });
     Ok(obs)

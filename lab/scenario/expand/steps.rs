@@ -337,19 +337,27 @@ fn stop_when(cx: &Ctx, r: &mut RawStep, kind: &str) -> R<Option<StopWhen>> {
             (format!("`{text}`: {e}"), fix.into()),
         )
     })?;
-    let every_ms = match every {
-        None => 25,
-        Some(toml::Value::Integer(n)) if (1..=60_000).contains(&n) => n as u64,
-        Some(v) => {
-            return cx.fail(
-                r.span.clone(),
-                &format!("{}.until_every_ms", r.field),
-                format!("until_every_ms = {v} is out of range"),
-                "set it between 1 and 60000 (default 25)",
-            )
-        }
-    };
+    let every_ms = every_ms(cx, r, ("until_every_ms", every), 25)?;
     Ok(Some(StopWhen { until, every_ms }))
+}
+
+/// A `*_every_ms` value: `default` when absent, else 1..=60000 ms.
+fn every_ms(
+    cx: &Ctx,
+    r: &RawStep,
+    (key, value): (&str, Option<toml::Value>),
+    default: u64,
+) -> R<u64> {
+    match value {
+        None => Ok(default),
+        Some(toml::Value::Integer(n)) if (1..=60_000).contains(&n) => Ok(n as u64),
+        Some(v) => cx.fail(
+            r.span.clone(),
+            &format!("{}.{key}", r.field),
+            format!("{key} = {v} is out of range"),
+            &format!("set it between 1 and 60000 (default {default})"),
+        ),
+    }
 }
 
 fn sampling(cx: &Ctx, r: &mut RawStep) -> R<Option<Sampling>> {
@@ -399,18 +407,7 @@ fn sampling(cx: &Ctx, r: &mut RawStep) -> R<Option<Sampling>> {
         }
         observe.push(name.trim().to_string());
     }
-    let every_ms = match every {
-        None => 50,
-        Some(toml::Value::Integer(n)) if (1..=60_000).contains(&n) => n as u64,
-        Some(v) => {
-            return cx.fail(
-                r.span.clone(),
-                &format!("{}.sample_every_ms", r.field),
-                format!("sample_every_ms = {v} is out of range"),
-                "set it between 1 and 60000 (default 50)",
-            )
-        }
-    };
+    let every_ms = every_ms(cx, r, ("sample_every_ms", every), 50)?;
     Ok(Some(Sampling { every_ms, observe }))
 }
 
