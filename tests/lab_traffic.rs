@@ -253,6 +253,43 @@ fn churn_all_connect() {
 }
 
 #[test]
+fn churn_in_flight_overlaps_the_timeouts_of_dropped_syns() {
+    let _g = lock();
+    let lab = Lab::new("f");
+    // Every SYN to port 8181 dies at the router: each connect can only time out.
+    sh(
+        &lab.ns("r"),
+        "nft add table inet synblock; nft add chain inet synblock f '{ type filter hook forward priority 0; }'; nft add rule inet synblock f tcp dport 8181 drop",
+    );
+    let step = |in_flight: u32| {
+        format!("kind = \"churn\"\nfrom = \"a\"\nto = \"10.77.2.1\"\nport = 8181\nconnections = 16\nconnect_timeout_ms = 100\nin_flight = {in_flight}\n")
+    };
+    let t0 = std::time::Instant::now();
+    let m = lab.run(&step(1));
+    let one_at_a_time = t0.elapsed();
+    assert_eq!(
+        (m["attempted"], m["timed_out"], m["failed"]),
+        (16.0, 16.0, 16.0)
+    );
+    let t0 = std::time::Instant::now();
+    let m = lab.run(&step(8));
+    let eight = t0.elapsed();
+    assert_eq!(
+        (m["attempted"], m["timed_out"], m["failed"]),
+        (16.0, 16.0, 16.0)
+    );
+    // 16 x 100 ms one after the other; two rounds of 8 side by side.
+    assert!(
+        one_at_a_time >= std::time::Duration::from_millis(1600),
+        "{one_at_a_time:?}"
+    );
+    assert!(eight < std::time::Duration::from_millis(800), "{eight:?}");
+    // A server that answers: every connect succeeds with several in flight too.
+    let m = lab.run("kind = \"churn\"\nfrom = \"a\"\nto = \"10.77.2.1\"\nserver = \"b\"\nconnections = 200\nin_flight = 8\n");
+    assert_eq!((m["connected"], m["server_accepted"]), (200.0, 200.0));
+}
+
+#[test]
 fn multiflow_clean_path_loses_nothing() {
     let _g = lock();
     let lab = Lab::new("m");

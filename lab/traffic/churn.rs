@@ -1,14 +1,13 @@
 //! `kind = "churn"`: many short TCP connections (SCENARIOS.md §2, conntrack table full).
 
-use super::common::{
-    bind_source, domain, insert_percentiles, ms, ns_of, scaled, sleep_until, unspecified,
-};
+use super::common::{bind_source, domain, insert_percentiles, ms, ns_of, scaled, unspecified};
+use super::connects::{Connects, Outcome};
 use super::servers::{TcpMode, TcpServer};
 use super::{Metrics, TrafficContext};
 use crate::model::steps::{ChurnParams, CloseMode};
 use anyhow::Result;
 use socket2::{Protocol, Socket, Type};
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -31,35 +30,54 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
     let res = crate::netns::run_in(ns, || {
         let mut c = [0u32; 5]; // attempted, connected, timed_out, refused, other
         let mut connect_ms = Vec::with_capacity(p.connections as usize);
+        let mut in_flight = Connects::default();
+        let mut finish = |s: Socket, outcome: Outcome| match outcome {
+            Outcome::Connected(took) => {
+                connect_ms.push(ms(took));
+                c[1] += 1;
+                let _ = s.set_nonblocking(false);
+                close(s, p, io);
+            }
+            Outcome::TimedOut => c[2] += 1,
+            Outcome::Refused => c[3] += 1,
+            Outcome::Failed => c[4] += 1,
+        };
         let start = Instant::now();
-        for i in 0..p.connections {
-            if p.rate > 0.0
-                && !sleep_until(ctx, start + Duration::from_secs_f64(f64::from(i) / p.rate))
-            {
+        let due = |i: u32| start + Duration::from_secs_f64(f64::from(i) / p.rate);
+        let (mut started, mut stopped) = (0u32, false);
+        loop {
+            // Start every connection that is due, as long as there is room in flight.
+            while !stopped && started < p.connections && in_flight.len() < p.in_flight as usize {
+                if p.rate > 0.0 && Instant::now() < due(started) {
+                    break;
+                }
+                if ctx.stop_starting() {
+                    stopped = true;
+                    break;
+                }
+                started += 1;
+                let s = Socket::new(domain(p.to), Type::STREAM, Some(Protocol::TCP))?;
+                if let Some(src) = p.src {
+                    bind_source(&s, src, 0, &p.from)?;
+                }
+                if let Some((s, outcome)) = in_flight.start(s, &dst, timeout) {
+                    finish(s, outcome);
+                }
+            }
+            let more = !stopped && started < p.connections;
+            if (ctx.interrupted)() || (!more && in_flight.is_empty()) {
                 break;
             }
-            if ctx.stop_starting() {
-                break;
+            // Until a connect ends, the next one is due, or 20 ms (to see an interrupt).
+            let mut wait = Duration::from_millis(20);
+            if more && p.rate > 0.0 && in_flight.len() < p.in_flight as usize {
+                wait = wait.min(due(started).saturating_duration_since(Instant::now()));
             }
-            c[0] += 1;
-            let s = Socket::new(domain(p.to), Type::STREAM, Some(Protocol::TCP))?;
-            if let Some(src) = p.src {
-                bind_source(&s, src, 0, &p.from)?;
-            }
-            let t0 = Instant::now();
-            match s.connect_timeout(&dst, timeout) {
-                Ok(()) => {
-                    connect_ms.push(ms(t0.elapsed()));
-                    c[1] += 1;
-                    close(s, p, io);
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                    c[2] += 1
-                }
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => c[3] += 1,
-                Err(_) => c[4] += 1,
+            for (s, outcome) in in_flight.wait(wait)? {
+                finish(s, outcome);
             }
         }
+        c[0] = started;
         Ok((c, connect_ms))
     });
     let (counts, connect_ms) = match res {

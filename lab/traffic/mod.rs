@@ -8,6 +8,7 @@
 mod capture;
 mod churn;
 mod common;
+mod connects;
 mod dns;
 mod dnswire;
 mod multiflow;

@@ -55,6 +55,14 @@ pub struct ChurnParams {
     /// the kernel after 1 s, so shorter values count such drops as timeouts.
     #[serde(default = "d_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// Connects in flight at once (default 1: one after the other). With more, a
+    /// connect that only times out (its SYN was dropped) does not hold up the next
+    /// ones; with `rate`, each still starts on its own schedule.
+    #[serde(default = "d_in_flight")]
+    pub in_flight: u32,
+}
+fn d_in_flight() -> u32 {
+    1
 }
 fn d_port() -> u16 {
     8080
@@ -82,6 +90,7 @@ impl ChurnParams {
         if !(self.rate >= 0.0 && self.rate <= 1e6) {
             return Err(format!("rate = {} is out of range: set it between 0 (as fast as possible) and 1000000 per second", self.rate));
         }
+        check::range("in_flight", self.in_flight, 1, 1024)?;
         check::range("connect_timeout_ms", self.connect_timeout_ms, 1, 120_000)
     }
 }
