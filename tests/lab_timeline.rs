@@ -444,6 +444,57 @@ expect = ["flood.sent > 0"]
 }
 
 #[test]
+fn until_gives_up_the_connects_in_flight_of_tcp_and_churn_steps() {
+    // Nothing answers 10.0.2.99 (no host has it; r's neighbour lookup fails): every
+    // SYN is counted in r's "new" rule and lost, so a connect only ends at its cap.
+    let cells = run(r#"
+[[traffic]]
+kind = "tcp"
+name = "lost"
+from = "a"
+to = "10.0.2.99"
+port = 5201
+connections = 3
+connect_timeout_ms = 20000
+until = "nft.r.t.fw.new.packets >= 1"
+
+[[traffic]]
+kind = "churn"
+name = "burst"
+from = "a"
+to = "10.0.2.99"
+port = 5202
+connections = 50
+in_flight = 10
+connect_timeout_ms = 20000
+until = "nft.r.t.fw.new.packets >= 3"
+
+[[cells]]
+name = "given-up"
+expect = ["lost.connected == 0", "burst.connected == 0"]
+"#);
+    assert_eq!(outcome(&cells, "given-up"), Outcome::Pass);
+    // The first connect was given up once its SYN was seen; no second one started.
+    assert_eq!(obs(&cells, "given-up", "lost.attempted"), 1.0);
+    assert_eq!(obs(&cells, "given-up", "lost.given_up"), 1.0);
+    assert_eq!(obs(&cells, "given-up", "lost.failed"), 1.0);
+    assert_eq!(obs(&cells, "given-up", "lost.until_held"), 1.0);
+    // The burst's ten in flight were given up together.
+    let attempted = obs(&cells, "given-up", "burst.attempted");
+    assert!(
+        (3.0..50.0).contains(&attempted),
+        "burst.attempted = {attempted}"
+    );
+    assert_eq!(obs(&cells, "given-up", "burst.given_up"), attempted);
+    assert_eq!(obs(&cells, "given-up", "burst.until_held"), 1.0);
+    let ms = cells[0].duration_ms;
+    assert!(
+        ms < 10_000,
+        "the cell took {ms} ms: a 20 s connect cap was waited out"
+    );
+}
+
+#[test]
 fn a_join_with_stop_ends_the_holds_it_waits_for() {
     let cells = run(r#"
 [[traffic]]

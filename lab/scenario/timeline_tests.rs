@@ -176,10 +176,10 @@ fn step_errors_name_the_place_the_field_and_the_fix() {
             "without sample",
         ),
         (
-            "[[traffic]]\nkind = \"tcp\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nuntil = \"x > 1\"\n".into(),
+            "[[traffic]]\nkind = \"dns\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nuntil = \"x > 1\"\n".into(),
             "[[traffic]]",
             "traffic[0].until",
-            "a `tcp` step cannot end early",
+            "a `dns` step cannot end early",
         ),
         (
             "[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"192.0.2.2\"\nuntil = 3\n".into(),

@@ -44,15 +44,19 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
         };
         let start = Instant::now();
         let due = |i: u32| start + Duration::from_secs_f64(f64::from(i) / p.rate);
-        let (mut started, mut stopped) = (0u32, false);
+        let (mut started, mut given_up) = (0u32, 0usize);
         loop {
+            if ctx.stop_starting() {
+                // `until` holds: the outcome is known, so are the connects in flight.
+                given_up = in_flight.give_up();
+                break;
+            }
             // Start every connection that is due, as long as there is room in flight.
-            while !stopped && started < p.connections && in_flight.len() < p.in_flight as usize {
+            while started < p.connections && in_flight.len() < p.in_flight as usize {
                 if p.rate > 0.0 && Instant::now() < due(started) {
                     break;
                 }
                 if ctx.stop_starting() {
-                    stopped = true;
                     break;
                 }
                 started += 1;
@@ -64,11 +68,14 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
                     finish(s, outcome);
                 }
             }
-            let more = !stopped && started < p.connections;
-            if (ctx.interrupted)() || (!more && in_flight.is_empty()) {
+            let more = started < p.connections;
+            if !more && in_flight.is_empty() {
                 break;
             }
-            // Until a connect ends, the next one is due, or 20 ms (to see an interrupt).
+            if ctx.stop_starting() {
+                continue; // gives up what is in flight, above
+            }
+            // Until a connect ends, the next one is due, or 20 ms (to see `until`, an interrupt).
             let mut wait = Duration::from_millis(20);
             if more && p.rate > 0.0 && in_flight.len() < p.in_flight as usize {
                 wait = wait.min(due(started).saturating_duration_since(Instant::now()));
@@ -78,9 +85,9 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
             }
         }
         c[0] = started;
-        Ok((c, connect_ms))
+        Ok((c, connect_ms, given_up))
     });
-    let (counts, connect_ms) = match res {
+    let (counts, connect_ms, given_up) = match res {
         Ok(r) => r,
         Err(e) => {
             if let Some(s) = server {
@@ -109,6 +116,7 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
         m.insert((*k).into(), f64::from(v));
     }
     m.insert("failed".into(), f64::from(counts[0] - counts[1]));
+    m.insert("given_up".into(), given_up as f64);
     if let Some(a) = accepted {
         m.insert("server_accepted".into(), a as f64);
     }

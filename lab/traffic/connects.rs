@@ -50,6 +50,34 @@ impl Connects {
         self.pending.is_empty()
     }
 
+    /// Gives up every connect in flight (closing its socket); returns how many.
+    pub fn give_up(&mut self) -> usize {
+        std::mem::take(&mut self.pending).len()
+    }
+
+    /// One connect: as [`Connects::start`] and [`Connects::wait`], but given up (None)
+    /// as soon as `give_up()` holds, checked every few milliseconds.
+    pub fn one(
+        sock: Socket,
+        dst: &SockAddr,
+        cap: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> std::io::Result<Option<(Socket, Outcome)>> {
+        let mut c = Connects::default();
+        if let Some(done) = c.start(sock, dst, cap) {
+            return Ok(Some(done));
+        }
+        loop {
+            if let Some(done) = c.wait(Duration::from_millis(5))?.pop() {
+                return Ok(Some(done));
+            }
+            if give_up() {
+                c.give_up();
+                return Ok(None);
+            }
+        }
+    }
+
     /// Starts connecting `sock` to `dst` with at most `cap` to get there. A connect
     /// that ends at once (an error, or a connect the kernel completes inside the call)
     /// is returned; otherwise it is in flight until [`Connects::wait`] returns it.
@@ -224,6 +252,30 @@ mod tests {
             assert_eq!(order[1].0, Outcome::TimedOut, "{order:?}");
             assert!(order[1].1 >= Duration::from_millis(150), "{order:?}");
             assert!(order[1].1 < Duration::from_millis(900), "{order:?}");
+            drop(first);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn one_connect_is_given_up_when_asked_and_not_before() {
+        in_scratch("one", || {
+            let (_full, full_addr) = listener(0);
+            let (_open, open_addr) = listener(16);
+            let first = Connects::one(socket(), &full_addr, Duration::from_secs(5), || false)?;
+            assert!(matches!(first, Some((_, Outcome::Connected(_)))));
+            let done = Connects::one(socket(), &open_addr, Duration::from_secs(5), || false)?;
+            assert!(matches!(done, Some((_, Outcome::Connected(_)))));
+            // The hanging connect: given up once asked (after 100 ms), not at its 5 s cap.
+            let t0 = Instant::now();
+            let late = || t0.elapsed() >= Duration::from_millis(100);
+            let hanging = Connects::one(socket(), &full_addr, Duration::from_secs(5), late)?;
+            assert!(hanging.is_none());
+            let took = t0.elapsed();
+            assert!(
+                took >= Duration::from_millis(100) && took < Duration::from_secs(1),
+                "{took:?}"
+            );
             drop(first);
             Ok(())
         });

@@ -2,6 +2,7 @@
 //! answers with the byte count it read (so "completed" means delivered end to end).
 
 use super::common::{bind_source, domain, insert_percentiles, ms, ns_of, scaled, unspecified};
+use super::connects::{Connects, Outcome};
 use super::servers::{TcpMode, TcpServer};
 use super::{Metrics, TrafficContext};
 use crate::model::steps::TcpParams;
@@ -9,7 +10,7 @@ use anyhow::Result;
 use socket2::{Protocol, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Default)]
 struct Counts {
@@ -17,6 +18,7 @@ struct Counts {
     refused: u32,
     timed_out: u32,
     other: u32,
+    given_up: u32,
     reset: u32,
     completed: u32,
     confirmed: u64,
@@ -56,11 +58,12 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
             if let Some(src) = p.src {
                 bind_source(&s, src, 0, &p.from)?;
             }
-            let t0 = Instant::now();
-            match s.connect_timeout(&dst, timeout) {
-                Ok(()) => {
-                    connect_ms.push(ms(t0.elapsed()));
+            // Given up when `until` holds (or a `join` with `stop` needs it no longer).
+            match Connects::one(s, &dst, timeout, || ctx.stop_starting())? {
+                Some((s, Outcome::Connected(took))) => {
+                    connect_ms.push(ms(took));
                     c.connected += 1;
+                    s.set_nonblocking(false)?;
                     if p.hold_ms > 0 {
                         // Until the cap, or a `join` with `stop` needs it no longer.
                         let never_interrupted = || false;
@@ -73,11 +76,10 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
                     }
                     transfer(s, p.bytes, io, &mut c);
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                    c.timed_out += 1
-                }
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => c.refused += 1,
-                Err(_) => c.other += 1,
+                Some((_, Outcome::TimedOut)) => c.timed_out += 1,
+                Some((_, Outcome::Refused)) => c.refused += 1,
+                Some((_, Outcome::Failed)) => c.other += 1,
+                None => c.given_up += 1,
             }
         }
         Ok(())
@@ -91,8 +93,9 @@ pub(crate) fn run(p: &TcpParams, ctx: &TrafficContext) -> Result<Metrics> {
     m.insert("connected".into(), f64::from(c.connected));
     m.insert(
         "failed".into(),
-        f64::from(c.refused + c.timed_out + c.other),
+        f64::from(c.refused + c.timed_out + c.other + c.given_up),
     );
+    m.insert("given_up".into(), f64::from(c.given_up));
     m.insert("refused".into(), f64::from(c.refused));
     m.insert("timed_out".into(), f64::from(c.timed_out));
     m.insert("reset".into(), f64::from(c.reset));

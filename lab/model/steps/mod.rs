@@ -46,7 +46,7 @@ pub enum TrafficSpec {
 
 impl TrafficSpec {
     /// The kinds an `until` can end early: each starts its work in a loop.
-    pub const STOPS_EARLY: [&'static str; 4] = ["race", "churn", "udp", "ping"];
+    pub const STOPS_EARLY: [&'static str; 5] = ["race", "churn", "tcp", "udp", "ping"];
 
     /// The kind as written in scenario files.
     pub fn kind(&self) -> &'static str {
