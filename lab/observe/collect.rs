@@ -20,11 +20,24 @@ pub fn snapshot_node(netns: &str, ruleset_kinds: &[RulesetKind]) -> Result<NodeC
     })?;
     let mut dumps = Vec::new();
     let mut netlink_nft = None;
+    let mut netlink_iptables = Vec::new();
     for &kind in ruleset_kinds {
         if kind == RulesetKind::Nft {
             // In-process over nfnetlink; `nft -j list ruleset` only if that fails.
             if let Ok(c) = super::nft_netlink::read(netns) {
                 netlink_nft = Some(c);
+                continue;
+            }
+        }
+        // iptables-nft likewise; `iptables-nft-save -c` only if that fails.
+        let family = match kind {
+            RulesetKind::Iptables => Some(libc::NFPROTO_IPV4 as u8),
+            RulesetKind::Ip6tables => Some(libc::NFPROTO_IPV6 as u8),
+            _ => None,
+        };
+        if let Some(family) = family {
+            if let Ok(c) = super::iptables_netlink::read(netns, family) {
+                netlink_iptables.push((kind, c));
                 continue;
             }
         }
@@ -41,6 +54,7 @@ pub fn snapshot_node(netns: &str, ruleset_kinds: &[RulesetKind]) -> Result<NodeC
     if let Some(c) = netlink_nft {
         counters.rulesets.insert(RulesetKind::Nft, c);
     }
+    counters.rulesets.extend(netlink_iptables);
     if counters.conntrack.is_none() {
         // Kernels built without CONFIG_NF_CONNTRACK_PROCFS (the netfilter selftests'
         // config, and it is obsolete upstream) have no /proc/net/stat/nf_conntrack: the

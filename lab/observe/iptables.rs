@@ -5,14 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 
 const FILE: &str = "iptables-save -c";
 
-struct Rule {
-    table: String,
-    chain: String,
+/// One rule as both sources give it (`iptables-save -c`, and nfnetlink in
+/// [`super::iptables_netlink`]).
+pub(super) struct Rule {
+    pub table: String,
+    pub chain: String,
     /// 1-based position in the chain.
-    position: usize,
-    comment: Option<String>,
-    packets: u64,
-    bytes: u64,
+    pub position: usize,
+    pub comment: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// Counter values keyed `<table>.<chain>.policy.packets|bytes` for built-in chains and
@@ -52,14 +54,12 @@ pub fn parse(text: &str) -> Result<RuleCounters, ParseError> {
                 ));
             };
             if policy != "-" {
-                let (p, b) = match words.next() {
+                let counts = match words.next() {
                     Some(c) => parse_counts(c)
                         .ok_or_else(|| ParseError::new(FILE, lineno, "bad `[packets:bytes]`"))?,
                     None => (0, 0),
                 };
-                let base = format!("{}.{}.policy", segment(table), segment(chain));
-                out.insert(format!("{base}.packets"), p);
-                out.insert(format!("{base}.bytes"), b);
+                insert_policy(&mut out, table, chain, counts);
             }
             continue;
         }
@@ -98,15 +98,29 @@ pub fn parse(text: &str) -> Result<RuleCounters, ParseError> {
         });
     }
 
+    insert_rules(&mut out, &rules);
+    Ok(out)
+}
+
+/// `<table>.<chain>.policy.packets|bytes` of a built-in chain.
+pub(super) fn insert_policy(out: &mut RuleCounters, table: &str, chain: &str, (p, b): (u64, u64)) {
+    let base = format!("{}.{}.policy", segment(table), segment(chain));
+    out.insert(format!("{base}.packets"), p);
+    out.insert(format!("{base}.bytes"), b);
+}
+
+/// `<table>.<chain>.<comment|N>.packets|bytes` of every rule (N when the comment is
+/// absent or repeats within the chain).
+pub(super) fn insert_rules(out: &mut RuleCounters, rules: &[Rule]) {
     let mut comment_uses: HashMap<(&str, &str, &str), usize> = HashMap::new();
-    for r in &rules {
+    for r in rules {
         if let Some(comment) = &r.comment {
             *comment_uses
                 .entry((&r.table, &r.chain, comment))
                 .or_default() += 1;
         }
     }
-    for r in &rules {
+    for r in rules {
         let leaf = match &r.comment {
             Some(cm) if comment_uses[&(r.table.as_str(), r.chain.as_str(), cm.as_str())] == 1 => {
                 cm.clone()
@@ -117,7 +131,6 @@ pub fn parse(text: &str) -> Result<RuleCounters, ParseError> {
         out.insert(format!("{base}.packets"), r.packets);
         out.insert(format!("{base}.bytes"), r.bytes);
     }
-    Ok(out)
 }
 
 /// `[12:1008]` → (12, 1008)

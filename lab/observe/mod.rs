@@ -20,6 +20,7 @@
 mod collect;
 pub mod conntrack;
 pub mod iptables;
+pub mod iptables_netlink;
 mod names;
 pub mod netdev;
 pub mod nft;

@@ -70,7 +70,7 @@ fn family_name(f: u8) -> String {
     .to_owned()
 }
 
-fn string(v: &[u8]) -> String {
+pub(super) fn string(v: &[u8]) -> String {
     let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
     String::from_utf8_lossy(&v[..end]).into_owned()
 }
@@ -82,7 +82,7 @@ fn be64(ty: u16, v: &[u8]) -> Result<u64, String> {
 }
 
 /// (packets, bytes) of a counter's attributes.
-fn counter(data: &[u8]) -> Result<(u64, u64), String> {
+pub(super) fn counter(data: &[u8]) -> Result<(u64, u64), String> {
     let (mut packets, mut bytes) = (0, 0);
     for (ty, v) in nested_attrs(data)? {
         match ty {
@@ -130,7 +130,7 @@ fn decode_rule(family: u8, a: &[(u16, &[u8])]) -> Result<RuleItem, String> {
 }
 
 /// The comment in a rule's userdata TLVs (type u8, length u8, value).
-fn comment(mut udata: &[u8]) -> Option<String> {
+pub(super) fn comment(mut udata: &[u8]) -> Option<String> {
     while udata.len() >= 2 {
         let (ty, len) = (udata[0], udata[1] as usize);
         let value = udata.get(2..2 + len)?;
