@@ -188,11 +188,12 @@ impl DropAggregator {
 /// Counts by (reason, location, node) as [`DropStat`]s, raw location addresses turned
 /// into function names through /proc/kallsyms (counts of one function merged).
 fn resolve_locations(counts: &BTreeMap<(String, String, Option<String>), u64>) -> Vec<DropStat> {
-    let needs_symbols = counts
+    let addrs: Vec<u64> = counts
         .keys()
-        .any(|(_, loc, _)| super::kallsyms::raw_address(loc).is_some());
-    let symbols = needs_symbols
-        .then(super::kallsyms::Kallsyms::current)
+        .filter_map(|(_, loc, _)| super::kallsyms::raw_address(loc))
+        .collect();
+    let symbols = (!addrs.is_empty())
+        .then(|| super::kallsyms::Kallsyms::covering(&addrs))
         .flatten();
     let mut merged: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
     for ((reason, location, node), &count) in counts {

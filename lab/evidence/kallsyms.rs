@@ -8,17 +8,58 @@ pub struct Kallsyms {
     symbols: Vec<(u64, String)>,
 }
 
+/// A loaded module, from /proc/modules (`name size refs deps state address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Module {
+    name: String,
+    base: u64,
+    size: u64,
+}
+
+fn parse_modules(text: &str) -> Vec<Module> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let base = w.get(5)?.strip_prefix("0x")?;
+            Some(Module {
+                name: w.first()?.to_string(),
+                size: w.get(1)?.parse().ok()?,
+                base: u64::from_str_radix(base, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Whether symbols read while `then` were loaded still name every address of `addrs`
+/// correctly with `now` loaded: each address either lies in no module (the kernel's
+/// own text does not move) or in a module that was already there at the same place.
+/// Module use counts, which change with every namespace, do not matter. Without
+/// addresses in /proc/modules (hidden from this reader), any change counts.
+fn still_valid(then: &[Module], now: &[Module], addrs: &[u64]) -> bool {
+    if now.iter().any(|m| m.base == 0) {
+        let names = |v: &[Module]| v.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        return names(then) == names(now);
+    }
+    addrs.iter().all(|&a| {
+        now.iter()
+            .find(|m| a >= m.base && a < m.base + m.size)
+            .is_none_or(|m| then.contains(m))
+    })
+}
+
 impl Kallsyms {
-    /// The running kernel's symbols, read once per process and again only when the
-    /// loaded modules changed (/proc/modules is small; /proc/kallsyms is some 200,000
-    /// lines, which took 0.5 s per cell to parse in a debug build).
-    pub fn current() -> Option<std::sync::Arc<Kallsyms>> {
-        type Cached = Option<(String, Option<std::sync::Arc<Kallsyms>>)>;
+    /// The running kernel's symbols, good for `addrs`: read once per process and again
+    /// only when one of the addresses lies in a module loaded since (/proc/modules is
+    /// small; /proc/kallsyms is some 200,000 lines: 0.5 s per cell to parse in a debug
+    /// build, about 1 s under TCG, where a modular kernel loads modules for the first
+    /// cells and every namespace changes the modules' use counts).
+    pub fn covering(addrs: &[u64]) -> Option<std::sync::Arc<Kallsyms>> {
+        type Cached = Option<(Vec<Module>, Option<std::sync::Arc<Kallsyms>>)>;
         static CACHE: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
-        let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+        let modules = parse_modules(&std::fs::read_to_string("/proc/modules").unwrap_or_default());
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
         match &*cache {
-            Some((m, k)) if *m == modules => k.clone(),
+            Some((m, k)) if still_valid(m, &modules, addrs) => k.clone(),
             _ => {
                 let k = Kallsyms::load().map(std::sync::Arc::new);
                 *cache = Some((modules, k.clone()));
@@ -85,5 +126,35 @@ mod tests {
         assert_eq!(raw_address("0xffffffffc0354650"), Some(0xffffffffc0354650));
         assert_eq!(raw_address("nft_do_chain"), None);
         assert_eq!(raw_address("dead"), None);
+    }
+
+    #[test]
+    fn symbols_are_read_again_only_for_an_address_in_a_new_module() {
+        let then = parse_modules(
+            "nf_conntrack 196608 5 nf_nat, Live 0xffffffffc0a00000\n\
+             nf_tables 368640 1 - Live 0xffffffffc0b00000\n",
+        );
+        // Use counts changed, a module was loaded after: addresses in the kernel and
+        // in the old modules keep their names.
+        let now = parse_modules(
+            "nf_conntrack 196608 9 nf_nat, Live 0xffffffffc0a00000\n\
+             nf_tables 368640 3 - Live 0xffffffffc0b00000\n\
+             sctp 450560 2 - Live 0xffffffffc0c00000\n",
+        );
+        assert_eq!(now.len(), 3);
+        assert_eq!((now[2].base, now[2].size), (0xffffffffc0c00000, 450560));
+        assert!(still_valid(
+            &then,
+            &now,
+            &[0xffffffff81234567, 0xffffffffc0a00100]
+        ));
+        assert!(!still_valid(&then, &now, &[0xffffffffc0c00010]));
+        // A module reloaded elsewhere.
+        let moved = parse_modules("nf_tables 368640 1 - Live 0xffffffffc0d00000\n");
+        assert!(!still_valid(&then, &moved, &[0xffffffffc0d00010]));
+        // Hidden addresses: only the same list of modules is still valid.
+        let hidden = parse_modules("nf_conntrack 196608 5 - Live 0x0000000000000000\n");
+        assert!(still_valid(&hidden, &hidden, &[0xffffffffc0a00100]));
+        assert!(!still_valid(&then, &hidden, &[0x1]));
     }
 }
