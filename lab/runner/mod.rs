@@ -51,6 +51,7 @@ pub fn run_scenario_reporting(
     progress: &dyn Progress,
 ) -> ScenarioResult {
     let started = Instant::now();
+    crate::setup::caps::set_slow(opts.slow);
     let kernel = kernel::release();
     let artifacts = opts.artifacts.join(&scn.name);
     let mut results = Vec::new();

@@ -4,6 +4,7 @@
 //! restores host sysctls. Everything created is listed in a state file first
 //! ([`state`]), so a run that dies without tearing down can be swept later.
 
+pub mod caps;
 pub mod fake;
 pub mod node;
 pub mod process;

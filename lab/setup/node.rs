@@ -108,7 +108,8 @@ const RUNNING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Waits until every link that is up is also running.
 pub fn wait_running(nl: &Netlink) -> Result<()> {
-    let deadline = std::time::Instant::now() + RUNNING_TIMEOUT;
+    let cap = super::caps::scaled(RUNNING_TIMEOUT);
+    let deadline = std::time::Instant::now() + cap;
     loop {
         let waiting = nl.links_not_running()?;
         if waiting.is_empty() {
@@ -117,7 +118,7 @@ pub fn wait_running(nl: &Netlink) -> Result<()> {
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
                 "links still without carrier after {:?}: {} (is the peer end up? a bridge with no running port never runs)",
-                RUNNING_TIMEOUT,
+                cap,
                 waiting.join(", ")
             );
         }

@@ -56,7 +56,7 @@ impl Kernel for Rtnetlink {
     }
 
     fn wait_ready(&self, p: &mut LabProcess, port: u16) -> Result<()> {
-        process::wait_ready(p, port, process::READY_TIMEOUT)
+        process::wait_ready(p, port, super::caps::scaled(process::READY_TIMEOUT))
     }
 
     fn stop_process(&self, p: &mut LabProcess) -> Result<()> {

@@ -31,8 +31,10 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
         let mut c = [0u32; 5]; // attempted, connected, timed_out, refused, other
         let mut connect_ms = Vec::with_capacity(p.connections as usize);
         let mut in_flight = Connects::default();
+        let slowest_ok = std::cell::Cell::new(Duration::ZERO);
         let mut finish = |s: Socket, outcome: Outcome| match outcome {
             Outcome::Connected(took) => {
+                slowest_ok.set(slowest_ok.get().max(took));
                 connect_ms.push(ms(took));
                 c[1] += 1;
                 let _ = s.set_nonblocking(false);
@@ -51,9 +53,16 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
                 given_up = in_flight.give_up();
                 break;
             }
-            // Start every connection that is due, as long as there is room in flight.
+            // Start every connection that is due, as long as there is room in flight and
+            // the connects in flight are left waiting (see `ChurnParams::in_flight`).
             while started < p.connections && in_flight.len() < p.in_flight as usize {
                 if p.rate > 0.0 && Instant::now() < due(started) {
+                    break;
+                }
+                if in_flight
+                    .youngest_waited()
+                    .is_some_and(|w| w < left_waiting(slowest_ok.get()))
+                {
                     break;
                 }
                 if ctx.stop_starting() {
@@ -77,8 +86,13 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
             }
             // Until a connect ends, the next one is due, or 20 ms (to see `until`, an interrupt).
             let mut wait = Duration::from_millis(20);
-            if more && p.rate > 0.0 && in_flight.len() < p.in_flight as usize {
-                wait = wait.min(due(started).saturating_duration_since(Instant::now()));
+            if more && in_flight.len() < p.in_flight as usize {
+                if p.rate > 0.0 {
+                    wait = wait.min(due(started).saturating_duration_since(Instant::now()));
+                }
+                if let Some(w) = in_flight.youngest_waited() {
+                    wait = wait.min(left_waiting(slowest_ok.get()).saturating_sub(w));
+                }
             }
             for (s, outcome) in in_flight.wait(wait)? {
                 finish(s, outcome);
@@ -122,6 +136,15 @@ pub(crate) fn run(p: &ChurnParams, ctx: &TrafficContext) -> Result<Metrics> {
     }
     insert_percentiles(&mut m, "connect_ms", connect_ms);
     Ok(m)
+}
+
+/// When a connect in flight counts as left waiting, so that the next may start beside
+/// it: after twice the slowest successful connect so far (at least a millisecond).
+/// Connects that succeed thus stay one after the other (each entry a middle box
+/// tracks is ASSURED before the next SYN arrives), and only those whose SYN got no
+/// answer overlap.
+fn left_waiting(slowest_ok: Duration) -> Duration {
+    (slowest_ok * 2).max(Duration::from_millis(1))
 }
 
 fn close(s: Socket, p: &ChurnParams, io: Duration) {

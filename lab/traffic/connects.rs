@@ -50,6 +50,11 @@ impl Connects {
         self.pending.is_empty()
     }
 
+    /// How long the most recently started connect in flight has waited (None: none).
+    pub fn youngest_waited(&self) -> Option<Duration> {
+        self.pending.iter().map(|p| p.started.elapsed()).min()
+    }
+
     /// Gives up every connect in flight (closing its socket); returns how many.
     pub fn give_up(&mut self) -> usize {
         std::mem::take(&mut self.pending).len()

@@ -55,9 +55,11 @@ pub struct ChurnParams {
     /// the kernel after 1 s, so shorter values count such drops as timeouts.
     #[serde(default = "d_connect_timeout")]
     pub connect_timeout_ms: u64,
-    /// Connects in flight at once (default 1: one after the other). With more, a
-    /// connect that only times out (its SYN was dropped) does not hold up the next
-    /// ones; with `rate`, each still starts on its own schedule.
+    /// Connects in flight at once (default 1: one after the other). With more, the
+    /// next connect starts beside those in flight once they are left waiting (twice
+    /// the slowest successful connect so far): connects that succeed stay one after
+    /// the other, and one that only times out (its SYN was dropped) does not hold up
+    /// the next ones. With `rate`, each still starts no earlier than its schedule.
     #[serde(default = "d_in_flight")]
     pub in_flight: u32,
 }
