@@ -431,9 +431,11 @@ expect = ["flood.sent > 0"]
 "#);
     assert_eq!(outcome(&cells, "stops"), Outcome::Pass);
     // Read at most every 25 ms while one datagram leaves per ms: the step stops within
-    // a few reads of the condition, far below its 5000.
+    // a few reads of the condition, far below its 5000. ra's rx_packets also counts a's
+    // ARP and IPv6 router/neighbour solicitations and MLD reports (CI saw 38 datagrams
+    // make 40 packets), so the floor leaves room for them.
     let flood = obs(&cells, "stops", "flood.sent");
-    assert!((40.0..1000.0).contains(&flood), "flood.sent = {flood}");
+    assert!((25.0..1000.0).contains(&flood), "flood.sent = {flood}");
     assert_eq!(obs(&cells, "stops", "flood.until_held"), 1.0);
     let pings = obs(&cells, "stops", "pings.sent");
     assert!(pings < 1000.0, "pings.sent = {pings}");
