@@ -5,6 +5,7 @@ pub mod changes;
 pub mod ctnetlink;
 pub mod exec;
 pub mod netlink;
+pub mod nft;
 pub mod ns;
 pub mod sysctl;
 #[cfg(all(test, feature = "lab"))]

@@ -12,21 +12,22 @@ const IPTABLES_EMPTY: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0
 *raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
 
 fn flush(netns: &str, kind: RulesetKind) -> Result<()> {
-    let (argv, stdin): (Vec<&str>, Option<&str>) = match kind {
+    let flushed = match kind {
         // Every nf_tables table of the namespace, iptables-nft's included.
-        RulesetKind::Nft => (vec!["nft", "flush", "ruleset"], None),
+        RulesetKind::Nft => crate::netns::nft::run(netns, "flush ruleset").map(|_| ()),
         other => {
             let (prog, _) = other.loader();
-            (vec![prog], Some(IPTABLES_EMPTY))
+            crate::netns::output_in(netns, &[prog], Some(IPTABLES_EMPTY))
+                .map(|_| ())
+                .map_err(Into::into)
         }
     };
-    crate::netns::output_in(netns, &argv, stdin)
-        .with_context(|| format!("flushing {} rulesets", kind.key()))?;
-    Ok(())
+    flushed.with_context(|| format!("flushing {} rulesets", kind.key()))
 }
 
-/// Consecutive nft loads joined into one text, so they cost one `nft -f` (one process
-/// spawn, one transaction) instead of one each; other kinds stay one load each. Yields
+/// Consecutive nft loads joined into one text, so they cost one nft transaction (and,
+/// without libnftables, one `nft -f` process) instead of one each; other kinds stay one
+/// load each. Yields
 /// (first, last, ruleset) with 1-based positions in `loads`.
 pub fn batched_loads(loads: &[RulesetPlan]) -> Vec<(usize, usize, RulesetPlan)> {
     let mut out: Vec<(usize, usize, RulesetPlan)> = Vec::new();

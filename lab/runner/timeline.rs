@@ -318,7 +318,7 @@ pub fn walk(
                     bail!("interrupted");
                 }
                 if let Some((merged, n)) = nft_load_run(&steps[i..]) {
-                    // One `nft -f` for the whole run; each step's `ms` is the batch's.
+                    // One nft transaction for the whole run; each step's `ms` is the batch's.
                     let obs = run_step(cx, &merged)?;
                     for step in &steps[i..i + n] {
                         record(cx, step, obs.clone());

@@ -93,8 +93,13 @@ pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
     Ok(())
 }
 
-/// Loads one ruleset inside `netns` with its kind's loader (`nft -f -`, `*-restore`).
+/// Loads one ruleset inside `netns`: nft in-process (lab/netns/nft.rs), the others with
+/// their kind's loader (`*-restore`).
 pub fn load_ruleset(netns: &str, rs: &crate::model::RulesetPlan) -> Result<()> {
+    if rs.kind == crate::model::RulesetKind::Nft {
+        crate::netns::nft::run(netns, &rs.text).context("loading a nft ruleset")?;
+        return Ok(());
+    }
     let (prog, args) = rs.kind.loader();
     let mut argv = vec![prog];
     argv.extend_from_slice(args);
