@@ -201,9 +201,11 @@ pub struct VmArgs {
     /// Timing multiplier for an inner `run` (default: 10 under TCG, 1 under KVM).
     #[arg(long)]
     pub slow: Option<f64>,
-    /// Modules to load before the command, comma-separated ("" for none).
-    #[arg(long, value_delimiter = ',', default_values_t = crate::vm::run::DEFAULT_PRELOAD.iter().map(|s| s.to_string()))]
-    pub preload: Vec<String>,
+    /// Modules to load before the command, comma-separated ("" for none). Default:
+    /// br_netfilter,nf_conntrack and every module the last boot of the same kernel
+    /// release ended with loaded (remembered in the cache).
+    #[arg(long, value_delimiter = ',')]
+    pub preload: Option<Vec<String>>,
     /// Download and unpack cache (default: $FAULTLAB_CACHE or /var/cache/faultlab).
     #[arg(long)]
     pub cache: Option<PathBuf>,

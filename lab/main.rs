@@ -559,7 +559,12 @@ fn vm_code(a: VmArgs) -> i32 {
         refresh: a.refresh,
         results: a.results,
         slow: a.slow,
-        preload: a.preload.into_iter().filter(|m| !m.is_empty()).collect(),
+        preload: match a.preload {
+            Some(given) => faultlab::vm::run::Preload::Exactly(
+                given.into_iter().filter(|m| !m.is_empty()).collect(),
+            ),
+            None => faultlab::vm::run::Preload::DefaultsAndLearned,
+        },
         exec: a.exec,
         verbose: a.verbose,
         args: a.args,

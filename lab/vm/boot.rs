@@ -47,6 +47,8 @@ pub struct BootReport {
     pub total: Duration,
     /// Last console lines before the command started (for failure reports).
     pub console_tail: Vec<String>,
+    /// Modules loaded when the command ended (empty: not reported).
+    pub modules: Vec<String>,
 }
 
 pub struct Limits {
@@ -120,6 +122,7 @@ pub fn boot(
         run: None,
         total: Duration::ZERO,
         console_tail: Vec::new(),
+        modules: Vec::new(),
     };
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut started_cmd: Option<Instant> = None;
@@ -190,6 +193,7 @@ pub fn boot(
                     report.boot = Some(t - started);
                     started_cmd = Some(t);
                 }
+                Some(Marker::Modules(m)) => report.modules = m,
                 Some(Marker::Exit(code)) => {
                     report.run = started_cmd.map(|s| s.elapsed());
                     report.outcome = GuestOutcome::Exited(code);

@@ -11,6 +11,8 @@ pub enum Marker {
     Exit(i32),
     /// The guest could not set itself up; carries what failed.
     Infra(String),
+    /// The modules loaded when the command ended (/proc/modules).
+    Modules(Vec<String>),
     /// A progress event of the command (`runner::progress::Markers`).
     Progress(crate::runner::progress::Event),
 }
@@ -33,6 +35,9 @@ pub fn parse(line: &str, nonce: &str) -> Option<Marker> {
         "START" => Some(Marker::Start),
         "EXIT" => arg.parse().ok().map(Marker::Exit),
         "INFRA" => Some(Marker::Infra(arg.to_owned())),
+        "MODULES" => Some(Marker::Modules(
+            arg.split_whitespace().map(str::to_owned).collect(),
+        )),
         "PROGRESS" => crate::runner::progress::parse_marker(arg).map(Marker::Progress),
         _ => None,
     }
@@ -58,6 +63,14 @@ mod tests {
         );
         assert_eq!(parse("@@FAULTLAB:1a2b:START", n), Some(Marker::Start));
         assert_eq!(parse("@@FAULTLAB:1a2b:EXIT 4", n), Some(Marker::Exit(4)));
+        assert_eq!(
+            parse("@@FAULTLAB:1a2b:MODULES nf_tables  veth", n),
+            Some(Marker::Modules(vec!["nf_tables".into(), "veth".into()]))
+        );
+        assert_eq!(
+            parse("@@FAULTLAB:1a2b:MODULES", n),
+            Some(Marker::Modules(vec![]))
+        );
         assert_eq!(
             parse("@@FAULTLAB:1a2b:INFRA cannot mount the host root", n),
             Some(Marker::Infra("cannot mount the host root".into()))

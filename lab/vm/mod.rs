@@ -14,6 +14,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod marker;
 pub mod modules;
+pub mod preload;
 pub mod qemu;
 pub mod record;
 pub mod run;

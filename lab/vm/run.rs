@@ -8,7 +8,7 @@ use super::modules::ModuleIndex;
 use super::qemu::{self, Accel, QemuConfig, ShareSource};
 use super::record::{self, VmRecord};
 use super::spec::KernelSpec;
-use super::{initramfs, virtiofsd};
+use super::{initramfs, preload, virtiofsd};
 use crate::runner::progress::{Event, Progress, Silent};
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Write};
@@ -53,7 +53,7 @@ pub struct VmOptions {
     /// Timing multiplier for an inner `run` (default: 10 under TCG, 1 under KVM).
     pub slow: Option<f64>,
     /// Modules loaded before the command (autoloading covers the rest).
-    pub preload: Vec<String>,
+    pub preload: Preload,
     /// `args` is a program and its arguments, not a faultlab command.
     pub exec: bool,
     pub verbose: bool,
@@ -63,6 +63,15 @@ pub struct VmOptions {
 /// Modules a catalogue run expects present; the host has them built in, and
 /// nothing autoloads br_netfilter or conntrack's sysctls.
 pub const DEFAULT_PRELOAD: &[&str] = &["br_netfilter", "nf_conntrack"];
+
+/// Which modules a guest loads before its command (lab/vm/preload.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preload {
+    /// [`DEFAULT_PRELOAD`] and what the last boot of the kernel release had loaded.
+    DefaultsAndLearned,
+    /// These, as given with `--preload`.
+    Exactly(Vec<String>),
+}
 
 pub fn default_cache() -> PathBuf {
     std::env::var_os("FAULTLAB_CACHE")
@@ -313,6 +322,21 @@ fn run_one(
             opts.memory_mb
         ),
     });
+    let learned = kernel
+        .release
+        .as_deref()
+        .and_then(|r| preload::learned_path(&opts.cache, r));
+    let preload = match &opts.preload {
+        Preload::Exactly(m) => m.clone(),
+        Preload::DefaultsAndLearned => {
+            let defaults: Vec<String> = DEFAULT_PRELOAD.iter().map(|s| s.to_string()).collect();
+            let seen = learned
+                .as_deref()
+                .map(preload::read_learned)
+                .unwrap_or_default();
+            preload::plan(&defaults, &seen, &index)
+        }
+    };
     let boot = || {
         boot_guest(
             &kernel,
@@ -323,7 +347,7 @@ fn run_one(
             GuestRun {
                 argv: argv.clone(),
                 writable: writable.clone(),
-                preload: opts.preload.clone(),
+                preload: preload.clone(),
                 cwd: cwd.clone(),
                 limits: Limits {
                     boot: opts.boot_timeout,
@@ -352,6 +376,16 @@ fn run_one(
             eprintln!("vm: {why}; booting once more (the guest ran nothing)");
         }
         report = boot()?;
+    }
+    if let (Some(path), GuestOutcome::Exited(_), false) =
+        (&learned, &report.outcome, report.modules.is_empty())
+    {
+        if let Err(e) = preload::write_learned(path, &report.modules) {
+            eprintln!(
+                "warning: cannot record the guest's modules in {}: {e}",
+                path.display()
+            );
+        }
     }
     // The inner run ends its own bar; one cut short (timeout, crash) is ended here.
     progress.event(&Event::Finished);
