@@ -125,6 +125,7 @@ pub fn boot(
         modules: Vec::new(),
     };
     let mut tail: VecDeque<String> = VecDeque::new();
+    let mut crash = KernelCrash::default();
     let mut started_cmd: Option<Instant> = None;
     let mut finished = false;
     let stdout = std::io::stdout();
@@ -177,7 +178,10 @@ pub fn boot(
                 }
                 break;
             }
-            Ok(Event::Line(line)) => match marker::parse(&line, nonce) {
+            Ok(Event::Line(line)) => match {
+                crash.see(&line);
+                marker::parse(&line, nonce)
+            } {
                 Some(Marker::Booted(r)) => {
                     progress.event(&Progressed::Phase {
                         what: format!("vm: {r} is up, mounting the host root"),
@@ -230,6 +234,9 @@ pub fn boot(
     let qemu_err = err_reader.join().unwrap_or_default();
     report.total = started.elapsed();
     report.console_tail = tail.into_iter().collect();
+    if let (GuestOutcome::Infra(msg), Some(what)) = (&mut report.outcome, crash.summary()) {
+        *msg = format!("the guest kernel crashed ({what}); {msg}");
+    }
     if let GuestOutcome::Infra(msg) = &mut report.outcome {
         let qemu_err = qemu_err.trim();
         if !qemu_err.is_empty() {
@@ -237,6 +244,47 @@ pub fn boot(
         }
     }
     Ok(report)
+}
+
+/// The guest kernel's own crash lines on the console: the first oops or BUG line and
+/// the panic line (a panicking guest powers off, `panic=-1`, before any exit marker).
+#[derive(Default)]
+struct KernelCrash {
+    first: Option<String>,
+    panic: Option<String>,
+}
+
+impl KernelCrash {
+    fn see(&mut self, line: &str) {
+        // Past the "[   40.042607] " timestamp.
+        let text = match line.split_once("] ") {
+            Some((ts, rest)) if ts.trim_start().starts_with('[') => rest,
+            _ => line,
+        };
+        if self.first.is_none()
+            && [
+                "Oops: ",
+                "BUG: ",
+                "kernel BUG at ",
+                "general protection fault",
+            ]
+            .iter()
+            .any(|p| text.starts_with(p))
+        {
+            self.first = Some(text.trim().to_owned());
+        }
+        if self.panic.is_none() && text.starts_with("Kernel panic - not syncing") {
+            self.panic = Some(text.trim().to_owned());
+        }
+    }
+
+    fn summary(&self) -> Option<String> {
+        match (&self.first, &self.panic) {
+            (Some(f), Some(p)) => Some(format!("{f}; {p}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+            (None, None) => None,
+        }
+    }
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
@@ -263,6 +311,27 @@ mod tests {
     use crate::runner::progress::Markers;
     use crate::verdict::Outcome;
     use std::sync::Mutex;
+
+    #[test]
+    fn a_guest_kernel_crash_is_named_by_its_own_lines() {
+        let mut c = KernelCrash::default();
+        for l in [
+            "[   39.9] veth0: entered promiscuous mode",
+            "[   40.042607] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+            "[   40.043887] RIP: 0010:__ip_local_out+0x9d/0x180",
+            "[   40.049037] Oops: a second one",
+            "[   40.049675] Kernel panic - not syncing: Fatal exception in interrupt",
+        ] {
+            c.see(l);
+        }
+        assert_eq!(
+            c.summary().as_deref(),
+            Some("Oops: int3: 0000 [#1] PREEMPT SMP NOPTI; Kernel panic - not syncing: Fatal exception in interrupt")
+        );
+        let mut quiet = KernelCrash::default();
+        quiet.see("faultlab: BUG: in a program's output, not the kernel's [x] ");
+        assert_eq!(quiet.summary(), None);
+    }
 
     #[derive(Default)]
     struct Recorder(Mutex<Vec<Progressed>>);
