@@ -178,56 +178,56 @@ pub fn boot(
                 }
                 break;
             }
-            Ok(Event::Line(line)) => match {
+            Ok(Event::Line(line)) => {
                 crash.see(&line);
-                marker::parse(&line, nonce)
-            } {
-                Some(Marker::Booted(r)) => {
-                    progress.event(&Progressed::Phase {
-                        what: format!("vm: {r} is up, mounting the host root"),
-                    });
-                    report.release = Some(r);
-                }
-                Some(Marker::Progress(e)) => progress.event(&e),
-                Some(Marker::Start) => {
-                    progress.event(&Progressed::Phase {
-                        what: "vm: the command started".into(),
-                    });
-                    let t = Instant::now();
-                    report.boot = Some(t - started);
-                    started_cmd = Some(t);
-                }
-                Some(Marker::Modules(m)) => report.modules = m,
-                Some(Marker::Exit(code)) => {
-                    report.run = started_cmd.map(|s| s.elapsed());
-                    report.outcome = GuestOutcome::Exited(code);
-                    finished = true;
-                }
-                Some(Marker::Infra(what)) => {
-                    report.outcome = GuestOutcome::Infra(format!("guest setup failed: {what}"));
-                    finished = true;
-                }
-                None if started_cmd.is_some() => match (&echo.into, echo.command) {
-                    (Some(into), true) => {
-                        let mut b = into.lock().unwrap_or_else(|e| e.into_inner());
-                        b.push_str(&line);
-                        b.push('\n');
+                match marker::parse(&line, nonce) {
+                    Some(Marker::Booted(r)) => {
+                        progress.event(&Progressed::Phase {
+                            what: format!("vm: {r} is up, mounting the host root"),
+                        });
+                        report.release = Some(r);
                     }
-                    (None, true) => progress.suspend(&mut || {
-                        let _ = writeln!(stdout.lock(), "{line}");
-                    }),
-                    (_, false) => {}
-                },
-                None => {
-                    if echo.boot {
-                        progress.suspend(&mut || eprintln!("{line}"));
+                    Some(Marker::Progress(e)) => progress.event(&e),
+                    Some(Marker::Start) => {
+                        progress.event(&Progressed::Phase {
+                            what: "vm: the command started".into(),
+                        });
+                        let t = Instant::now();
+                        report.boot = Some(t - started);
+                        started_cmd = Some(t);
                     }
-                    tail.push_back(line);
-                    if tail.len() > TAIL {
-                        tail.pop_front();
+                    Some(Marker::Modules(m)) => report.modules = m,
+                    Some(Marker::Exit(code)) => {
+                        report.run = started_cmd.map(|s| s.elapsed());
+                        report.outcome = GuestOutcome::Exited(code);
+                        finished = true;
+                    }
+                    Some(Marker::Infra(what)) => {
+                        report.outcome = GuestOutcome::Infra(format!("guest setup failed: {what}"));
+                        finished = true;
+                    }
+                    None if started_cmd.is_some() => match (&echo.into, echo.command) {
+                        (Some(into), true) => {
+                            let mut b = into.lock().unwrap_or_else(|e| e.into_inner());
+                            b.push_str(&line);
+                            b.push('\n');
+                        }
+                        (None, true) => progress.suspend(&mut || {
+                            let _ = writeln!(stdout.lock(), "{line}");
+                        }),
+                        (_, false) => {}
+                    },
+                    None => {
+                        if echo.boot {
+                            progress.suspend(&mut || eprintln!("{line}"));
+                        }
+                        tail.push_back(line);
+                        if tail.len() > TAIL {
+                            tail.pop_front();
+                        }
                     }
                 }
-            },
+            }
         }
     }
     let _ = reader.join();
