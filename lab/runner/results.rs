@@ -12,30 +12,49 @@ pub fn kernel_dir(results_root: &Path, kernel: &str) -> PathBuf {
 }
 
 /// Each cell's duration in the results last written for `kernel`, by
-/// `scenario::cell`; nothing for files that are missing or unreadable.
+/// `scenario::cell`; a cell without one there takes its duration from another
+/// kernel's results (the newest file): what orders the pool, and a cell that waits
+/// out a kernel timer is long on every kernel. Nothing for unreadable files.
 pub fn last_durations(results_root: &Path, kernel: &str) -> BTreeMap<String, u64> {
+    let mut others: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(results_root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != std::ffi::OsStr::new(kernel))
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten())
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    others.sort();
     let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(kernel_dir(results_root, kernel)) else {
-        return out;
-    };
-    for path in dir.filter_map(|e| e.ok()).map(|e| e.path()) {
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let Some(v) = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        else {
-            continue;
-        };
-        let scenario = v["scenario"].as_str().unwrap_or_default();
-        for c in v["cells"].as_array().into_iter().flatten() {
-            if let (Some(name), Some(ms)) = (c["name"].as_str(), c["duration_ms"].as_u64()) {
-                out.insert(format!("{scenario}::{name}"), ms);
-            }
+    for (_, file) in others {
+        durations_in(&file, &mut out);
+    }
+    if let Ok(dir) = std::fs::read_dir(kernel_dir(results_root, kernel)) {
+        for e in dir.filter_map(|e| e.ok()) {
+            durations_in(&e.path(), &mut out);
         }
     }
     out
+}
+
+/// The cell durations of one scenario result file, into `out` (replacing).
+fn durations_in(path: &Path, out: &mut BTreeMap<String, u64>) {
+    if path.extension().is_none_or(|e| e != "json") {
+        return;
+    }
+    let Some(v) = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return;
+    };
+    let scenario = v["scenario"].as_str().unwrap_or_default();
+    for c in v["cells"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(ms)) = (c["name"].as_str(), c["duration_ms"].as_u64()) {
+            out.insert(format!("{scenario}::{name}"), ms);
+        }
+    }
 }
 
 pub fn write(results_root: &Path, result: &ScenarioResult) -> anyhow::Result<PathBuf> {
@@ -152,15 +171,23 @@ mod tests {
         let r: ScenarioResult = serde_json::from_value(serde_json::json!({
             "scenario": "s", "about": "", "file": "f", "kernel_release": "6.1.0",
             "started_at": 0, "duration_ms": 0,
-            "cells": [{ "name": "c", "outcome": "pass", "duration_ms": 1234 }]
+            "cells": [{ "name": "c", "outcome": "pass", "duration_ms": 1234 },
+                      { "name": "e", "outcome": "pass", "duration_ms": 500 }]
         }))
         .unwrap();
         write(&root, &r).unwrap();
         std::fs::write(dir.join("broken.json"), "{").unwrap();
+        let mut own = r.clone();
+        own.kernel_release = "6.12.0".into();
+        own.cells.truncate(1);
+        own.cells[0].duration_ms = 99;
+        write(&root, &own).unwrap();
         let got = last_durations(&root, "6.1.0");
         let other = last_durations(&root, "6.12.0");
         std::fs::remove_dir_all(&root).unwrap();
-        assert_eq!(got, BTreeMap::from([("s::c".to_string(), 1234)]));
-        assert!(other.is_empty());
+        let want = |c: u64| BTreeMap::from([("s::c".to_string(), c), ("s::e".to_string(), 500)]);
+        // A kernel's own duration wins; a cell it has none for takes the other's.
+        assert_eq!(got, want(1234));
+        assert_eq!(other, want(99));
     }
 }
