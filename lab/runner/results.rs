@@ -12,29 +12,36 @@ pub fn kernel_dir(results_root: &Path, kernel: &str) -> PathBuf {
 }
 
 /// Each cell's duration in the results last written for `kernel`, by
-/// `scenario::cell`; a cell without one there takes its duration from another
-/// kernel's results (the newest file): what orders the pool, and a cell that waits
-/// out a kernel timer is long on every kernel. Nothing for unreadable files.
+/// `scenario::cell`; a cell without one there takes its duration from the other
+/// kernel whose results cover the most cells (the newest of equals): what orders the
+/// pool, and a cell that waits out a kernel timer is long on every kernel. One other
+/// kernel only, so host and TCG durations are not mixed. Nothing for unreadable files.
 pub fn last_durations(results_root: &Path, kernel: &str) -> BTreeMap<String, u64> {
-    let mut others: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(results_root)
+    let of_dir = |dir: &Path| {
+        let mut out = BTreeMap::new();
+        for e in std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+        {
+            durations_in(&e.path(), &mut out);
+        }
+        out
+    };
+    let fallback = std::fs::read_dir(results_root)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name() != std::ffi::OsStr::new(kernel))
-        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten())
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    others.sort();
-    let mut out = BTreeMap::new();
-    for (_, file) in others {
-        durations_in(&file, &mut out);
-    }
-    if let Ok(dir) = std::fs::read_dir(kernel_dir(results_root, kernel)) {
-        for e in dir.filter_map(|e| e.ok()) {
-            durations_in(&e.path(), &mut out);
-        }
-    }
+        .map(|e| {
+            let newest = e.metadata().and_then(|m| m.modified()).ok();
+            (of_dir(&e.path()), newest)
+        })
+        .max_by_key(|(cells, newest)| (cells.len(), *newest))
+        .map(|(cells, _)| cells)
+        .unwrap_or_default();
+    let mut out = fallback;
+    out.extend(of_dir(&kernel_dir(results_root, kernel)));
     out
 }
 

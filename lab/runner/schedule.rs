@@ -139,8 +139,9 @@ pub struct Order<'a> {
 /// indexes first, one at a time in order, then every other index in one pool of
 /// `jobs` workers (so a long shared cell overlaps all the others, not only its
 /// neighbours up to the next alone one): the `Shared` ones that `order.waits` marks
-/// first, then the `Quiet` ones (each with no other cell busy, [`super::gate`]), then
-/// the remaining `Shared` ones; in each group the longest last time first. With one
+/// first, then the others, `Quiet` (each with no other cell busy, [`super::gate`]) or
+/// not; in each group the longest last time first (a long cell that mostly waits on
+/// ping timeouts, dispatched after every quiet cell, was the run's tail). With one
 /// job, everything in index order. Results are in index order.
 pub fn execute<T: Send>(
     jobs: usize,
@@ -158,8 +159,7 @@ pub fn execute<T: Send>(
     shared.sort_by_key(|&k| {
         let group = match placements[k] {
             Placement::Shared if order.waits.get(k).copied().unwrap_or(false) => 0,
-            Placement::Quiet => 1,
-            _ => 2,
+            _ => 1,
         };
         (
             group,

@@ -329,7 +329,7 @@ pub fn walk(
                 let (step, index) = (&steps[i], i);
                 i += 1;
                 // Only waiting, beside steps that only wait: a quiet cell may run now.
-                let waits = step.action.only_waits()
+                let waits = (step.action.only_waits() || step.action.mostly_waits())
                     && background
                         .iter()
                         .all(|(_, mostly_waits, _, _)| *mostly_waits);

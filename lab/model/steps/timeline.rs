@@ -70,14 +70,18 @@ impl Action {
         )
     }
 
-    /// A background step that mostly waits once started: a few small TCP connections,
-    /// held open or retried by the kernel (`conntrack_tcp_unreplied`, `nf_nat_edemux`).
+    /// A step that mostly waits once started: a few small TCP connections, held open
+    /// or retried by the kernel (`conntrack_tcp_unreplied`, `nf_nat_edemux`), or a few
+    /// echo requests, most of whose time is their reply timeout when one is lost
+    /// (`conntrack_icmp_related`'s "must fail" pings).
     pub fn mostly_waits(&self) -> bool {
         const SMALL: u64 = 64 * 1024;
+        const FEW_PINGS: u32 = 10;
         match self {
             Action::Traffic(TrafficSpec::Tcp(p)) => {
                 u64::from(p.connections).saturating_mul(p.bytes) <= SMALL
             }
+            Action::Traffic(TrafficSpec::Ping(p)) => p.count <= FEW_PINGS,
             _ => false,
         }
     }
