@@ -559,11 +559,20 @@ fn vm_code(a: VmArgs) -> i32 {
         refresh: a.refresh,
         results: a.results,
         slow: a.slow,
-        preload: match a.preload {
-            Some(given) => faultlab::vm::run::Preload::Exactly(
-                given.into_iter().filter(|m| !m.is_empty()).collect(),
-            ),
-            None => faultlab::vm::run::Preload::DefaultsAndLearned,
+        preload: {
+            let given: Vec<String> = a.preload.map_or_else(
+                || {
+                    faultlab::vm::run::DEFAULT_PRELOAD
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                },
+                |g| g.into_iter().filter(|m| !m.is_empty()).collect(),
+            );
+            faultlab::vm::run::Preload {
+                given,
+                learned: a.preload_learned,
+            }
         },
         exec: a.exec,
         verbose: a.verbose,

@@ -66,11 +66,11 @@ pub const DEFAULT_PRELOAD: &[&str] = &["br_netfilter", "nf_conntrack"];
 
 /// Which modules a guest loads before its command (lab/vm/preload.rs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Preload {
-    /// [`DEFAULT_PRELOAD`] and what the last boot of the kernel release had loaded.
-    DefaultsAndLearned,
-    /// These, as given with `--preload`.
-    Exactly(Vec<String>),
+pub struct Preload {
+    /// `--preload` (default [`DEFAULT_PRELOAD`]).
+    pub given: Vec<String>,
+    /// `--preload-learned`: also what the last boot of the kernel release had loaded.
+    pub learned: bool,
 }
 
 pub fn default_cache() -> PathBuf {
@@ -326,17 +326,11 @@ fn run_one(
         .release
         .as_deref()
         .and_then(|r| preload::learned_path(&opts.cache, r));
-    let preload = match &opts.preload {
-        Preload::Exactly(m) => m.clone(),
-        Preload::DefaultsAndLearned => {
-            let defaults: Vec<String> = DEFAULT_PRELOAD.iter().map(|s| s.to_string()).collect();
-            let seen = learned
-                .as_deref()
-                .map(preload::read_learned)
-                .unwrap_or_default();
-            preload::plan(&defaults, &seen, &index)
-        }
+    let seen = match (&learned, opts.preload.learned) {
+        (Some(path), true) => preload::read_learned(path),
+        _ => Vec::new(),
     };
+    let preload = preload::plan(&opts.preload.given, &seen, &index);
     let boot = || {
         boot_guest(
             &kernel,
