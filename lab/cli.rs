@@ -206,8 +206,8 @@ pub struct VmArgs {
     #[arg(long, value_delimiter = ',')]
     pub preload: Option<Vec<String>>,
     /// Also load every module the last boot of the same kernel release ended with
-    /// loaded (remembered in the cache): faster under TCG, but Debian's 6.12 guests
-    /// crashed (Oops: int3) in 2 of 3 catalogue runs with it, none without.
+    /// loaded (remembered in the cache): faster under TCG; opt-in while an intermittent
+    /// TCG guest crash (Oops: int3, seen with and without it) is not understood.
     #[arg(long)]
     pub preload_learned: bool,
     /// Download and unpack cache (default: $FAULTLAB_CACHE or /var/cache/faultlab).

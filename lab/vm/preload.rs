@@ -2,10 +2,11 @@
 //! nf_conntrack) and, with `--preload-learned`, every module the last boot of the same
 //! kernel release ended with loaded (`<cache>/modules-loaded/<release>`, written after
 //! each boot from the guest's /proc/modules). The guest loads them with one
-//! `modprobe -a`. Opt-in: Debian trixie's 6.12 under TCG crashed with "Oops: int3" (a
-//! breakpoint of a live code patch, __ip_local_out from mld_ifc_work over vxlan) in 2
-//! of 3 catalogue runs with the learned list and in none of the runs without it; the
-//! cause (the guest kernel's text patching or QEMU's multi-threaded TCG) is not known.
+//! `modprobe -a`. Opt-in while a crash is not understood: Debian trixie's 6.12 under TCG
+//! crashed with "Oops: int3" (a breakpoint of a live code patch, __ip_local_out from
+//! mld_ifc_work over vxlan) in 3 of 11 catalogue runs, first with the learned list and
+//! then also without it; the cause (the guest kernel's text patching or QEMU's
+//! multi-threaded TCG) is not known.
 //!
 //! Why: under TCG each module the kernel autoloads costs a usermode-helper modprobe
 //! process (measured with Debian trixie's 6.12: `/bin/true` 372 ms, `modprobe nft_ct`
