@@ -4,7 +4,7 @@
 //! each boot from the guest's /proc/modules). The guest loads them with one
 //! `modprobe -a`. Opt-in while a crash is not understood: Debian trixie's 6.12 under TCG
 //! crashed with "Oops: int3" (a breakpoint of a live code patch, __ip_local_out from
-//! mld_ifc_work over vxlan) in 3 of 11 catalogue runs, first with the learned list and
+//! mld_ifc_work over vxlan) in 3 of 10 catalogue runs, first with the learned list and
 //! then also without it; the cause (the guest kernel's text patching or QEMU's
 //! multi-threaded TCG) is not known.
 //!
