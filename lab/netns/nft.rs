@@ -128,27 +128,26 @@ mod tests {
     /// wrong ruleset fails with nft's own message and the namespace's name.
     #[test]
     fn library_and_process_load_alike_and_report_nft_errors() {
-        let ns = format!("flnft{}", std::process::id());
-        crate::netns::create(&ns).unwrap();
-        let result = (|| -> Result<()> {
-            let lib = library().expect("libnftables.so.1 (Debian: nftables) is installed");
-            let rules = "table inet t {\n chain c {\n  type filter hook output priority 0;\n  udp dport 9 counter comment \"out\"\n }\n}\n";
-            run_with_library(lib, &ns, rules)?;
-            run_with_process(&ns, "table ip p { chain d { counter comment \"x\"\n }\n}\n")?;
-            let listed = crate::netns::output_in(&ns, &["nft", "list", "ruleset"], None)?;
-            let listed = String::from_utf8_lossy(&listed.stdout);
-            assert!(listed.contains("table inet t"), "{listed}");
-            assert!(listed.contains("table ip p"), "{listed}");
-            let e = run_with_library(lib, &ns, "table inet t { chain c { bogus } }")
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(&ns) && e.contains("syntax error"), "{e}");
-            assert_eq!(run(&ns, "flush ruleset")?, Via::Library);
-            let listed = crate::netns::output_in(&ns, &["nft", "list", "ruleset"], None)?;
-            assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
-            Ok(())
-        })();
-        crate::netns::delete(&ns).unwrap();
-        result.unwrap();
+        let Some(tns) = super::super::throwaway::ThrowawayNetns::new("nft") else {
+            return;
+        };
+        let ns = tns.0.as_str();
+        let list = || {
+            let out = super::super::output_in(ns, &["nft", "list", "ruleset"], None).unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let lib = library().expect("libnftables.so.1 (Debian: nftables) is installed");
+        let rules = "table inet t {\n chain c {\n  type filter hook output priority 0;\n  udp dport 9 counter comment \"out\"\n }\n}\n";
+        run_with_library(lib, ns, rules).unwrap();
+        run_with_process(ns, "table ip p { chain d { counter comment \"x\"\n }\n}\n").unwrap();
+        let listed = list();
+        assert!(listed.contains("table inet t"), "{listed}");
+        assert!(listed.contains("table ip p"), "{listed}");
+        let e = run_with_library(lib, ns, "table inet t { chain c { bogus } }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ns) && e.contains("syntax error"), "{e}");
+        assert_eq!(run(ns, "flush ruleset").unwrap(), Via::Library);
+        assert_eq!(list().trim(), "");
     }
 }

@@ -57,19 +57,16 @@ impl Gate {
         f()
     }
 
-    /// A cell's busy share at its start: after the quiet cells queued now.
-    fn take_first_share(&self) {
-        let mut s = self.wait_while(|s| s.exclusive || s.queued > 0);
-        s.busy += 1;
-        drop(s);
-        self.changed.notify_all();
-    }
-
-    /// A share back after a wait: before any quiet cell queued.
-    fn take_share(&self) {
-        self.update(|s| s.resuming += 1);
-        let mut s = self.wait_while(|s| s.exclusive);
-        s.resuming -= 1;
+    /// A busy share: at a cell's start after the quiet cells queued now; back after a
+    /// wait (`resuming`) before them.
+    fn take_share(&self, resuming: bool) {
+        if resuming {
+            self.update(|s| s.resuming += 1);
+        }
+        let mut s = self.wait_while(|s| s.exclusive || (!resuming && s.queued > 0));
+        if resuming {
+            s.resuming -= 1;
+        }
         s.busy += 1;
         drop(s);
         self.changed.notify_all();
@@ -88,7 +85,7 @@ impl Gate {
 
     /// Runs `f` (a shared cell) holding a busy share, given up only inside [`idle`].
     pub fn shared<T>(self: &Arc<Self>, f: impl FnOnce() -> T) -> T {
-        self.take_first_share();
+        self.take_share(false);
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         let _release = Release(|| {
             CURRENT.with(|c| c.borrow_mut().take());
@@ -131,7 +128,7 @@ fn without_share<T>(f: impl FnOnce(Option<&Gate>) -> T) -> T {
     };
     gate.give_share();
     let _back = Release(|| {
-        gate.take_share();
+        gate.take_share(true);
         CURRENT.with(|c| *c.borrow_mut() = Some(gate.clone()));
     });
     f(Some(&gate))
