@@ -284,6 +284,17 @@ expect = ["ab.sent > 0"]
 name = "timeout-recorded"
 traffic.seen = { until = "ct.r.count(proto=tcp) >= 1", timeout_ms = 200, on_timeout = "record" }
 expect = ["seen.held == 0", "seen.waited_ms >= 200", "ab.received == 300"]
+
+# No TCP ever flows: the 20 s wait gives up as soon as the UDP flow is tracked.
+[[cells]]
+name = "gives-up-recorded"
+traffic.seen = { until = "ct.r.count(proto=tcp) >= 1", give_up = "ct.r.count(proto=udp dport=9000) >= 1", timeout_ms = 20000, on_timeout = "record" }
+expect = ["seen.held == 0", "seen.gave_up == 1", "seen.waited_ms < 3000", "ab.received == 300"]
+
+[[cells]]
+name = "gives-up-fails"
+traffic.seen = { until = "ct.r.count(proto=tcp) >= 1", give_up = "ct.r.count(proto=udp dport=9000) >= 1", timeout_ms = 20000 }
+expect = ["ab.sent > 0"]
 "#);
     assert_eq!(outcome(&cells, "concurrent"), Outcome::Pass);
     assert_eq!(outcome(&cells, "timeout-fails"), Outcome::Fail);
@@ -300,6 +311,16 @@ expect = ["seen.held == 0", "seen.waited_ms >= 200", "ab.received == 300"]
         "{:?}",
         c.reason
     );
+    assert_eq!(outcome(&cells, "gives-up-recorded"), Outcome::Pass);
+    assert_eq!(outcome(&cells, "gives-up-fails"), Outcome::Fail);
+    let c = cells.iter().find(|c| c.name == "gives-up-fails").unwrap();
+    let reason = c.reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("gave up after") && reason.contains("dport=9000"),
+        "{reason}"
+    );
+    assert!(c.duration_ms < 10_000, "the 20 s cap was waited out");
+    assert_eq!(obs(&cells, "concurrent", "seen.gave_up"), 0.0);
     assert!(obs(&cells, "concurrent", "seen.polls") >= 1.0);
     assert_eq!(obs(&cells, "concurrent", "seen.held"), 1.0);
     // A recorded timeout lets the timeline run on: its later steps' metrics exist.

@@ -198,6 +198,7 @@ fn referenced_names(cell: &CellPlan) -> Vec<String> {
     for step in &cell.steps {
         if let Action::Wait(w) = &step.action {
             names.extend(w.until.names());
+            names.extend(w.give_up.iter().flat_map(|g| g.names()));
         }
     }
     names.sort();

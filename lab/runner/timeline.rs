@@ -202,12 +202,18 @@ fn kernel_flush_filter(f: &CtFilter) -> Option<KernelFlush> {
     (zone.is_some() || mark.is_some()).then_some((zone, mark))
 }
 
-/// Polls its condition with a doubling interval (capped at 200 ms) until it holds or
-/// the timeout passes. An observation that does not exist yet means "not yet".
+/// Polls its condition with a doubling interval (capped at 200 ms) until it holds, its
+/// `give_up` condition holds, or the timeout passes. An observation that does not
+/// exist yet means "not yet" (for `give_up` too).
 impl StepKind for WaitPlan {
     fn run(&self, cx: &StepCx) -> Result<Observations> {
         let t0 = Instant::now();
-        let names = self.until.names();
+        let mut names = self.until.names();
+        if let Some(g) = &self.give_up {
+            names.extend(g.names());
+            names.sort();
+            names.dedup();
+        }
         let deadline = t0 + cx.traffic.slow_ms(self.timeout_ms);
         let mut every = Duration::from_millis(self.every_ms);
         let mut polls = 0u32;
@@ -215,22 +221,29 @@ impl StepKind for WaitPlan {
             polls += 1;
             let obs = cx.observe(&names)?;
             let last = match self.until.eval(&obs) {
-                Ok((true, _)) => return Ok(wait_metrics(t0, polls, true)),
+                Ok((true, _)) => return Ok(wait_metrics(t0, polls, true, false)),
                 Ok((false, detail)) => detail,
                 Err(e) => e.to_string(),
             };
-            if Instant::now() >= deadline || (cx.traffic.interrupted)() {
+            let gave_up = self
+                .give_up
+                .as_ref()
+                .is_some_and(|g| matches!(g.eval(&obs), Ok((true, _))));
+            if gave_up || Instant::now() >= deadline || (cx.traffic.interrupted)() {
                 let outcome = match self.on_timeout {
                     OnTimeout::Fail => Outcome::Fail,
                     OnTimeout::Inconclusive => Outcome::Inconclusive,
-                    OnTimeout::Record => return Ok(wait_metrics(t0, polls, false)),
+                    OnTimeout::Record => return Ok(wait_metrics(t0, polls, false, gave_up)),
+                };
+                let why = match &self.give_up {
+                    Some(g) if gave_up => {
+                        format!("gave up after {} ms: `{g}` held", t0.elapsed().as_millis())
+                    }
+                    _ => format!("did not hold within {} ms", self.timeout_ms),
                 };
                 return Err(StepVerdict {
                     outcome,
-                    reason: format!(
-                        "`{}` did not hold within {} ms (last: {last})",
-                        self.until, self.timeout_ms
-                    ),
+                    reason: format!("`{}` {why} (last: {last})", self.until),
                 }
                 .into());
             }
@@ -240,12 +253,15 @@ impl StepKind for WaitPlan {
     }
 }
 
-/// A wait's metrics: `held` is 1 when the condition held before the timeout.
-fn wait_metrics(t0: Instant, polls: u32, held: bool) -> Observations {
+/// A wait's metrics: `held` is 1 when the condition held before the timeout,
+/// `gave_up` 1 when its `give_up` condition ended it.
+fn wait_metrics(t0: Instant, polls: u32, held: bool, gave_up: bool) -> Observations {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
     Observations::from([
         ("waited_ms".to_string(), t0.elapsed().as_secs_f64() * 1e3),
         ("polls".to_string(), polls as f64),
-        ("held".to_string(), if held { 1.0 } else { 0.0 }),
+        ("held".to_string(), flag(held)),
+        ("gave_up".to_string(), flag(gave_up)),
     ])
 }
 

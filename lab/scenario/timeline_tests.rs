@@ -41,6 +41,7 @@ sample = ["ct.r.count"]
 [[traffic]]
 kind = "wait"
 until = "ct.r.count(proto=udp dport=9000) >= 1"
+give_up = "conntrack.r.drop > 0"
 timeout_ms = 2000
 on_timeout = "inconclusive"
 
@@ -120,6 +121,12 @@ fn step_errors_name_the_place_the_field_and_the_fix() {
             "[[traffic]]",
             "traffic[0].until",
             "`a >`",
+        ),
+        (
+            "[[traffic]]\nkind = \"wait\"\nuntil = \"a > 1\"\ngive_up = \"b ==\"\n".into(),
+            "[[traffic]]",
+            "traffic[0].give_up",
+            "`b ==`",
         ),
         (
             "[[traffic]]\nkind = \"conntrack\"\nnode = \"r\"\naction = \"delete\"\nfilter = \"dprt=1\"\n".into(),

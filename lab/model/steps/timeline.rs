@@ -209,6 +209,9 @@ pub enum OnTimeout {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WaitPlan {
     pub until: Expectation,
+    /// Ends the wait as on a timeout as soon as it holds (and `until` does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub give_up: Option<Expectation>,
     pub timeout_ms: u64,
     /// First poll interval; it doubles up to 200 ms.
     pub every_ms: u64,

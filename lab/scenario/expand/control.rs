@@ -99,6 +99,23 @@ pub(super) fn control_action(
                     ),
                 )
             })?;
+            let give_up = w
+                .give_up
+                .as_ref()
+                .map(|g| {
+                    Expectation::parse(g).map_err(|e| {
+                        pcx.err(
+                            span.clone(),
+                            &format!("{field}.give_up"),
+                            (
+                                format!("`{g}`: {e}"),
+                                "write a condition over live observations that makes `until` unreachable, e.g. \"ct.r.count(dport=5202 state=ESTABLISHED) == 0\""
+                                    .into(),
+                            ),
+                        )
+                    })
+                })
+                .transpose()?;
             let timeout_ms = w.timeout_ms.unwrap_or(5000);
             let every_ms = w.every_ms.unwrap_or(10);
             if !(1..=600_000).contains(&timeout_ms) || !(1..=60_000).contains(&every_ms) {
@@ -111,6 +128,7 @@ pub(super) fn control_action(
             }
             Action::Wait(WaitPlan {
                 until,
+                give_up,
                 timeout_ms,
                 every_ms,
                 on_timeout: w.on_timeout,

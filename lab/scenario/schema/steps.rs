@@ -174,4 +174,9 @@ pub struct WaitSpec {
     /// expectations to judge).
     #[serde(default)]
     pub on_timeout: crate::model::steps::OnTimeout,
+    /// An expression over live observations that makes `until` unreachable (e.g. a
+    /// connection it needs has closed): once it holds and `until` does not, the wait
+    /// ends at once as on a timeout (`on_timeout` applies; `gave_up = 1`).
+    #[serde(default)]
+    pub give_up: Option<String>,
 }
