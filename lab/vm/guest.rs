@@ -158,6 +158,30 @@ mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
     s
 }
 
+/// Base chains at every netfilter hook of the guest's own root namespace (a VM's,
+/// never the host's), loaded before the command.
+///
+/// Under multi-threaded TCG a vCPU can execute the int3 of a jump label that another
+/// vCPU is patching after text_poke_bp() has finished with it: "Oops: int3" at the
+/// nf_hook() static branch in __ip_local_out, reproduced in seconds on Debian 6.12 by
+/// adding and deleting an output chain in a loop beside a ping flood, never with
+/// `-accel tcg,thread=single`. Each (family, hook) has one static key
+/// (nf_hooks_needed[pf][hook], changed in __nf_register_net_hook() /
+/// __nf_unregister_net_hook() when the first/last hook of any namespace comes or
+/// goes): with these chains standing, no lab's rulesets, conntrack or br_netfilter
+/// hooks flip them. They see only the root namespace's packets, which carry no lab
+/// traffic. Each table alone when the batch fails (a kernel without the bridge or
+/// arp family).
+const PIN_HOOK_KEYS: &str = r#"pin_inet='table inet faultlab_pin_hook_keys { chain p { type filter hook prerouting priority 0; }; chain i { type filter hook input priority 0; }; chain f { type filter hook forward priority 0; }; chain o { type filter hook output priority 0; }; chain q { type filter hook postrouting priority 0; }; }'
+pin_arp='table arp faultlab_pin_hook_keys { chain i { type filter hook input priority 0; }; chain o { type filter hook output priority 0; }; }'
+pin_bridge='table bridge faultlab_pin_hook_keys { chain p { type filter hook prerouting priority 0; }; chain i { type filter hook input priority 0; }; chain f { type filter hook forward priority 0; }; chain o { type filter hook output priority 0; }; chain q { type filter hook postrouting priority 0; }; }'
+if command -v nft >/dev/null; then
+  nft "$pin_inet; $pin_arp; $pin_bridge" 2>/dev/null || for t in "$pin_inet" "$pin_arp" "$pin_bridge"; do nft "$t" 2>/dev/null || echo "faultlab vm: warning: cannot pin the netfilter hook keys: nft '${t%% \{*}' failed"; done
+else
+  echo "faultlab vm: warning: no nft: the netfilter hook keys are not pinned (TCG guests may crash with Oops: int3)"
+fi
+"#;
+
 pub fn stage2_script(p: &GuestPlan) -> String {
     let mut s = String::new();
     let m = marker::prefix(&p.nonce);
@@ -187,6 +211,7 @@ $B hostname faultlab-vm
             all.join(" ")
         );
     }
+    s.push_str(PIN_HOOK_KEYS);
     let cwd = quoted_path(&p.cwd);
     let argv: Vec<String> = p.argv.iter().map(|a| sh_quote(a)).collect();
     let env = format!(
