@@ -205,10 +205,14 @@ pub struct VmArgs {
     /// br_netfilter,nf_conntrack).
     #[arg(long, value_delimiter = ',')]
     pub preload: Option<Vec<String>>,
-    /// Also load every module the last boot of the same kernel release ended with
-    /// loaded (remembered in the cache): faster under TCG; opt-in while an intermittent
-    /// TCG guest crash (Oops: int3, seen with and without it) is not understood.
+    /// Load only the --preload modules, not also every module the last boot of the
+    /// same kernel release ended with loaded (remembered in the cache; the default,
+    /// faster under TCG, where each autoload is a process).
     #[arg(long)]
+    pub no_preload_learned: bool,
+    /// The default now (the learned preload was opt-in while a TCG guest crash was
+    /// not understood); accepted for scripts that pass it.
+    #[arg(long, hide = true, conflicts_with = "no_preload_learned")]
     pub preload_learned: bool,
     /// Download and unpack cache (default: $FAULTLAB_CACHE or /var/cache/faultlab).
     #[arg(long)]

@@ -571,7 +571,7 @@ fn vm_code(a: VmArgs) -> i32 {
             );
             faultlab::vm::run::Preload {
                 given,
-                learned: a.preload_learned,
+                learned: !a.no_preload_learned,
             }
         },
         exec: a.exec,

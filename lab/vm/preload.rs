@@ -1,12 +1,10 @@
 //! Which modules a guest loads before its command: `--preload` (default br_netfilter,
-//! nf_conntrack) and, with `--preload-learned`, every module the last boot of the same
-//! kernel release ended with loaded (`<cache>/modules-loaded/<release>`, written after
-//! each boot from the guest's /proc/modules). The guest loads them with one
-//! `modprobe -a`. Opt-in while a crash is not understood: Debian trixie's 6.12 under TCG
-//! crashed with "Oops: int3" (a breakpoint of a live code patch, __ip_local_out from
-//! mld_ifc_work over vxlan) in 3 of 10 catalogue runs, first with the learned list and
-//! then also without it; the cause (the guest kernel's text patching or QEMU's
-//! multi-threaded TCG) is not known.
+//! nf_conntrack) and, unless `--no-preload-learned`, every module the last boot of the
+//! same kernel release ended with loaded (`<cache>/modules-loaded/<release>`, written
+//! after each boot from the guest's /proc/modules). The guest loads them with one
+//! `modprobe -a`. (It was opt-in while a TCG guest crash, "Oops: int3", was not
+//! understood; that crash came without it too, and its cause is pinned in
+//! `guest::PIN_HOOK_KEYS`.)
 //!
 //! Why: under TCG each module the kernel autoloads costs a usermode-helper modprobe
 //! process (measured with Debian trixie's 6.12: `/bin/true` 372 ms, `modprobe nft_ct`

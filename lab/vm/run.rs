@@ -69,7 +69,8 @@ pub const DEFAULT_PRELOAD: &[&str] = &["br_netfilter", "nf_conntrack"];
 pub struct Preload {
     /// `--preload` (default [`DEFAULT_PRELOAD`]).
     pub given: Vec<String>,
-    /// `--preload-learned`: also what the last boot of the kernel release had loaded.
+    /// Also what the last boot of the kernel release had loaded (off with
+    /// `--no-preload-learned`).
     pub learned: bool,
 }
 
