@@ -172,6 +172,15 @@ mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 /// hooks flip them. They see only the root namespace's packets, which carry no lab
 /// traffic. Each table alone when the batch fails (a kernel without the bridge or
 /// arp family).
+///
+/// Two more keys flipped at hot patch sites in a catalogue run (counted with a kprobe
+/// on arch_jump_label_transform_queue in the 6.12 guest): nft_counters_enabled
+/// (nft_do_chain; on while any base chain has counters, which iptables-nft gives
+/// its built-in chains: nf_tables_addchain()) and netstamp_needed_key
+/// (netif_receive_skb_list_internal, tpacket_rcv; on while any socket asks for
+/// receive timestamps: sock_enable_timestamp()). A policy set with iptables-nft and a
+/// sleeping socket with SO_TIMESTAMP (perl, killed by its pid after the command)
+/// hold them on.
 const PIN_HOOK_KEYS: &str = r#"pin_inet='table inet faultlab_pin_hook_keys { chain p { type filter hook prerouting priority 0; }; chain i { type filter hook input priority 0; }; chain f { type filter hook forward priority 0; }; chain o { type filter hook output priority 0; }; chain q { type filter hook postrouting priority 0; }; }'
 pin_arp='table arp faultlab_pin_hook_keys { chain i { type filter hook input priority 0; }; chain o { type filter hook output priority 0; }; }'
 pin_bridge='table bridge faultlab_pin_hook_keys { chain p { type filter hook prerouting priority 0; }; chain i { type filter hook input priority 0; }; chain f { type filter hook forward priority 0; }; chain o { type filter hook output priority 0; }; chain q { type filter hook postrouting priority 0; }; }'
@@ -180,6 +189,9 @@ if command -v nft >/dev/null; then
 else
   echo "faultlab vm: warning: no nft: the netfilter hook keys are not pinned (TCG guests may crash with Oops: int3)"
 fi
+command -v iptables-nft >/dev/null && iptables-nft -P OUTPUT ACCEPT 2>/dev/null
+tspid=
+if command -v perl >/dev/null; then perl -e 'socket(my $s, 2, 2, 0) or die; setsockopt($s, 1, 29, pack("i", 1)) or die; sleep' & tspid=$!; fi
 "#;
 
 pub fn stage2_script(p: &GuestPlan) -> String {
@@ -236,6 +248,7 @@ $B hostname faultlab-vm
     }
     s.push_str(
         "rc=$?\n\
+         if [ -n \"$tspid\" ]; then kill $tspid; fi\n\
          mods=; if [ -r /proc/modules ]; then while read -r n _; do mods=\"$mods $n\"; done </proc/modules; fi\n\
          echo \"${M}MODULES$mods\"\n\
          echo \"${M}EXIT $rc\"\n\
