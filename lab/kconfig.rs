@@ -255,6 +255,11 @@ pub const RULES: &[Rule] = &[
     rule("CONFIG_VETH", "[[links]] are veth pairs", &[Need::Veth], Fails),
     rule("CONFIG_BRIDGE", "devices of kind bridge", &[Need::Device("bridge")], Fails),
     rule("CONFIG_VXLAN", "devices of kind vxlan", &[Need::Device("vxlan")], Fails),
+    rule("CONFIG_DUMMY", "devices of kind dummy", &[Need::Device("dummy")], Fails),
+    rule("CONFIG_NET_L3_MASTER_DEV", "devices of kind vrf (a dependency)", &[Need::Device("vrf")], Fails),
+    rule("CONFIG_IP_MULTIPLE_TABLES", "devices of kind vrf (their routing table)", &[Need::Device("vrf")], Fails),
+    rule("CONFIG_IPV6_MULTIPLE_TABLES", "devices of kind vrf (their IPv6 routing table)", &[Need::Device("vrf")], Fails),
+    rule("CONFIG_NET_VRF", "devices of kind vrf", &[Need::Device("vrf")], Fails),
     rule("CONFIG_PACKET", "AF_PACKET captures (captures, tcp-inject, raw races)", &[Need::Packet], Fails),
     rule("CONFIG_INET", "IPv4", &[Need::Always], Fails),
     rule("CONFIG_IPV6", "IPv6 addresses, routes or rulesets", &[Need::Ipv6], Fails),
@@ -305,6 +310,13 @@ pub const RULES: &[Rule] = &[
     rule("CONFIG_IP_NF_IPTABLES", "iptables-legacy", &[Need::Ipt(&["iptables-legacy"], "")], Fails),
     rule("CONFIG_IP_NF_FILTER", "iptables-legacy *filter", &[Need::Ipt(&["iptables-legacy"], "*filter")], Fails),
     rule("CONFIG_IP_NF_RAW", "iptables-legacy *raw; Kconfig's condition for -j CT / NOTRACK", &[Need::Ipt(&["iptables-legacy"], "*raw"), Need::Ipt(IPT_ALL, "-j CT"), Need::Ipt(IPT_ALL, "-j NOTRACK")], Fails),
+    rule("CONFIG_IP_NF_MATCH_RPFILTER", "iptables -m rpfilter", &[Need::Ipt(&["iptables", "iptables-legacy"], "-m rpfilter")], Fails),
+    rule("CONFIG_IP6_NF_IPTABLES", "ip6tables-legacy; Kconfig's condition for ip6tables -m rpfilter", &[Need::Ipt(&["ip6tables-legacy"], ""), Need::Ipt(&["ip6tables", "ip6tables-legacy"], "-m rpfilter")], Fails),
+    rule("CONFIG_IP6_NF_RAW", "ip6tables-legacy *raw; Kconfig's condition for ip6tables -m rpfilter", &[Need::Ipt(&["ip6tables-legacy"], "*raw"), Need::Ipt(&["ip6tables", "ip6tables-legacy"], "-m rpfilter")], Fails),
+    rule("CONFIG_IP6_NF_MATCH_RPFILTER", "ip6tables -m rpfilter", &[Need::Ipt(&["ip6tables", "ip6tables-legacy"], "-m rpfilter")], Fails),
+    rule("CONFIG_NFT_FIB_IPV4", "nft fib (ip, inet)", &[Need::Nft("fib")], Fails),
+    rule("CONFIG_NFT_FIB_IPV6", "nft fib (ip6, inet)", &[Need::Nft("fib")], Fails),
+    rule("CONFIG_NFT_FIB_INET", "nft fib in the inet family", &[Need::Nft("fib")], Fails),
     rule("CONFIG_FTRACE", "drops.* (skb:kfree_skb through tracefs; a dependency)", DROPS, NoDrops),
     rule("CONFIG_TRACING", "drops.* (skb:kfree_skb through tracefs)", DROPS, NoDrops),
     rule("CONFIG_KALLSYMS", "drops.REASON@function (locations through /proc/kallsyms)", &[Need::DropsAt], NoDrops),
@@ -526,7 +538,8 @@ fn walk(v: &Value, key: Option<&str>, f: &mut CellFacts) {
             if kind == Some("multipath") {
                 f.multipath = true;
             }
-            if key == Some("devices") {
+            // Node devices, and those a `configure` step adds mid-run.
+            if matches!(key, Some("devices" | "add_devices")) {
                 if let Some(k) = map
                     .get("kind")
                     .and_then(|k| k.get("kind"))

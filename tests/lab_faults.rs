@@ -144,6 +144,7 @@ fn every_build_operation_failing_leaves_nothing() {
     std::fs::create_dir_all(&dir).unwrap();
     let started = std::time::Instant::now();
     let mut tried = 0;
+    let mut unreachable = 0;
     let mut failures = Vec::new();
     for (i, t) in targets(&dir).iter().enumerate() {
         let n = build_ops(&t.lab).len();
@@ -171,7 +172,13 @@ fn every_build_operation_failing_leaves_nothing() {
             let stdout = String::from_utf8_lossy(&out.stdout);
             let what = format!("{}: {}", t.file.display(), k);
             let mut wrong = Vec::new();
-            if out.status.code() != Some(1) {
+            // A lab with a device kind this kernel lacks (rpath's dummy) is a skip at
+            // that device's creation: the operations after it are never reached. It
+            // must still leave nothing behind.
+            let kind_missing = out.status.code() == Some(4) && stdout.contains("kernel has no `");
+            if kind_missing {
+                unreachable += 1;
+            } else if out.status.code() != Some(1) {
                 wrong.push(format!(
                     "exit {:?} (expected 1):\n{}",
                     out.status.code(),
@@ -184,6 +191,7 @@ fn every_build_operation_failing_leaves_nothing() {
             ]
             .into_iter()
             .chain(op.node().map(|n| format!("node `{}`", n.name)))
+            .filter(|_| !kind_missing)
             {
                 // JSON escapes quotes and backslashes; the op texts have neither.
                 if !stdout.contains(&needle) {
@@ -206,7 +214,7 @@ fn every_build_operation_failing_leaves_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
-        "lab_faults: {tried} (scenario, k) pairs tried in {:.1} s ({})",
+        "lab_faults: {tried} (scenario, k) pairs tried in {:.1} s ({}), {unreachable} not reached (a device kind this kernel lacks)",
         started.elapsed().as_secs_f64(),
         if full { "full sweep" } else { "CI stride" }
     );
