@@ -226,8 +226,10 @@ pub struct VmArgs {
     /// Print the guest's boot console.
     #[arg(long, short)]
     pub verbose: bool,
-    /// Run a program instead of a faultlab command (e.g. `--exec -- uname -r`).
-    #[arg(long, hide = true)]
+    /// Run a program instead of a faultlab command (e.g. `--exec -- uname -r`; no
+    /// results share, no `--slow`): reproducers and tracing around a run, such as
+    /// scripts/jump-label-census.sh.
+    #[arg(long)]
     pub exec: bool,
     /// The faultlab command to run in the guest, after `--`.
     #[arg(last = true)]
