@@ -136,14 +136,17 @@ fn builds_a_bridged_lab_and_removes_it() {
                         },
                     ],
                 },
+                table: None,
             },
             RoutePlan {
                 dst: "10.66.0.0/16".parse().unwrap(),
                 kind: RouteKind::Blackhole,
+                table: None,
             },
             RoutePlan {
                 dst: "2001:db8:dead::/48".parse().unwrap(),
                 kind: RouteKind::Unreachable,
+                table: None,
             },
             RoutePlan {
                 dst: "0.0.0.0/0".parse().unwrap(),
@@ -152,6 +155,17 @@ fn builds_a_bridged_lab_and_removes_it() {
                     dev: Some("eth0".into()),
                     onlink: true,
                 },
+                table: None,
+            },
+            // A route in another table (a VRF's, or one an `ip rule` selects).
+            RoutePlan {
+                dst: "10.77.0.0/16".parse().unwrap(),
+                kind: RouteKind::Unicast {
+                    via: Some("10.0.1.2".parse().unwrap()),
+                    dev: None,
+                    onlink: false,
+                },
+                table: Some(100),
             },
         ];
         a.neighbours = vec![NeighbourPlan {
@@ -252,6 +266,14 @@ fn builds_a_bridged_lab_and_removes_it() {
     assert_eq!(hops.len(), 2);
     assert_eq!(hops[0]["weight"], 1);
     assert_eq!(hops[1]["weight"], 3);
+    let t100 = ip_json(&ns_a, &["route", "show", "table", "100"]);
+    assert_eq!(t100[0]["dst"], "10.77.0.0/16", "{t100}");
+    assert_eq!(t100[0]["gateway"], "10.0.1.2", "{t100}");
+    let main = ip_json(&ns_a, &["route", "show", "10.77.0.0/16"]);
+    assert!(
+        main.as_array().is_some_and(|r| r.is_empty()),
+        "not in main: {main}"
+    );
     let bh = ip_json(&ns_a, &["route", "show", "type", "blackhole"]);
     assert_eq!(bh[0]["dst"], "10.66.0.0/16");
     let un = ip_json(&ns_a, &["-6", "route", "show", "type", "unreachable"]);

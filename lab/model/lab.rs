@@ -221,6 +221,9 @@ pub struct RoutePlan {
     /// Destination; `0.0.0.0/0` or `::/0` for default.
     pub dst: IpNet,
     pub kind: RouteKind,
+    /// Routing table (`table 10`: a VRF's); the main table when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -428,7 +428,7 @@ impl Netlink {
             .with_context(|| format!("add address {addr} to `{dev}` in netns `{}`", self.netns))
     }
 
-    /// Adds one route of the plan to the main table.
+    /// Adds one route of the plan (to the main table unless it names one).
     pub fn add_route(&self, route: &RoutePlan) -> Result<()> {
         let what = || {
             format!(
@@ -497,6 +497,9 @@ impl Netlink {
             RouteKind::Unreachable => b = b.kind(RouteType::Unreachable),
             RouteKind::Prohibit => b = b.kind(RouteType::Prohibit),
         }
+        if let Some(t) = route.table {
+            b = b.table_id(t);
+        }
         Ok(b.build())
     }
 
@@ -522,6 +525,14 @@ impl Netlink {
 
 /// `ip route`-like one-line description of a planned route, for messages.
 pub fn describe_route(r: &RoutePlan) -> String {
+    let route = describe_route_kind(r);
+    match r.table {
+        Some(t) => format!("{route} table {t}"),
+        None => route,
+    }
+}
+
+fn describe_route_kind(r: &RoutePlan) -> String {
     match &r.kind {
         RouteKind::Unicast { via, dev, onlink } => {
             let mut s = r.dst.to_string();
@@ -589,10 +600,16 @@ mod tests {
                     },
                 ],
             },
+            table: None,
         };
         assert_eq!(
             describe_route(&r),
             "10.9.0.0/16 nexthop via 10.0.0.1 weight 1 nexthop via 10.0.1.1 dev eth1 weight 3"
         );
+        let in_vrf = RoutePlan {
+            table: Some(10),
+            ..r
+        };
+        assert!(describe_route(&in_vrf).ends_with("weight 3 table 10"));
     }
 }

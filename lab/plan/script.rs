@@ -167,6 +167,9 @@ fn route_args(r: &RoutePlan) -> Vec<String> {
     ) {
         a.extend(["proto".to_string(), "static".to_string()]);
     }
+    if let Some(t) = r.table {
+        a.extend(["table".to_string(), t.to_string()]);
+    }
     a
 }
 
@@ -548,6 +551,7 @@ mod tests {
                     dev: None,
                     onlink: false,
                 },
+                table: None,
             },
             RoutePlan {
                 dst: "198.51.100.0/24".parse().unwrap(),
@@ -565,10 +569,12 @@ mod tests {
                         },
                     ],
                 },
+                table: None,
             },
             RoutePlan {
                 dst: "203.0.113.0/24".parse().unwrap(),
                 kind: RouteKind::Blackhole,
+                table: Some(10),
             },
         ];
         a.neighbours = vec![NeighbourPlan {
@@ -621,6 +627,7 @@ mod tests {
                 dev: Some("br0".into()),
                 onlink: false,
             },
+            table: None,
         }];
         b.rulesets = vec![
             RulesetPlan {
@@ -682,8 +689,9 @@ mod tests {
         assert!(lines.contains(
             &"ip -n flTEST-a route add 198.51.100.0/24 nexthop via 192.0.2.2 dev eth0 weight 1 nexthop via 192.0.2.3 weight 3 proto static".into()
         ));
-        assert!(lines
-            .contains(&"ip -n flTEST-a route add blackhole 203.0.113.0/24 proto static".into()));
+        assert!(lines.contains(
+            &"ip -n flTEST-a route add blackhole 203.0.113.0/24 proto static table 10".into()
+        ));
         assert!(lines.contains(
             &"ip -n flTEST-b link add vx0 mtu 1450 type vxlan id 42 local 192.0.2.2 dev p0 dstport 4789"
                 .into()

@@ -150,13 +150,41 @@ pub fn parse_addr(s: &str) -> Result<IpAddr, (String, String)> {
 
 fn route_fix() -> String {
     "write e.g. `default via 192.0.2.254`, `10.0.0.0/8 dev eth0`, `blackhole 10.9.0.0/16`, \
-     or `198.51.100.0/24 nexthop via 10.0.1.2 nexthop via 10.0.2.2`"
+     `198.51.100.0/24 nexthop via 10.0.1.2 nexthop via 10.0.2.2`, or any of them with `table 10`"
         .into()
 }
 
 /// Routes in `ip route` syntax (the subset a lab needs).
 pub fn parse_route(s: &str) -> Result<RoutePlan, (String, String)> {
-    let words: Vec<&str> = s.split_whitespace().collect();
+    let mut words: Vec<&str> = s.split_whitespace().collect();
+    let table = match words.iter().position(|w| *w == "table") {
+        Some(at) => {
+            let v = words
+                .get(at + 1)
+                .copied()
+                .ok_or_else(|| (format!("`{s}`: `table` needs a value"), route_fix()))?;
+            // 0 is no table; 253..=255 are the kernel's default, main and local.
+            let t = v
+                .parse::<u32>()
+                .ok()
+                .filter(|t| *t != 0 && !(253..=255).contains(t))
+                .ok_or_else(|| {
+                    (
+                        format!("`{s}`: table `{v}` is not a table number (1..=252 or above 255; the main table is the default)"),
+                        route_fix(),
+                    )
+                })?;
+            words.drain(at..at + 2);
+            Some(t)
+        }
+        None => None,
+    };
+    let mut route = parse_route_words(s, &words)?;
+    route.table = table;
+    Ok(route)
+}
+
+fn parse_route_words(s: &str, words: &[&str]) -> Result<RoutePlan, (String, String)> {
     let Some(&first) = words.first() else {
         return Err(("empty route".into(), route_fix()));
     };
@@ -176,6 +204,7 @@ pub fn parse_route(s: &str) -> Result<RoutePlan, (String, String)> {
         return Ok(RoutePlan {
             dst: parse_dst(words[1], None)?,
             kind,
+            table: None,
         });
     }
     let mut via = None;
@@ -256,6 +285,7 @@ pub fn parse_route(s: &str) -> Result<RoutePlan, (String, String)> {
         return Ok(RoutePlan {
             dst,
             kind: RouteKind::Multipath { nexthops },
+            table: None,
         });
     }
     if via.is_none() && dev.is_none() {
@@ -264,6 +294,7 @@ pub fn parse_route(s: &str) -> Result<RoutePlan, (String, String)> {
     Ok(RoutePlan {
         dst,
         kind: RouteKind::Unicast { via, dev, onlink },
+        table: None,
     })
 }
 
@@ -377,6 +408,20 @@ mod tests {
         );
         let r = parse_route("default via 169.254.1.1 dev eth0 onlink").unwrap();
         assert!(matches!(r.kind, RouteKind::Unicast { onlink: true, .. }));
+        assert_eq!(r.table, None);
+        let r = parse_route("default via 10.0.0.1 table 10").unwrap();
+        assert_eq!(r.table, Some(10));
+        assert!(matches!(r.kind, RouteKind::Unicast { via: Some(_), .. }));
+        let r = parse_route("blackhole 10.9.0.0/16 table 100").unwrap();
+        assert_eq!((r.kind, r.table), (RouteKind::Blackhole, Some(100)));
+        for bad in [
+            "default via 10.0.0.1 table",
+            "default via 10.0.0.1 table 254",
+            "default via 10.0.0.1 table x",
+        ] {
+            let (msg, _) = parse_route(bad).unwrap_err();
+            assert!(msg.contains("table"), "{bad}: {msg}");
+        }
         assert!(parse_route("10.0.0.0/8").is_err());
         assert!(parse_route("10.0.0.0/8 vai 1.2.3.4").is_err());
         assert!(parse_route("10.0.0.0/8 nexthop weight 3").is_err());
