@@ -222,7 +222,7 @@ fn runs_the_bridge_scenario_under_debian_6_12() {
 /// nf_hooks_needed[IPV4][LOCAL_OUT] static key while a ping flood runs through the
 /// nf_hook() branch it patches. Under multi-threaded TCG that crashed Debian's 6.12
 /// and 7.3 guests within seconds (Oops: int3 in __ip_local_out; 6.1 survived) until
-/// the guest pinned every hook key (`vm::guest`, PIN_HOOK_KEYS).
+/// the guest pinned every hook key (`vm::guest`, pin_hook_keys).
 #[test]
 fn a_tcg_guest_survives_netfilter_hook_key_flips() {
     if let Some(why) = skip_reason() {

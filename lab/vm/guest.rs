@@ -181,18 +181,53 @@ mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 /// receive timestamps: sock_enable_timestamp()). A policy set with iptables-nft and a
 /// sleeping socket with SO_TIMESTAMP (perl, killed by its pid after the command)
 /// hold them on.
-const PIN_HOOK_KEYS: &str = r#"pin_inet='table inet faultlab_pin_hook_keys { chain p { type filter hook prerouting priority 0; }; chain i { type filter hook input priority 0; }; chain f { type filter hook forward priority 0; }; chain o { type filter hook output priority 0; }; chain q { type filter hook postrouting priority 0; }; }'
-pin_arp='table arp faultlab_pin_hook_keys { chain i { type filter hook input priority 0; }; chain o { type filter hook output priority 0; }; }'
-pin_bridge='table bridge faultlab_pin_hook_keys { chain p { type filter hook prerouting priority 0; }; chain i { type filter hook input priority 0; }; chain f { type filter hook forward priority 0; }; chain o { type filter hook output priority 0; }; chain q { type filter hook postrouting priority 0; }; }'
-if command -v nft >/dev/null; then
-  nft "$pin_inet; $pin_arp; $pin_bridge" 2>/dev/null || for t in "$pin_inet" "$pin_arp" "$pin_bridge"; do nft "$t" 2>/dev/null || echo "faultlab vm: warning: cannot pin the netfilter hook keys: nft '${t%% \{*}' failed"; done
+fn pin_hook_keys() -> String {
+    const IP_HOOKS: &[&str] = &["prerouting", "input", "forward", "output", "postrouting"];
+    const FAMILIES: &[(&str, &[&str])] = &[
+        ("inet", IP_HOOKS),
+        ("arp", &["input", "output"]),
+        ("bridge", IP_HOOKS),
+    ];
+    let mut s = String::new();
+    for (family, hooks) in FAMILIES {
+        let chains: String = hooks
+            .iter()
+            .map(|h| {
+                // One-letter chain names, as before: p i f o q.
+                let name = if *h == "postrouting" {
+                    'q'
+                } else {
+                    h.chars().next().unwrap_or('c')
+                };
+                format!("chain {name} {{ type filter hook {h} priority 0; }}; ")
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "pin_{family}='table {family} faultlab_pin_hook_keys {{ {chains}}}'"
+        );
+    }
+    let all: Vec<String> = FAMILIES.iter().map(|(f, _)| format!("$pin_{f}")).collect();
+    let _ = write!(
+        s,
+        r#"if command -v nft >/dev/null; then
+  nft "{joined}" 2>/dev/null || for t in {each}; do nft "$t" 2>/dev/null || echo "faultlab vm: warning: cannot pin the netfilter hook keys: nft '${{t%% \{{*}}' failed"; done
 else
   echo "faultlab vm: warning: no nft: the netfilter hook keys are not pinned (TCG guests may crash with Oops: int3)"
 fi
 command -v iptables-nft >/dev/null && iptables-nft -P OUTPUT ACCEPT 2>/dev/null
 tspid=
 if command -v perl >/dev/null; then perl -e 'socket(my $s, 2, 2, 0) or die; setsockopt($s, 1, 29, pack("i", 1)) or die; sleep' & tspid=$!; fi
-"#;
+"#,
+        joined = all.join("; "),
+        each = all
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    s
+}
 
 pub fn stage2_script(p: &GuestPlan) -> String {
     let mut s = String::new();
@@ -223,7 +258,7 @@ $B hostname faultlab-vm
             all.join(" ")
         );
     }
-    s.push_str(PIN_HOOK_KEYS);
+    s.push_str(&pin_hook_keys());
     let cwd = quoted_path(&p.cwd);
     let argv: Vec<String> = p.argv.iter().map(|a| sh_quote(a)).collect();
     let env = format!(

@@ -4,7 +4,7 @@
 //! after each boot from the guest's /proc/modules). The guest loads them with one
 //! `modprobe -a`. (It was opt-in while a TCG guest crash, "Oops: int3", was not
 //! understood; that crash came without it too, and its cause is pinned in
-//! `guest::PIN_HOOK_KEYS`.)
+//! `guest::pin_hook_keys`.)
 //!
 //! Why: under TCG each module the kernel autoloads costs a usermode-helper modprobe
 //! process (measured with Debian trixie's 6.12: `/bin/true` 372 ms, `modprobe nft_ct`
