@@ -53,6 +53,13 @@ fn skip_reason() -> Option<String> {
     None
 }
 
+/// `faultlab vm --kernel debian:cloud/trixie --accel tcg ARGS...` (Debian's 6.12).
+fn under_trixie_tcg(args: &[&str]) -> Output {
+    let mut all = vec!["vm", "--kernel", "debian:cloud/trixie", "--accel", "tcg"];
+    all.extend_from_slice(args);
+    faultlab(&all)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -200,12 +207,7 @@ fn runs_the_bridge_scenario_under_debian_6_12() {
         env!("CARGO_MANIFEST_DIR"),
         "/scenarios/bridge-netfilter.toml"
     );
-    let o = faultlab(&[
-        "vm",
-        "--kernel",
-        "debian:cloud/trixie",
-        "--accel",
-        "tcg",
+    let o = under_trixie_tcg(&[
         "--",
         "run",
         scenario,
@@ -237,18 +239,7 @@ fn a_tcg_guest_survives_netfilter_hook_key_flips() {
          unshare -n sh -c 'ip link set lo up; /usr/bin/timeout 15 /usr/bin/ping -q -f 127.0.0.1 >/dev/null'; \
          echo survived the flips"
     );
-    let o = faultlab(&[
-        "vm",
-        "--kernel",
-        "debian:cloud/trixie",
-        "--accel",
-        "tcg",
-        "--exec",
-        "--",
-        "sh",
-        "-c",
-        &stress,
-    ]);
+    let o = under_trixie_tcg(&["--exec", "--", "sh", "-c", &stress]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("survived the flips"), "{out}");
