@@ -100,6 +100,8 @@ pub enum Need {
     Device(&'static str),
     /// A route with several next hops.
     MultipathRoute,
+    /// A policy routing rule (`ip_rules`) of this family: IPv6 when true.
+    IpRule(bool),
     /// An IPv6 address or prefix anywhere in the plan, or an ip6tables ruleset.
     Ipv6,
     /// A sysctl the cell sets (node or host) or a `requires.paths` entry under
@@ -257,8 +259,8 @@ pub const RULES: &[Rule] = &[
     rule("CONFIG_VXLAN", "devices of kind vxlan", &[Need::Device("vxlan")], Fails),
     rule("CONFIG_DUMMY", "devices of kind dummy", &[Need::Device("dummy")], Fails),
     rule("CONFIG_NET_L3_MASTER_DEV", "devices of kind vrf (a dependency)", &[Need::Device("vrf")], Fails),
-    rule("CONFIG_IP_MULTIPLE_TABLES", "devices of kind vrf (their routing table)", &[Need::Device("vrf")], Fails),
-    rule("CONFIG_IPV6_MULTIPLE_TABLES", "devices of kind vrf (their IPv6 routing table)", &[Need::Device("vrf")], Fails),
+    rule("CONFIG_IP_MULTIPLE_TABLES", "devices of kind vrf (their routing table), IPv4 ip_rules", &[Need::Device("vrf"), Need::IpRule(false)], Fails),
+    rule("CONFIG_IPV6_MULTIPLE_TABLES", "devices of kind vrf (their IPv6 routing table), IPv6 ip_rules", &[Need::Device("vrf"), Need::IpRule(true)], Fails),
     rule("CONFIG_NET_VRF", "devices of kind vrf", &[Need::Device("vrf")], Fails),
     rule("CONFIG_PACKET", "AF_PACKET captures (captures, tcp-inject, raw races)", &[Need::Packet], Fails),
     rule("CONFIG_INET", "IPv4", &[Need::Always], Fails),
@@ -345,6 +347,8 @@ pub struct CellFacts {
     pub device_kinds: BTreeSet<String>,
     pub veth: bool,
     pub multipath: bool,
+    /// Families of the `ip_rules` (false: IPv4, true: IPv6).
+    pub ip_rule_families: BTreeSet<bool>,
     pub ipv6: bool,
     /// Sysctl keys the cell sets, on nodes or the host.
     pub sysctls: BTreeSet<String>,
@@ -420,6 +424,7 @@ impl CellFacts {
             Need::Veth => self.veth,
             Need::Device(kind) => self.device_kinds.contains(kind),
             Need::MultipathRoute => self.multipath,
+            Need::IpRule(v6) => self.ip_rule_families.contains(&v6),
             Need::Ipv6 => self.ipv6,
             Need::Sysctl(prefix) => self
                 .sysctls
@@ -546,6 +551,14 @@ fn walk(v: &Value, key: Option<&str>, f: &mut CellFacts) {
                     .and_then(Value::as_str)
                 {
                     f.device_kinds.insert(k.to_owned());
+                }
+            }
+            // A node's rules, a cell's, and a `configure` step's (`{op, what}`).
+            if key == Some("ip_rules") {
+                let rule = map.get("what").unwrap_or(v);
+                if rule.get("action").is_some() {
+                    let v6 = rule.get("v6").and_then(Value::as_bool).unwrap_or(false);
+                    f.ip_rule_families.insert(v6);
                 }
             }
             if let (Some(k), Some(_)) = (map.get("key").and_then(Value::as_str), map.get("value")) {
@@ -930,6 +943,26 @@ mod tests {
         assert!(!mentions("race.sent == nf_conntrack.x", "conntrack."));
         assert!(mentions("drops.NETFILTER_DROP@nft_do_chain >= 1", "drops."));
         assert!(!mentions("x.drops.y > 0", "drops."));
+    }
+
+    #[test]
+    fn ip_rules_are_found_by_family_in_nodes_and_steps() {
+        let node = serde_json::json!({
+            "lab": { "nodes": [{ "name": "a", "ip_rules": [
+                { "v6": false, "action": { "kind": "lookup", "table": 100 } }
+            ] }] }
+        });
+        let f = CellFacts::from_plan(&node);
+        assert!(f.needs(&Need::IpRule(false)));
+        assert!(!f.needs(&Need::IpRule(true)));
+        let step = serde_json::json!({
+            "steps": [{ "action": { "kind": "configure", "node": "a", "ip_rules": [
+                { "op": "add", "what": { "v6": true, "action": { "kind": "prohibit" } } }
+            ] } }]
+        });
+        let f = CellFacts::from_plan(&step);
+        assert!(f.needs(&Need::IpRule(true)));
+        assert!(!f.needs(&Need::IpRule(false)));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use faultlab::model::{DeviceKind, LabPlan, MacvlanMode};
 use faultlab::netns;
-use faultlab::setup::{self, node::missing_device_kind, Lab};
+use faultlab::setup::{self, node::missing_feature, Lab};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -259,7 +259,7 @@ fn missing_or_built(kind: &str, extra: &str, kconfig: &str) {
             let msg = format!("{e:#}");
             assert_ne!(expected, Some(true), "{kconfig} is set: {msg}");
             assert_eq!(
-                missing_device_kind(&e),
+                missing_feature(&e),
                 Some(format!("kernel has no `{kind}` devices ({kconfig})")),
                 "{msg}"
             );
@@ -291,6 +291,6 @@ fn other_build_errors_are_not_a_missing_kind() {
         ports[0] = "nope0".into();
     }
     let e = Lab::build(&plan).unwrap_err();
-    assert_eq!(missing_device_kind(&e), None, "{e:#}");
+    assert_eq!(missing_feature(&e), None, "{e:#}");
     assert!(mine(&plan.run_id).is_empty());
 }

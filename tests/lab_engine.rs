@@ -168,6 +168,40 @@ fn builds_a_bridged_lab_and_removes_it() {
                 table: Some(100),
             },
         ];
+        a.ip_rules = vec![
+            IpRulePlan {
+                from: Some("10.0.1.0/24".parse().unwrap()),
+                priority: Some(100),
+                ..IpRulePlan::lookup(100)
+            },
+            // A table above 255 goes in FRA_TABLE.
+            IpRulePlan {
+                not: true,
+                fwmark: Some(0xca6c),
+                priority: Some(101),
+                ..IpRulePlan::lookup(51820)
+            },
+            IpRulePlan {
+                suppress_prefixlength: Some(0),
+                priority: Some(102),
+                ..IpRulePlan::lookup(254)
+            },
+            IpRulePlan {
+                ipproto: Some(17),
+                dport: Some((53, 53)),
+                priority: Some(103),
+                action: IpRuleAction::Prohibit,
+                ..IpRulePlan::lookup(1)
+            },
+            IpRulePlan {
+                v6: true,
+                fwmark: Some(1),
+                fwmask: Some(0xff),
+                iif: Some("eth0".into()),
+                priority: Some(104),
+                ..IpRulePlan::lookup(100)
+            },
+        ];
         a.neighbours = vec![NeighbourPlan {
             dev: "eth0".into(),
             ip: "10.0.1.3".parse().unwrap(),
@@ -284,6 +318,30 @@ fn builds_a_bridged_lab_and_removes_it() {
         .as_array()
         .unwrap()
         .contains(&Value::from("onlink")));
+
+    // Policy rules, as `ip rule` shows them, each in its family.
+    let v4 = run(&ns_a, &["ip", "rule", "show"]);
+    for want in [
+        "100:\tfrom 10.0.1.0/24 lookup 100",
+        "101:\tnot from all fwmark 0xca6c lookup 51820",
+        "102:\tfrom all lookup main suppress_prefixlength 0",
+        "103:\tfrom all ipproto udp dport 53 prohibit",
+    ] {
+        assert!(
+            v4.lines().any(|l| l.trim_end() == want),
+            "{want:?} in\n{v4}"
+        );
+    }
+    let v6 = run(&ns_a, &["ip", "-6", "rule", "show"]);
+    assert!(
+        v6.lines()
+            .any(|l| l.trim_end() == "104:\tfrom all fwmark 0x1/0xff iif eth0 lookup 100"),
+        "{v6}"
+    );
+    assert!(
+        !v4.contains("104:"),
+        "the IPv6 rule is not an IPv4 one: {v4}"
+    );
 
     // Static neighbour.
     let ne = ip_json(&ns_a, &["neigh", "show", "10.0.1.3", "dev", "eth0"]);

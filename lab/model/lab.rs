@@ -37,6 +37,9 @@ pub struct NodePlan {
     /// Every device of the node is brought up, `lo` included; this lists them in order.
     pub up: Vec<String>,
     pub routes: Vec<RoutePlan>,
+    /// Policy routing rules (`ip rule`), added after the routes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_rules: Vec<crate::model::IpRulePlan>,
     pub neighbours: Vec<NeighbourPlan>,
     /// Loaded in order after routes.
     pub rulesets: Vec<RulesetPlan>,

@@ -9,6 +9,7 @@ pub mod cell;
 pub mod ct_filter;
 pub mod expr;
 pub mod host_check;
+pub mod ip_rule;
 pub mod kernel;
 pub mod kmsg;
 pub mod lab;
@@ -19,4 +20,5 @@ pub mod sysctl_key;
 
 pub use cell::*;
 pub use expr::Expectation;
+pub use ip_rule::{IpRuleAction, IpRulePlan};
 pub use lab::*;

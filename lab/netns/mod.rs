@@ -4,6 +4,7 @@
 pub mod changes;
 pub mod ctnetlink;
 pub mod exec;
+pub mod ip_rules;
 pub mod netlink;
 pub mod nft;
 pub mod ns;

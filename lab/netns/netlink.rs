@@ -40,25 +40,26 @@ pub struct VxlanSpec<'a> {
     pub port: u16,
 }
 
-/// The kernel has no driver for a device kind: creating one was refused with
-/// EOPNOTSUPP ("Unknown device type"; the option is not set and no module loads).
+/// The kernel lacks what an operation needs: no driver for a device kind (creating one
+/// was refused with EOPNOTSUPP, "Unknown device type": the option is not set and no
+/// module loads), or no policy routing for a family (a rule refused with EAFNOSUPPORT).
 /// Kept as a typed error inside the `anyhow` chain so a runner can make the cell a
-/// skip (see `setup::node::missing_device_kind`).
+/// skip (see `setup::node::missing_feature`).
 #[derive(Debug, thiserror::Error)]
-#[error("this kernel has no `{kind}` devices ({kconfig} is not set)")]
-pub struct MissingDeviceKind {
-    /// The device kind as in `ip link ... type KIND` (`vrf`, `dummy`, `macvlan`).
-    pub kind: String,
+#[error("this kernel has no {what} ({kconfig} is not set)")]
+pub struct MissingFeature {
+    /// What is missing, as the reason says it: "`vrf` devices", "`ip -6 rule` policy routing".
+    pub what: String,
     /// The kernel option that provides it (`CONFIG_NET_VRF`).
     pub kconfig: String,
     #[source]
-    source: rtnetlink::Error,
+    pub(crate) source: rtnetlink::Error,
 }
 
-impl MissingDeviceKind {
+impl MissingFeature {
     /// One line for a skip: "kernel has no `vrf` devices (CONFIG_NET_VRF)".
     pub fn reason(&self) -> String {
-        format!("kernel has no `{}` devices ({})", self.kind, self.kconfig)
+        format!("kernel has no {} ({})", self.what, self.kconfig)
     }
 }
 
@@ -217,7 +218,7 @@ impl Netlink {
     }
 
     /// Creates a link of `kind`; `kconfig` names the kernel option behind the kind: a
-    /// kernel without it fails with a [`MissingDeviceKind`] in the chain.
+    /// kernel without it fails with a [`MissingFeature`] in the chain.
     fn add_link(
         &self,
         what: &str,
@@ -228,8 +229,8 @@ impl Netlink {
             .block_on(self.handle.link().add(msg).execute())
             .map_err(|e| {
                 if errno_of(&e) == Some(libc::EOPNOTSUPP) {
-                    anyhow::Error::new(MissingDeviceKind {
-                        kind: kind.to_string(),
+                    anyhow::Error::new(MissingFeature {
+                        what: format!("`{kind}` devices"),
                         kconfig: kconfig.to_string(),
                         source: e,
                     })

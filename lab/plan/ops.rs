@@ -3,12 +3,12 @@
 //! the recording fake all consume this list, so they cannot disagree on order.
 //!
 //! Order: host sysctls, namespaces, veths (from their `a` node), then per node
-//! devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours, rulesets;
+//! devices, bridge and vrf ports, sysctls, addresses, up, routes, ip rules, neighbours, rulesets;
 //! then the wait for carrier on every node, then helper processes. Pure: no syscalls.
 
 use crate::model::{
-    AddressPlan, DevicePlan, LabPlan, NeighbourPlan, NodePlan, ProcessPlan, RoutePlan, RulesetPlan,
-    Sysctl, VethPlan,
+    AddressPlan, DevicePlan, IpRulePlan, LabPlan, NeighbourPlan, NodePlan, ProcessPlan, RoutePlan,
+    RulesetPlan, Sysctl, VethPlan,
 };
 use std::fmt;
 
@@ -38,6 +38,8 @@ pub enum Op<'p> {
     Address(&'p NodePlan, &'p AddressPlan),
     Up(&'p NodePlan, &'p str),
     Route(&'p NodePlan, &'p RoutePlan),
+    /// A policy routing rule (`ip rule add`).
+    IpRule(&'p NodePlan, &'p IpRulePlan),
     Neighbour(&'p NodePlan, &'p NeighbourPlan),
     /// Ruleset number `index` (0-based) of the node.
     Ruleset {
@@ -88,6 +90,7 @@ impl<'p> Op<'p> {
             | Op::Address(n, _)
             | Op::Up(n, _)
             | Op::Route(n, _)
+            | Op::IpRule(n, _)
             | Op::Neighbour(n, _)
             | Op::Carrier(n)
             | Op::Process(n, _) => Some(n),
@@ -119,6 +122,7 @@ impl<'p> Op<'p> {
             Op::Address(..) => "address",
             Op::Up(..) => "up",
             Op::Route(..) => "route",
+            Op::IpRule(..) => "ip rule",
             Op::Neighbour(..) => "neighbour",
             Op::Ruleset { .. } => "ruleset",
             Op::Carrier(_) => "carrier",
@@ -164,6 +168,7 @@ impl fmt::Display for What<'_, '_> {
             Op::Address(_, a) => write!(f, "address {} on `{}`", a.addr, a.dev),
             Op::Up(_, d) => write!(f, "set `{d}` up"),
             Op::Route(_, r) => write!(f, "route `{}`", crate::netns::netlink::describe_route(r)),
+            Op::IpRule(_, r) => write!(f, "ip rule `{r}`"),
             Op::Neighbour(_, nb) => write!(f, "neighbour {} {} on `{}`", nb.ip, nb.mac, nb.dev),
             Op::Ruleset { index, ruleset, .. } => {
                 write!(f, "ruleset #{} ({})", index + 1, ruleset.kind.key())
@@ -212,6 +217,7 @@ pub fn configure_ops(n: &NodePlan) -> Vec<Op<'_>> {
     ops.extend(n.addresses.iter().map(|a| Op::Address(n, a)));
     ops.extend(n.up.iter().map(|d| Op::Up(n, d.as_str())));
     ops.extend(n.routes.iter().map(|r| Op::Route(n, r)));
+    ops.extend(n.ip_rules.iter().map(|r| Op::IpRule(n, r)));
     ops.extend(n.neighbours.iter().map(|nb| Op::Neighbour(n, nb)));
     ops.extend(
         n.rulesets

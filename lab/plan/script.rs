@@ -12,7 +12,7 @@
 //!   the node's keys, and one load per ruleset kind.
 //!
 //! Both follow the build order of `setup::Lab`: host sysctls, namespaces, veths, then
-//! per node devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours,
+//! per node devices, bridge and vrf ports, sysctls, addresses, up, routes, ip rules, neighbours,
 //! rulesets. Planned MACs go into the `link add` that creates the device or veth end
 //! (`address MAC`), as faultlab sets IFLA_ADDRESS in the creating request.
 //! Helper processes are not translated (the bench topologies have none).
@@ -257,6 +257,13 @@ fn ip_command(op: &Op) -> Option<Vec<String>> {
             c.extend(route_args(r));
             c
         }
+        // IPv6 rules need `ip -6` (iproute2 takes a rule's family from it, not from
+        // its addresses), which is an option, not a word of a batch line.
+        Op::IpRule(_, r) => {
+            let mut c = s(&["rule", "add"]);
+            c.extend(r.args());
+            c
+        }
         Op::Neighbour(_, nb) => vec![
             "neigh".into(),
             "add".into(),
@@ -295,6 +302,11 @@ pub fn step_of(plan: &LabPlan, op: &Op) -> Option<Step> {
             Step::with_stdin(loader_argv(&node.netns, ruleset.kind), ruleset.text.clone())
         }
         Op::Carrier(_) | Op::Process(..) => return None,
+        Op::IpRule(n, r) if r.v6 => {
+            let mut c = s(&["-6"]);
+            c.extend(ip_command(op)?);
+            Step::new(ip_n(&n.netns, &c))
+        }
         other => {
             let n = other.node()?;
             Step::new(ip_n(&n.netns, &ip_command(other)?))
@@ -377,8 +389,13 @@ pub fn batched(plan: &LabPlan) -> Vec<Step> {
             .filter(|op| matches!(op, Op::Device(..) | Op::Port { .. }))
             .filter_map(|op| ip_command(&op))
             .collect();
+        let v6_rule = |op: &Op| matches!(op, Op::IpRule(_, r) if r.v6);
         let after: Vec<Vec<String>> = mine()
-            .filter(|op| !matches!(op, Op::Device(..) | Op::Port { .. }))
+            .filter(|op| !matches!(op, Op::Device(..) | Op::Port { .. }) && !v6_rule(op))
+            .filter_map(|op| ip_command(&op))
+            .collect();
+        let v6_rules: Vec<Vec<String>> = mine()
+            .filter(v6_rule)
             .filter_map(|op| ip_command(&op))
             .collect();
         if n.sysctls.is_empty() {
@@ -401,6 +418,12 @@ pub fn batched(plan: &LabPlan) -> Vec<Step> {
             if !after.is_empty() {
                 out.push(Step::with_stdin(batch(), batch_text(&after)));
             }
+        }
+        if !v6_rules.is_empty() {
+            out.push(Step::with_stdin(
+                s(&["ip", "-n", &n.netns, "-6", "-batch", "-"]),
+                batch_text(&v6_rules),
+            ));
         }
         // One load per ruleset kind, texts concatenated in file order (each text is a
         // complete restore file / nft script, so concatenation is one valid input).
@@ -518,7 +541,7 @@ pub fn render_sh(steps: &[Step]) -> String {
 mod tests {
     use super::*;
     use crate::model::{
-        Endpoint, MacvlanMode, NeighbourPlan, Nexthop, NodePlan, RulesetPlan, VethPlan,
+        Endpoint, IpRulePlan, MacvlanMode, NeighbourPlan, Nexthop, NodePlan, RulesetPlan, VethPlan,
     };
 
     fn node(name: &str) -> NodePlan {
@@ -575,6 +598,20 @@ mod tests {
                 dst: "203.0.113.0/24".parse().unwrap(),
                 kind: RouteKind::Blackhole,
                 table: Some(10),
+            },
+        ];
+        a.ip_rules = vec![
+            IpRulePlan {
+                from: Some("192.0.2.0/24".parse().unwrap()),
+                priority: Some(100),
+                ..IpRulePlan::lookup(10)
+            },
+            IpRulePlan {
+                v6: true,
+                fwmark: Some(1),
+                fwmask: Some(0xff),
+                iif: Some("eth0".into()),
+                ..IpRulePlan::lookup(10)
             },
         ];
         a.neighbours = vec![NeighbourPlan {
@@ -682,9 +719,15 @@ mod tests {
             "ip -n flTEST-a link add name eth0 mtu 1500 type veth peer name p0 netns flTEST-b mtu 1500"
         );
         // Every plan item is one step: 1 host sysctl + 2 netns + 1 veth
-        // + a: 2 addr + 2 up + 3 routes + 1 neigh + b: 2 devices + 1 port + 2 sysctls
-        // + 1 addr + 3 up + 1 route + 3 rulesets.
-        assert_eq!(steps.len(), 1 + 2 + 1 + 8 + 2 + 1 + 2 + 1 + 3 + 1 + 3);
+        // + a: 2 addr + 2 up + 3 routes + 2 ip rules + 1 neigh + b: 2 devices + 1 port
+        // + 2 sysctls + 1 addr + 3 up + 1 route + 3 rulesets.
+        assert_eq!(steps.len(), 1 + 2 + 1 + 10 + 2 + 1 + 2 + 1 + 3 + 1 + 3);
+        assert!(lines
+            .contains(&"ip -n flTEST-a rule add priority 100 from 192.0.2.0/24 lookup 10".into()));
+        // iproute2 takes an IPv6 rule's family from `-6` only.
+        assert!(
+            lines.contains(&"ip -n flTEST-a -6 rule add fwmark 0x1/0xff iif eth0 lookup 10".into())
+        );
         assert!(lines.contains(&"ip -n flTEST-a addr add 2001:db8::1/64 dev eth0 nodad".into()));
         assert!(lines.contains(
             &"ip -n flTEST-a route add 198.51.100.0/24 nexthop via 192.0.2.2 dev eth0 weight 1 nexthop via 192.0.2.3 weight 3 proto static".into()
@@ -727,6 +770,7 @@ mod tests {
                 "sysctl -qw net.netfilter.nf_conntrack_max=4096",
                 "ip -batch -",
                 "ip -n flTEST-a -batch -",
+                "ip -n flTEST-a -6 -batch -",
                 "ip -n flTEST-b -batch -",
                 "ip netns exec flTEST-b sysctl -qw net.ipv4.ip_forward=1 net/ipv4/conf/p0.1/rp_filter=0",
                 "ip -n flTEST-b -batch -",
@@ -739,7 +783,13 @@ mod tests {
         assert!(root.contains(
             "link add name eth0 netns flTEST-a mtu 1500 type veth peer name p0 netns flTEST-b mtu 1500\n"
         ));
-        let ipt = steps[6].stdin.as_deref().unwrap();
+        let ipt = steps
+            .iter()
+            .find(|s| s.argv.iter().any(|w| w == "iptables-nft-restore"))
+            .and_then(|s| s.stdin.as_deref())
+            .unwrap();
+        let v6_rules = steps[3].stdin.as_deref().unwrap();
+        assert_eq!(v6_rules, "rule add fwmark 0x1/0xff iif eth0 lookup 10\n");
         assert_eq!(
             ipt.matches("COMMIT").count(),
             2,

@@ -72,7 +72,7 @@ pub fn run_once(cell: &CellPlan, env: &CellEnv) -> RepetitionResult {
         Err(e) => {
             if let Some(v) = e.downcast_ref::<super::timeline::StepVerdict>() {
                 RepetitionResult::error(v.outcome, format!("{e:#}"))
-            } else if let Some(why) = crate::setup::node::missing_device_kind(&e) {
+            } else if let Some(why) = crate::setup::node::missing_feature(&e) {
                 // The kernel lacks a device kind the lab needs: nothing was tested.
                 RepetitionResult::error(Outcome::Skip, why)
             } else {

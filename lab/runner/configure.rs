@@ -57,13 +57,14 @@ pub fn merge_nft_loads(plans: &[&ConfigurePlan]) -> Option<(ConfigurePlan, usize
         c.node == first.node
             && !c.load.is_empty()
             && c.load.iter().all(|l| l.kind == RulesetKind::Nft)
-            && c.add_devices.is_empty()
-            && c.links.is_empty()
-            && c.sysctls.is_empty()
-            && c.flush.is_empty()
-            && c.routes.is_empty()
-            && c.neighbours.is_empty()
-            && c.delete_devices.is_empty()
+            // Nothing but the loads: every other change keeps its own step.
+            && ConfigurePlan {
+                load: Vec::new(),
+                ..c.clone()
+            } == ConfigurePlan {
+                node: c.node.clone(),
+                ..Default::default()
+            }
     };
     let n = plans.iter().take_while(|c| only_nft(c)).count();
     if n < 2 {
@@ -128,6 +129,12 @@ pub fn apply(netns: &str, c: &ConfigurePlan) -> Result<()> {
                 Op::Delete => nl.delete_route(&r.what)?,
             }
         }
+        for r in &c.ip_rules {
+            match r.op {
+                Op::Delete => nl.delete_ip_rule(&r.what)?,
+                Op::Add | Op::Replace => nl.add_ip_rule(&r.what)?,
+            }
+        }
         for n in &c.neighbours {
             let w = &n.what;
             match n.op {
@@ -163,6 +170,7 @@ mod tests {
             flush: vec![],
             load: loads,
             routes: vec![],
+            ip_rules: vec![],
             neighbours: vec![],
             delete_devices: vec![],
         }

@@ -3,6 +3,7 @@
 pub mod error;
 mod expand;
 pub mod json_schema;
+pub mod rule_syntax;
 pub mod schema;
 pub mod syntax;
 pub mod template;

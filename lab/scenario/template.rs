@@ -435,6 +435,7 @@ fn merge_node(base: &mut NodeSpec, own: NodeSpec) {
         base.addresses.entry(dev).or_default().extend(addrs);
     }
     base.routes.extend(own.routes);
+    base.ip_rules.extend(own.ip_rules);
     base.neighbours.extend(own.neighbours);
     base.rulesets.extend(own.rulesets);
     base.extra_rulesets.extend(own.extra_rulesets);

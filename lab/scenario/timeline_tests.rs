@@ -70,6 +70,7 @@ sysctls = { "net.ipv4.ip_forward" = 0 }
 replace = { nft = "table inet x { }" }
 routes = { add = ["10.9.0.0/16 via 192.0.2.1"], delete = ["default via 192.0.2.1"] }
 neighbours = { replace = ["192.0.2.1 lladdr 02:00:00:00:00:01 dev eth0"], delete = ["192.0.2.9 dev eth0"] }
+ip_rules = { add = ["fwmark 1 lookup 100", "-6 iif eth0 lookup 7"], delete = ["from 192.0.2.0/24 lookup 100"] }
 links = { eth0 = { mtu = 1400, up = true } }
 add_devices = { br9 = { kind = "bridge" } }
 
@@ -109,6 +110,18 @@ fn step_errors_name_the_place_the_field_and_the_fix() {
             "[[traffic]]",
             "traffic[0].routes.add[0]",
             "no device `nope`",
+        ),
+        (
+            "[[traffic]]\nkind = \"configure\"\nnode = \"r\"\nip_rules = { add = [\"iif nope lookup 5\"] }\n".into(),
+            "[[traffic]]",
+            "traffic[0].ip_rules.add[0]",
+            "no device `nope`",
+        ),
+        (
+            "[[traffic]]\nkind = \"configure\"\nnode = \"r\"\nip_rules = { replace = [\"lookup 5\"] }\n".into(),
+            "[[traffic]]",
+            "traffic[0]",
+            "unknown field `replace`",
         ),
         (
             "[[traffic]]\nkind = \"configure\"\nnode = \"r\"\nflush = [\"pf\"]\n".into(),
@@ -336,4 +349,44 @@ fn repeat_makes_numbered_copies_of_a_step() {
     assert!(e.fix.contains("repeat = { var"), "{e}");
     let e = err(&steps.replace("var = \"i\", ", ""));
     assert_eq!(e.field, "traffic[0].repeat.var");
+}
+
+#[test]
+fn ip_rules_per_node_per_cell_and_the_same_rule_twice() {
+    let node = BASE.replace(
+        "[nodes.a]",
+        "[nodes.a]\nip_rules = [\"from 192.0.2.1 lookup 100\"]\nroutes = [\"default via 192.0.2.2\", \"default via 192.0.2.2 table 100\"]",
+    );
+    let cells = "[[cells]]\nname = \"own\"\nexpect = [\"1 == 1\"]\n\
+                 [[cells]]\nname = \"replaced\"\nip_rules = { a = [\"fwmark 1 lookup 100\"] }\nexpect = [\"1 == 1\"]\n\
+                 [[cells]]\nname = \"extra\"\nextra_ip_rules = { a = [\"-6 iif eth0 lookup 100\"] }\nremove_routes = { a = [\"default table 100\"] }\nexpect = [\"1 == 1\"]\n";
+    let s = parse("t.toml", &format!("{node}{cells}")).unwrap();
+    let rules = |i: usize| -> Vec<String> {
+        let a = s.cells[i].lab.node("a").unwrap();
+        a.ip_rules.iter().map(|r| r.to_string()).collect()
+    };
+    assert_eq!(rules(0), ["from 192.0.2.1/32 lookup 100"]);
+    assert_eq!(rules(1), ["fwmark 0x1 lookup 100"]);
+    assert_eq!(
+        rules(2),
+        ["from 192.0.2.1/32 lookup 100", "-6 iif eth0 lookup 100"]
+    );
+    // A default route in main and one in table 100 are two routes; removing the
+    // table's leaves main's.
+    let routes = |i: usize| s.cells[i].lab.node("a").unwrap().routes.len();
+    assert_eq!((routes(0), routes(2)), (2, 1));
+
+    let twice = format!(
+        "{node}[[cells]]\nname = \"c\"\nextra_ip_rules = {{ a = [\"from 192.0.2.1/32 lookup 100\"] }}\nexpect = [\"1 == 1\"]\n"
+    );
+    let e = parse("t.toml", &twice).expect_err("the same rule twice");
+    assert!(e.message.contains("twice"), "{e}");
+    assert_eq!(e.field, "nodes.a.ip_rules or cells[0].extra_ip_rules.a");
+    let e = parse(
+        "t.toml",
+        &format!("{node}[[cells]]\nname = \"c\"\nip_rules = {{ a = [\"oif eth9 lookup 5\"] }}\nexpect = [\"1 == 1\"]\n"),
+    )
+    .expect_err("no such device");
+    assert_eq!(e.field, "cells[0].ip_rules.a[0]");
+    assert!(e.fix.contains("eth0"), "{e}");
 }

@@ -4,15 +4,15 @@ use crate::model::{DeviceKind, DevicePlan, NodePlan, VethPlan};
 use crate::netns::netlink::{LinkOpts, Netlink, VxlanSpec};
 use anyhow::{Context, Result};
 
-pub use crate::netns::netlink::MissingDeviceKind;
+pub use crate::netns::netlink::MissingFeature;
 
 /// When `err` (a build error) comes from a device kind the running kernel lacks, the
 /// reason to skip with: "kernel has no `vrf` devices (CONFIG_NET_VRF)".
-pub fn missing_device_kind(err: &anyhow::Error) -> Option<String> {
+pub fn missing_feature(err: &anyhow::Error) -> Option<String> {
     err.chain()
-        .find_map(|e| e.downcast_ref::<MissingDeviceKind>())
-        .or_else(|| err.downcast_ref::<MissingDeviceKind>())
-        .map(MissingDeviceKind::reason)
+        .find_map(|e| e.downcast_ref::<MissingFeature>())
+        .or_else(|| err.downcast_ref::<MissingFeature>())
+        .map(MissingFeature::reason)
 }
 
 /// First ifindex given to veth ends; each veth of the plan gets two.
@@ -37,7 +37,7 @@ pub fn create_veth(nl: &Netlink, index: usize, v: &VethPlan, peer_ns: &str) -> R
 
 /// Creates one planned device (not its ports) with its MTU and MAC. The device it
 /// sits on (a macvlan's link, a vxlan's dev) must exist. A kernel without the kind
-/// fails with a [`MissingDeviceKind`] in the chain.
+/// fails with a [`MissingFeature`] in the chain.
 pub fn create_device(nl: &Netlink, d: &DevicePlan) -> Result<()> {
     let opts = LinkOpts {
         mtu: d.mtu,

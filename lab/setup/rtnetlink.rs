@@ -85,6 +85,7 @@ pub fn apply(nl: &Netlink, op: &Op) -> Result<()> {
         Op::Route(_, r) => nl
             .add_route(r)
             .with_context(|| format!("route `{}`", crate::netns::netlink::describe_route(r))),
+        Op::IpRule(_, r) => nl.add_ip_rule(r),
         Op::Neighbour(_, n) => nl.add_neighbour(&n.dev, n.ip, &n.mac),
         Op::Ruleset {
             node,

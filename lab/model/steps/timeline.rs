@@ -7,6 +7,7 @@
 use super::TrafficSpec;
 use crate::model::ct_filter::{CtFilter, CtInsert};
 use crate::model::expr::Expectation;
+use crate::model::ip_rule::IpRulePlan;
 use crate::model::lab::{DevicePlan, NeighbourPlan, RoutePlan, RulesetKind, RulesetPlan, Sysctl};
 use serde::Serialize;
 
@@ -122,7 +123,7 @@ pub struct Sampling {
 }
 
 /// Changes to one node, applied in this order: devices added, links changed,
-/// sysctls, rulesets flushed then loaded, routes, neighbours, devices deleted.
+/// sysctls, rulesets flushed then loaded, routes, ip rules, neighbours, devices deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ConfigurePlan {
     pub node: String,
@@ -139,6 +140,9 @@ pub struct ConfigurePlan {
     pub load: Vec<RulesetPlan>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Change<RoutePlan>>,
+    /// `Add` or `Delete` (`ip rule` has no replace).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_rules: Vec<Change<IpRulePlan>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<Change<NeighbourPlan>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -109,17 +109,26 @@ pub(super) fn expand_cell(
         let field = format!("{cf}.remove_routes.{}", node.get_ref());
         let n = cell_node(cx, &mut lab, node, &field)?;
         for (i, d) in dsts.iter().enumerate() {
-            let dst = syntax::parse_route(&format!("{} dev lo", d.get_ref()))
-                .map_err(|e| cx.err(d.span(), &format!("{field}[{i}]"), e))?
-                .dst;
+            // `default` or `10.0.0.0/8`, with `table N` for another table than main.
+            let gone = syntax::parse_route(&format!("{} dev lo", d.get_ref()))
+                .map_err(|e| cx.err(d.span(), &format!("{field}[{i}]"), e))?;
+            let (dst, table) = (gone.dst, gone.table);
             let before = n.routes.len();
-            n.routes.retain(|r| r.dst != dst);
+            n.routes.retain(|r| (r.dst, r.table) != (dst, table));
             if n.routes.len() == before {
-                let have: Vec<String> = n.routes.iter().map(|r| r.dst.to_string()).collect();
+                let have: Vec<String> = n
+                    .routes
+                    .iter()
+                    .map(|r| match r.table {
+                        Some(t) => format!("{} table {t}", r.dst),
+                        None => r.dst.to_string(),
+                    })
+                    .collect();
+                let table = table.map(|t| format!(" in table {t}")).unwrap_or_default();
                 return cx.fail(
                     d.span(),
                     &format!("{field}[{i}]"),
-                    format!("node `{}` has no route to {dst}", n.name),
+                    format!("node `{}` has no route to {dst}{table}", n.name),
                     &format!(
                         "remove one of: {}",
                         if have.is_empty() {
@@ -138,6 +147,19 @@ pub(super) fn expand_cell(
         let devs = &devices[&n.name];
         let extra = expand_routes(cx, routes, &field, &n.name.clone(), devs)?;
         n.routes.extend(extra);
+    }
+    for (node, rules) in &cell.ip_rules {
+        let field = format!("{cf}.ip_rules.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        let devs = &devices[&n.name];
+        n.ip_rules = expand_ip_rules(cx, rules, &field, &n.name.clone(), devs)?;
+    }
+    for (node, rules) in &cell.extra_ip_rules {
+        let field = format!("{cf}.extra_ip_rules.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        let devs = &devices[&n.name];
+        let extra = expand_ip_rules(cx, rules, &field, &n.name.clone(), devs)?;
+        n.ip_rules.extend(extra);
     }
     for skip in &cell.skip_processes {
         let before: usize = lab.nodes.iter().map(|n| n.processes.len()).sum();
@@ -163,6 +185,7 @@ pub(super) fn expand_cell(
     }
 
     check_routes(cx, file, cell, &cf, &lab)?;
+    check_ip_rules(cx, file, cell, &cf, &lab)?;
     let steps = expand_steps(cx, file, cell, &cf, &lab, devices)?;
     let captures = expand_captures(cx, file, &lab)?;
     let kmsg = expand_kmsg(cx, file, &lab)?;
@@ -343,22 +366,30 @@ fn check_routes(cx: &Ctx, file: &ScenarioFile, cell: &CellSpec, cf: &str, lab: &
                 format!("nodes.{}.routes", node.name)
             };
             let span = cell.name.span();
-            if seen.iter().any(|o| o.dst == r.dst) {
+            if seen.iter().any(|o| o.dst == r.dst && o.table == r.table) {
+                let table = r
+                    .table
+                    .map(|t| format!(" in table {t}"))
+                    .unwrap_or_default();
                 return cx.fail(
                     file_span(file, &node.name).unwrap_or(span),
                     &field,
                     format!(
-                        "node `{}` has two routes to {} (the kernel refuses the second: File exists)",
+                        "node `{}` has two routes to {}{table} (the kernel refuses the second: File exists)",
                         node.name, r.dst
                     ),
                     "keep one route per destination, or use a multipath route (`P nexthop via X nexthop via Y`)",
                 );
             }
-            if let RouteKind::Unicast {
-                via: None,
-                dev: Some(dev),
-                ..
-            } = &r.kind
+            // The prefix route of an address goes to the main table only.
+            if let (
+                RouteKind::Unicast {
+                    via: None,
+                    dev: Some(dev),
+                    ..
+                },
+                None,
+            ) = (&r.kind, r.table)
             {
                 let connected = node.addresses.iter().find(|a| {
                     &a.dev == dev
@@ -378,6 +409,38 @@ fn check_routes(cx: &Ctx, file: &ScenarioFile, cell: &CellSpec, cf: &str, lab: &
                 }
             }
             seen.push(r);
+        }
+    }
+    Ok(())
+}
+
+/// The same rule twice in a node: the kernel refuses the second (fib_nl_newrule,
+/// rule_exists: File exists).
+fn check_ip_rules(
+    cx: &Ctx,
+    file: &ScenarioFile,
+    cell: &CellSpec,
+    cf: &str,
+    lab: &LabPlan,
+) -> R<()> {
+    for node in &lab.nodes {
+        for (i, r) in node.ip_rules.iter().enumerate() {
+            if node.ip_rules[..i].contains(r) {
+                let field = if cell.ip_rules.keys().any(|k| k.get_ref() == &node.name) {
+                    format!("{cf}.ip_rules.{}", node.name)
+                } else {
+                    format!("nodes.{0}.ip_rules or {cf}.extra_ip_rules.{0}", node.name)
+                };
+                return cx.fail(
+                    file_span(file, &node.name).unwrap_or(cell.name.span()),
+                    &field,
+                    format!(
+                        "node `{}` has the rule `{r}` twice (the kernel refuses the second: File exists)",
+                        node.name
+                    ),
+                    "keep one of them",
+                );
+            }
         }
     }
     Ok(())

@@ -262,6 +262,15 @@ fn configure(
         }
     }
     for (op, list, what) in [
+        (Op::Add, &c.ip_rules.add, "add"),
+        (Op::Delete, &c.ip_rules.delete, "delete"),
+    ] {
+        let f = format!("{field}.ip_rules.{what}");
+        for r in expand_ip_rules(cx, list, &f, node, &devs)? {
+            plan.ip_rules.push(Change { op, what: r });
+        }
+    }
+    for (op, list, what) in [
         (Op::Add, &c.neighbours.add, "add"),
         (Op::Replace, &c.neighbours.replace, "replace"),
         (Op::Delete, &c.neighbours.delete, "delete"),

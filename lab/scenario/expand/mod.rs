@@ -5,7 +5,7 @@ use crate::model::steps::*;
 use crate::model::*;
 use crate::scenario::error::{ScenarioError, SourceMap};
 use crate::scenario::schema::*;
-use crate::scenario::syntax;
+use crate::scenario::{rule_syntax, syntax};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use toml::Spanned;

@@ -42,14 +42,8 @@ pub(super) fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, Devi
         plan.nodes.push(NodePlan {
             name: name.get_ref().clone(),
             netns: name.get_ref().clone(),
-            devices: Vec::new(),
-            sysctls: Vec::new(),
-            addresses: Vec::new(),
             up: vec!["lo".into()],
-            routes: Vec::new(),
-            neighbours: Vec::new(),
-            rulesets: Vec::new(),
-            processes: Vec::new(),
+            ..Default::default()
         });
     }
     let node_names: Vec<String> = devices.keys().cloned().collect();
@@ -175,6 +169,13 @@ pub(super) fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, Devi
             &node_name,
             &devs,
         )?;
+        let ip_rules = expand_ip_rules(
+            cx,
+            &spec.ip_rules,
+            &format!("nodes.{node_name}.ip_rules"),
+            &node_name,
+            &devs,
+        )?;
         let mut neighbours = Vec::new();
         for (i, n) in spec.neighbours.iter().enumerate() {
             let field = format!("nodes.{node_name}.neighbours[{i}]");
@@ -208,6 +209,7 @@ pub(super) fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, Devi
         node.devices = new_devices;
         node.addresses.extend(addresses);
         node.routes = routes;
+        node.ip_rules = ip_rules;
         node.neighbours = neighbours;
         node.processes = processes;
     }
@@ -864,6 +866,35 @@ pub(super) fn expand_routes(
             }
         }
         out.push(route);
+    }
+    Ok(out)
+}
+
+/// `ip rule` lines, checked: their syntax and that `iif`/`oif` name devices of the node
+/// (the kernel takes any name, and a typo would match nothing, silently).
+pub(super) fn expand_ip_rules(
+    cx: &Ctx,
+    rules: &[Spanned<String>],
+    field: &str,
+    node: &str,
+    devs: &BTreeSet<String>,
+) -> R<Vec<IpRulePlan>> {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let rule =
+            rule_syntax::parse_ip_rule(r.get_ref()).map_err(|e| cx.err(r.span(), &field, e))?;
+        for d in rule.iif.iter().chain(&rule.oif) {
+            if !devs.contains(d) {
+                return cx.fail(
+                    r.span(),
+                    &field,
+                    format!("node `{node}` has no device `{d}`"),
+                    &format!("use one of: {}", join(devs)),
+                );
+            }
+        }
+        out.push(rule);
     }
     Ok(out)
 }

@@ -156,10 +156,19 @@ pub struct CellSpec {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
-    /// Per node destinations whose routes this cell removes (`default`, `10.0.0.0/8`).
+    /// Per node destinations whose routes this cell removes (`default`, `10.0.0.0/8`,
+    /// `default table 100` for another table than main).
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub remove_routes: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// Per node `ip rule` lines that replace the node's whole rule list (`[]` removes them).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
+    pub ip_rules: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// Per node `ip rule` lines added after the node's own.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
+    pub extra_ip_rules: BTreeMap<SpannedStr, Vec<SpannedStr>>,
     /// Per node helper processes added in this cell.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<ProcessSpec>>")]

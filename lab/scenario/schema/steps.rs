@@ -74,6 +74,10 @@ pub struct ConfigureSpec {
     /// `IP lladdr MAC dev DEV` (delete: `IP dev DEV`), per operation.
     #[serde(default)]
     pub neighbours: ChangeLists,
+    /// `ip rule` words, per operation: `{ add = ["fwmark 1 lookup 100"], delete = [...] }`
+    /// (a delete names the rule as it was added).
+    #[serde(default)]
+    pub ip_rules: RuleChangeLists,
     /// Per device: `{ eth0 = { up = false, mtu = 1400, mac = "02:..." } }`.
     #[serde(default)]
     pub links: BTreeMap<SpannedStr, LinkChangeSpec>,
@@ -91,6 +95,16 @@ pub struct ChangeLists {
     pub add: Vec<SpannedStr>,
     #[serde(default)]
     pub replace: Vec<SpannedStr>,
+    #[serde(default)]
+    pub delete: Vec<SpannedStr>,
+}
+
+/// `ip rule` has no replace: rules are added and deleted.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleChangeLists {
+    #[serde(default)]
+    pub add: Vec<SpannedStr>,
     #[serde(default)]
     pub delete: Vec<SpannedStr>,
 }

@@ -29,6 +29,12 @@ pub struct NodeSpec {
     /// `ip neigh` syntax, added `nud permanent`: `192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0`.
     /// `lladdr @NODE:DEV` is the MAC that device of the lab will have (a veth end or a
     /// created device; every one gets a known MAC, see `mac`): `10.0.0.2 lladdr @b:eth0 dev eth0`.
+    /// Policy routing rules, the words after `ip rule add`: `from 10.0.2.2 lookup 100`,
+    /// `fwmark 1 lookup 100`, `iif eth1 lookup 100 priority 10`, `-6 to 2001:db8::/64 lookup 7`,
+    /// `lookup main suppress_prefixlength 0`. Added after the routes.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub ip_rules: Vec<SpannedStr>,
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub neighbours: Vec<SpannedStr>,
