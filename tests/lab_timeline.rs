@@ -554,3 +554,93 @@ expect = ["held.connected == 1", "held.completed == 1", "up.held == 1"]
         "the cell took {ms} ms: the hold was waited out"
     );
 }
+
+/// `exec` runs a program in the node's namespace: its exit status, output lines and a
+/// numeric output are metrics; a wrong status fails the cell (or is recorded); a
+/// program past its timeout is killed. Node `commands` run while the lab is built.
+#[test]
+fn exec_steps_and_node_commands_run_inside_the_node() {
+    let cells = run(r#"
+[[traffic]]
+kind = "exec"
+name = "links"
+node = "r"
+run = "sh -c 'ls /sys/class/net | wc -l'"
+
+[[traffic]]
+kind = "exec"
+name = "status"
+node = "r"
+run = "sh -c 'echo one; echo two; exit 3'"
+expect_exit = 3
+
+[[cells]]
+name = "metrics"
+extra_commands = { r = ["ip link add dummyish type bridge"] }
+# lo, ra, rb and the bridge the command added, seen from inside r only.
+expect = ["links.value == 4", "links.exit_code == 0", "status.exit_code == 3", "status.stdout_lines == 2"]
+
+[[cells]]
+name = "wrong-status-fails"
+traffic.status = { expect_exit = 0 }
+expect = ["links.value >= 3"]
+
+[[cells]]
+name = "wrong-status-recorded"
+traffic.status = { expect_exit = 0, on_failure = "record" }
+expect = ["status.exit_code == 3"]
+
+[[cells]]
+name = "killed-at-the-timeout"
+traffic.status = { run = "sh -c 'sleep 30 & sleep 30'", timeout_ms = 300 }
+expect = ["links.value >= 3"]
+
+[[cells]]
+name = "a-failing-command-fails-the-build"
+extra_commands = { r = ["sh -c 'echo no such qdisc >&2; exit 2'"] }
+expect = ["links.value >= 3"]
+"#);
+    assert_eq!(outcome(&cells, "metrics"), Outcome::Pass);
+    assert_eq!(obs(&cells, "metrics", "links.value"), 4.0);
+    assert_eq!(outcome(&cells, "wrong-status-fails"), Outcome::Fail);
+    let reason = |name: &str| {
+        let c = cells.iter().find(|c| c.name == name).unwrap();
+        c.reason.clone().unwrap_or_default()
+    };
+    assert!(
+        reason("wrong-status-fails").contains("exited 3, not 0: one / two"),
+        "{}",
+        reason("wrong-status-fails")
+    );
+    assert_eq!(outcome(&cells, "wrong-status-recorded"), Outcome::Pass);
+    assert_eq!(outcome(&cells, "killed-at-the-timeout"), Outcome::Fail);
+    assert!(
+        reason("killed-at-the-timeout").contains("did not exit within 300 ms"),
+        "{}",
+        reason("killed-at-the-timeout")
+    );
+    let killed = cells
+        .iter()
+        .find(|c| c.name == "killed-at-the-timeout")
+        .unwrap();
+    assert!(killed.duration_ms < 10_000, "the sleeps were waited out");
+    assert_eq!(
+        outcome(&cells, "a-failing-command-fails-the-build"),
+        Outcome::Fail
+    );
+    assert!(
+        reason("a-failing-command-fails-the-build").contains("no such qdisc"),
+        "{}",
+        reason("a-failing-command-fails-the-build")
+    );
+    // The killed group left no sleeper behind.
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 30"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}

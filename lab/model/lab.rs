@@ -43,6 +43,9 @@ pub struct NodePlan {
     pub neighbours: Vec<NeighbourPlan>,
     /// Loaded in order after routes.
     pub rulesets: Vec<RulesetPlan>,
+    /// Programs run to completion after the rulesets, in order (`tc qdisc add ...`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandPlan>,
     /// Started last, in order; stopped by pid at teardown.
     pub processes: Vec<ProcessPlan>,
 }
@@ -325,6 +328,26 @@ impl RulesetKind {
 pub struct RulesetPlan {
     pub kind: RulesetKind,
     pub text: String,
+}
+
+/// One program a node runs to completion while the lab is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandPlan {
+    /// argv; a first word of `faultlab` means this very executable.
+    pub argv: Vec<String>,
+}
+
+impl std::fmt::Display for CommandPlan {
+    /// The argv as a shell would need it quoted (shlex; a word with a NUL byte, which
+    /// no argv can hold, is shown as it is).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words: Vec<String> = self
+            .argv
+            .iter()
+            .map(|w| shlex::try_quote(w).map_or_else(|_| w.clone(), |q| q.into_owned()))
+            .collect();
+        write!(f, "{}", words.join(" "))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

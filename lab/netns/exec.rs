@@ -148,3 +148,106 @@ pub fn output_in<S: AsRef<OsStr>>(
     }
     Ok(output)
 }
+
+/// How a program run by [`run_bounded`] ended.
+#[derive(Debug)]
+pub struct Bounded {
+    /// None: it was still running at the deadline and was killed.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs `argv` in the namespace with no stdin until it exits or `timeout` passes; then
+/// it is killed by its pid. It also dies with the calling thread (PR_SET_PDEATHSIG).
+/// Unlike [`output_in`], any exit status is a result, not an error.
+pub fn run_bounded<S: AsRef<OsStr>>(
+    name: &str,
+    argv: &[S],
+    timeout: std::time::Duration,
+) -> Result<Bounded, ExecError> {
+    use std::io::Read;
+    let program = argv
+        .first()
+        .map(|s| s.as_ref().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut cmd = command(name, argv);
+    // SAFETY: prctl(2) and setpgid(2) are async-signal-safe and allocate nothing.
+    // Its own process group: a timeout kills what a `sh -c` started too.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t0 = std::time::Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ExecError::NotInstalled {
+                package: package_of(&program),
+                program: program.clone(),
+            }
+        } else {
+            ExecError::Spawn {
+                program: program.clone(),
+                netns: name.to_string(),
+                source: e,
+            }
+        }
+    })?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let spawn_error = |e| ExecError::Spawn {
+        program: program.clone(),
+        netns: name.to_string(),
+        source: e,
+    };
+    let mut pause = std::time::Duration::from_millis(1);
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(spawn_error)? {
+            break Some(st);
+        }
+        let left = timeout.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            // The group the child leads (its pid is the group's id).
+            // SAFETY: kill(2) with a negative pid signals that process group only.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    };
+    let elapsed = t0.elapsed();
+    Ok(Bounded {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed,
+    })
+}

@@ -3,12 +3,13 @@
 //! the recording fake all consume this list, so they cannot disagree on order.
 //!
 //! Order: host sysctls, namespaces, veths (from their `a` node), then per node
-//! devices, bridge and vrf ports, sysctls, addresses, up, routes, ip rules, neighbours, rulesets;
+//! devices, bridge and vrf ports, sysctls, addresses, up, routes, ip rules, neighbours, rulesets,
+//! commands;
 //! then the wait for carrier on every node, then helper processes. Pure: no syscalls.
 
 use crate::model::{
-    AddressPlan, DevicePlan, IpRulePlan, LabPlan, NeighbourPlan, NodePlan, ProcessPlan, RoutePlan,
-    RulesetPlan, Sysctl, VethPlan,
+    AddressPlan, CommandPlan, DevicePlan, IpRulePlan, LabPlan, NeighbourPlan, NodePlan,
+    ProcessPlan, RoutePlan, RulesetPlan, Sysctl, VethPlan,
 };
 use std::fmt;
 
@@ -47,6 +48,8 @@ pub enum Op<'p> {
         index: usize,
         ruleset: &'p RulesetPlan,
     },
+    /// One of the node's `commands`, run to completion.
+    Command(&'p NodePlan, &'p CommandPlan),
     /// Waits until every link of the node that is up also runs (has carrier).
     Carrier(&'p NodePlan),
     /// A helper process in the node's namespace.
@@ -92,6 +95,7 @@ impl<'p> Op<'p> {
             | Op::Route(n, _)
             | Op::IpRule(n, _)
             | Op::Neighbour(n, _)
+            | Op::Command(n, _)
             | Op::Carrier(n)
             | Op::Process(n, _) => Some(n),
             Op::Veth { a, .. } => Some(a),
@@ -125,6 +129,7 @@ impl<'p> Op<'p> {
             Op::IpRule(..) => "ip rule",
             Op::Neighbour(..) => "neighbour",
             Op::Ruleset { .. } => "ruleset",
+            Op::Command(..) => "command",
             Op::Carrier(_) => "carrier",
             Op::Process(..) => "process",
         }
@@ -173,6 +178,7 @@ impl fmt::Display for What<'_, '_> {
             Op::Ruleset { index, ruleset, .. } => {
                 write!(f, "ruleset #{} ({})", index + 1, ruleset.kind.key())
             }
+            Op::Command(_, c) => write!(f, "command `{c}`"),
             Op::Carrier(_) => write!(f, "wait for carrier"),
             Op::Process(_, p) => write!(f, "process `{}`", p.name),
         }
@@ -229,5 +235,6 @@ pub fn configure_ops(n: &NodePlan) -> Vec<Op<'_>> {
                 ruleset,
             }),
     );
+    ops.extend(n.commands.iter().map(|c| Op::Command(n, c)));
     ops
 }

@@ -13,7 +13,7 @@
 //!
 //! Both follow the build order of `setup::Lab`: host sysctls, namespaces, veths, then
 //! per node devices, bridge and vrf ports, sysctls, addresses, up, routes, ip rules, neighbours,
-//! rulesets. Planned MACs go into the `link add` that creates the device or veth end
+//! rulesets, commands. Planned MACs go into the `link add` that creates the device or veth end
 //! (`address MAC`), as faultlab sets IFLA_ADDRESS in the creating request.
 //! Helper processes are not translated (the bench topologies have none).
 
@@ -302,6 +302,10 @@ pub fn step_of(plan: &LabPlan, op: &Op) -> Option<Step> {
             Step::with_stdin(loader_argv(&node.netns, ruleset.kind), ruleset.text.clone())
         }
         Op::Carrier(_) | Op::Process(..) => return None,
+        Op::Command(n, c) => {
+            let words: Vec<&str> = c.argv.iter().map(String::as_str).collect();
+            Step::new(in_ns(&n.netns, &words))
+        }
         Op::IpRule(n, r) if r.v6 => {
             let mut c = s(&["-6"]);
             c.extend(ip_command(op)?);
@@ -448,6 +452,10 @@ pub fn batched(plan: &LabPlan) -> Vec<Step> {
                 .collect();
             out.push(Step::with_stdin(loader_argv(&n.netns, k), text));
         }
+        for c in &n.commands {
+            let words: Vec<&str> = c.argv.iter().map(String::as_str).collect();
+            out.push(Step::new(in_ns(&n.netns, &words)));
+        }
     }
     out
 }
@@ -541,7 +549,8 @@ pub fn render_sh(steps: &[Step]) -> String {
 mod tests {
     use super::*;
     use crate::model::{
-        Endpoint, IpRulePlan, MacvlanMode, NeighbourPlan, Nexthop, NodePlan, RulesetPlan, VethPlan,
+        CommandPlan, Endpoint, IpRulePlan, MacvlanMode, NeighbourPlan, Nexthop, NodePlan,
+        RulesetPlan, VethPlan,
     };
 
     fn node(name: &str) -> NodePlan {
@@ -681,6 +690,23 @@ mod tests {
                     .into(),
             },
         ];
+        b.commands = vec![CommandPlan {
+            argv: vec![
+                "tc".into(),
+                "qdisc".into(),
+                "add".into(),
+                "dev".into(),
+                "p0".into(),
+                "root".into(),
+                "tbf".into(),
+                "rate".into(),
+                "1mbit".into(),
+                "burst".into(),
+                "4k".into(),
+                "latency".into(),
+                "20ms".into(),
+            ],
+        }];
         LabPlan {
             run_id: "flTEST".into(),
             nodes: vec![a, b],
@@ -720,8 +746,12 @@ mod tests {
         );
         // Every plan item is one step: 1 host sysctl + 2 netns + 1 veth
         // + a: 2 addr + 2 up + 3 routes + 2 ip rules + 1 neigh + b: 2 devices + 1 port
-        // + 2 sysctls + 1 addr + 3 up + 1 route + 3 rulesets.
-        assert_eq!(steps.len(), 1 + 2 + 1 + 10 + 2 + 1 + 2 + 1 + 3 + 1 + 3);
+        // + 2 sysctls + 1 addr + 3 up + 1 route + 3 rulesets + 1 command.
+        assert_eq!(steps.len(), 1 + 2 + 1 + 10 + 2 + 1 + 2 + 1 + 3 + 1 + 3 + 1);
+        assert_eq!(
+            lines.last().unwrap(),
+            "ip netns exec flTEST-b tc qdisc add dev p0 root tbf rate 1mbit burst 4k latency 20ms"
+        );
         assert!(lines
             .contains(&"ip -n flTEST-a rule add priority 100 from 192.0.2.0/24 lookup 10".into()));
         // iproute2 takes an IPv6 rule's family from `-6` only.
@@ -776,6 +806,7 @@ mod tests {
                 "ip -n flTEST-b -batch -",
                 "ip netns exec flTEST-b iptables-nft-restore --noflush",
                 "ip netns exec flTEST-b nft -f -",
+                "ip netns exec flTEST-b tc qdisc add dev p0 root tbf rate 1mbit burst 4k latency 20ms",
             ]
         );
         let root = steps[1].stdin.as_deref().unwrap();

@@ -17,9 +17,10 @@ pub fn missing(req: &Requirements) -> Option<String> {
     }
     for p in &req.programs {
         if which(p).is_none() {
-            return Some(format!(
-                "`{p}` is not installed (scripts/install-deps.sh installs it)"
-            ));
+            return Some(match crate::netns::exec::package_of(p) {
+                "it" => format!("`{p}` is not installed (a command of the scenario runs it)"),
+                _ => format!("`{p}` is not installed (scripts/install-deps.sh installs it)"),
+            });
         }
     }
     for p in &req.paths {

@@ -133,6 +133,7 @@ fn kind_of(action: &Action) -> Option<Box<dyn StepKind + '_>> {
         Action::Wait(w) => Box::new(w),
         Action::Checkpoint => Box::new(Checkpoint),
         Action::Sleep { ms } => Box::new(Sleep(*ms)),
+        Action::Exec(e) => Box::new(e),
         Action::Join { .. } => return None,
     })
 }
@@ -263,6 +264,59 @@ fn wait_metrics(t0: Instant, polls: u32, held: bool, gave_up: bool) -> Observati
         ("held".to_string(), flag(held)),
         ("gave_up".to_string(), flag(gave_up)),
     ])
+}
+
+/// Runs the program in the node; metrics `exit_code` (-1: killed at the timeout), `ms`,
+/// `stdout_lines` (non-empty lines) and `value` when the whole output is one number
+/// (`sh -c "tc -s -j qdisc show dev eth0 | jq '.[0].drops'"`).
+impl StepKind for crate::model::steps::ExecPlan {
+    fn run(&self, cx: &StepCx) -> Result<Observations> {
+        let argv = crate::setup::process::resolve_argv(&self.argv)?;
+        let timeout = cx.traffic.slow_ms(self.timeout_ms);
+        let done = crate::netns::exec::run_bounded(cx.netns(&self.node)?, &argv, timeout)?;
+        let code = done.status.map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+        let mut obs = Observations::from([
+            ("exit_code".to_string(), f64::from(code)),
+            ("ms".to_string(), done.elapsed.as_secs_f64() * 1e3),
+            (
+                "stdout_lines".to_string(),
+                done.stdout.lines().filter(|l| !l.trim().is_empty()).count() as f64,
+            ),
+        ]);
+        if let Ok(v) = done.stdout.trim().parse::<f64>() {
+            obs.insert("value".into(), v);
+        }
+        let command = crate::model::CommandPlan {
+            argv: self.argv.clone(),
+        };
+        let failed = match done.status {
+            None => Some(format!(
+                "did not exit within {} ms and was killed",
+                timeout.as_millis()
+            )),
+            Some(_) if code != self.expect_exit => {
+                let said = done.stderr.trim();
+                let said = if said.is_empty() {
+                    done.stdout.trim()
+                } else {
+                    said
+                };
+                let said = said.lines().take(3).collect::<Vec<_>>().join(" / ");
+                Some(format!("exited {code}, not {}: {said}", self.expect_exit))
+            }
+            Some(_) => None,
+        };
+        let outcome = match (failed, self.on_failure) {
+            (None, _) | (Some(_), OnTimeout::Record) => return Ok(obs),
+            (Some(why), OnTimeout::Fail) => (Outcome::Fail, why),
+            (Some(why), OnTimeout::Inconclusive) => (Outcome::Inconclusive, why),
+        };
+        Err(StepVerdict {
+            outcome: outcome.0,
+            reason: format!("`{command}` in node `{}` {}", self.node, outcome.1),
+        }
+        .into())
+    }
 }
 
 /// Every live observation now; the walker prefixes them with `at.<name>.`.

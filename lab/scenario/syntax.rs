@@ -372,6 +372,24 @@ pub fn parse_neighbour(s: &str) -> Result<(IpAddr, String, String), (String, Str
     }
 }
 
+/// A command line split into words as a shell would (quotes and backslashes work; no
+/// shell runs it, so no pipes, globs or variables).
+pub fn parse_command(s: &str) -> Result<Vec<String>, (String, String)> {
+    let words = shlex::split(s).ok_or_else(|| {
+        (
+            format!("`{s}` has an unclosed quote or a trailing backslash"),
+            "close the quote; for pipes or redirections write `sh -c '...'`".to_string(),
+        )
+    })?;
+    if words.is_empty() {
+        return Err((
+            "empty command".into(),
+            "write a command line, e.g. `tc qdisc add dev eth0 root tbf rate 1mbit burst 4k latency 20ms`".into(),
+        ));
+    }
+    Ok(words)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +443,23 @@ mod tests {
         assert!(parse_route("10.0.0.0/8").is_err());
         assert!(parse_route("10.0.0.0/8 vai 1.2.3.4").is_err());
         assert!(parse_route("10.0.0.0/8 nexthop weight 3").is_err());
+    }
+
+    #[test]
+    fn commands_split_like_a_shell() {
+        assert_eq!(
+            parse_command("sh -c 'tc -s qdisc show | grep -c drop'").unwrap(),
+            ["sh", "-c", "tc -s qdisc show | grep -c drop"]
+        );
+        assert_eq!(
+            parse_command("tc  qdisc\tshow").unwrap(),
+            ["tc", "qdisc", "show"]
+        );
+        assert!(parse_command("sh -c 'oops")
+            .unwrap_err()
+            .0
+            .contains("unclosed"));
+        assert!(parse_command("   ").unwrap_err().0.contains("empty"));
     }
 
     #[test]

@@ -439,6 +439,7 @@ fn merge_node(base: &mut NodeSpec, own: NodeSpec) {
     base.neighbours.extend(own.neighbours);
     base.rulesets.extend(own.rulesets);
     base.extra_rulesets.extend(own.extra_rulesets);
+    base.commands.extend(own.commands);
     base.processes.extend(own.processes);
 }
 

@@ -84,8 +84,8 @@ pub fn enslave_port(nl: &Netlink, node: &str, master: &DevicePlan, port: &str) -
     })
 }
 
-/// Devices, bridge and vrf ports, sysctls, addresses, up, routes, neighbours, rulesets
-/// of `node`, in the build's order, on `nl` (inside the node's namespace).
+/// Devices, bridge and vrf ports, sysctls, addresses, up, routes, ip rules, neighbours,
+/// rulesets, commands of `node`, in the build's order, on `nl` (inside the node's namespace).
 pub fn configure(nl: &Netlink, node: &NodePlan) -> Result<()> {
     for op in crate::plan::ops::configure_ops(node) {
         super::rtnetlink::apply(nl, &op)?;
@@ -106,6 +106,33 @@ pub fn load_ruleset(netns: &str, rs: &crate::model::RulesetPlan) -> Result<()> {
     crate::netns::output_in(netns, &argv, Some(&rs.text))
         .with_context(|| format!("loading a {} ruleset", rs.kind.key()))?;
     Ok(())
+}
+
+/// How long a node's command may run while the lab is built (scaled like other caps).
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs one of the node's `commands` to completion inside `netns`; anything but exit
+/// status 0 fails the build with what the program said.
+pub fn run_command(netns: &str, cmd: &crate::model::CommandPlan) -> Result<()> {
+    let argv = super::process::resolve_argv(&cmd.argv)?;
+    let cap = super::caps::scaled(COMMAND_TIMEOUT);
+    let done = crate::netns::exec::run_bounded(netns, &argv, cap)?;
+    match done.status {
+        Some(st) if st.success() => Ok(()),
+        Some(st) => {
+            let said = done.stderr.trim();
+            let said = if said.is_empty() {
+                done.stdout.trim()
+            } else {
+                said
+            };
+            anyhow::bail!(
+                "`{cmd}` failed ({st}): {}",
+                if said.is_empty() { "(no output)" } else { said }
+            )
+        }
+        None => anyhow::bail!("`{cmd}` did not exit within {cap:?} and was killed"),
+    }
 }
 
 /// How long links may take to get carrier before the build fails.

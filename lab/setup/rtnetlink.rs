@@ -93,6 +93,7 @@ pub fn apply(nl: &Netlink, op: &Op) -> Result<()> {
             ruleset,
         } => node::load_ruleset(&node.netns, ruleset)
             .with_context(|| format!("ruleset #{}", index + 1)),
+        Op::Command(node, c) => node::run_command(&node.netns, c),
         Op::Carrier(_) => node::wait_running(nl),
         Op::HostSysctl(_) | Op::Netns(_) | Op::Process(..) => {
             anyhow::bail!("{op} is not a node-local operation")

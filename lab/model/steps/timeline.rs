@@ -57,6 +57,9 @@ pub enum Action {
     Sleep {
         ms: u64,
     },
+    /// A command run to completion inside a node (`tc`, `ipset`, `bridge`, `ip xfrm`,
+    /// what the format has no field for).
+    Exec(ExecPlan),
     /// Serialized as the traffic spec itself (it carries its own `kind`).
     #[serde(untagged)]
     Traffic(TrafficSpec),
@@ -96,19 +99,36 @@ impl Action {
             Action::Checkpoint => "checkpoint",
             Action::Join { .. } => "join",
             Action::Sleep { .. } => "sleep",
+            Action::Exec(_) => "exec",
         }
     }
 }
 
 /// The step kinds that are not traffic, as written in `kind = "..."`.
-pub const CONTROL_KINDS: [&str; 6] = [
+pub const CONTROL_KINDS: [&str; 7] = [
     "configure",
     "conntrack",
     "wait",
     "checkpoint",
     "join",
     "sleep",
+    "exec",
 ];
+
+/// `kind = "exec"`: one program, run to completion in a node's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecPlan {
+    pub node: String,
+    /// The argv (a first word of `faultlab` is this executable, as for processes).
+    pub argv: Vec<String>,
+    /// The exit status that counts as success.
+    pub expect_exit: i32,
+    /// Killed after this long (scaled by `--slow`): a failure like a wrong status.
+    pub timeout_ms: u64,
+    /// What a wrong status or a timeout does: fail the cell (default), make it
+    /// inconclusive, or record it (`exit_code`) for the expectations to judge.
+    pub on_failure: OnTimeout,
+}
 
 /// min / max / last of live observations, every `every_ms`, while a step runs:
 /// observations `<step>.sample.{min,max,last}.<observation>` and

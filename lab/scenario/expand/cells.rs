@@ -161,6 +161,17 @@ pub(super) fn expand_cell(
         let extra = expand_ip_rules(cx, rules, &field, &n.name.clone(), devs)?;
         n.ip_rules.extend(extra);
     }
+    for (node, lines) in &cell.commands {
+        let field = format!("{cf}.commands.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        n.commands = expand_commands(cx, lines, &field)?;
+    }
+    for (node, lines) in &cell.extra_commands {
+        let field = format!("{cf}.extra_commands.{}", node.get_ref());
+        let n = cell_node(cx, &mut lab, node, &field)?;
+        let extra = expand_commands(cx, lines, &field)?;
+        n.commands.extend(extra);
+    }
     for skip in &cell.skip_processes {
         let before: usize = lab.nodes.iter().map(|n| n.processes.len()).sum();
         for n in &mut lab.nodes {
@@ -302,6 +313,20 @@ pub(super) fn requirements(
     programs.extend(cell.requires.programs.iter().cloned());
     paths.extend(file.requires.paths.iter().cloned());
     paths.extend(cell.requires.paths.iter().cloned());
+    // The programs commands and exec steps run (not this faultlab itself).
+    let mut runs = |argv: &[String]| {
+        if let Some(p) = argv.first().filter(|p| *p != "faultlab") {
+            programs.insert(p.clone());
+        }
+    };
+    for node in &lab.nodes {
+        node.commands.iter().for_each(|c| runs(&c.argv));
+    }
+    for step in steps {
+        if let Action::Exec(e) = &step.action {
+            runs(&e.argv);
+        }
+    }
     for node in &lab.nodes {
         for r in &node.rulesets {
             programs.insert(r.kind.loader().0.to_string());

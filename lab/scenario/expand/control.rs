@@ -1,5 +1,5 @@
 //! The control steps of a timeline (`configure`, `conntrack`, `wait`, `checkpoint`,
-//! `join`, `sleep`) resolved against the lab. Their nested tables are re-read from
+//! `join`, `sleep`, `exec`) resolved against the lab. Their nested tables are re-read from
 //! their own text (so the topology's typed specs, such as devices, can be reused);
 //! errors therefore point at the step's table and name the field inside it.
 
@@ -15,6 +15,7 @@ enum ControlSpec {
     Checkpoint,
     Join(JoinSpec),
     Sleep(SleepSpec),
+    Exec(ExecSpec),
 }
 
 pub(super) fn control_action(
@@ -65,6 +66,7 @@ pub(super) fn control_action(
             ControlSpec::Checkpoint
         }
         "join" => ControlSpec::Join(read(&pcx, &text, &span, field)?),
+        "exec" => ControlSpec::Exec(read(&pcx, &text, &span, field)?),
         _ => ControlSpec::Sleep(read(&pcx, &text, &span, field)?),
     };
     let node_of = |node: &str| -> R<&NodePlan> {
@@ -139,6 +141,27 @@ pub(super) fn control_action(
             steps: j.steps,
             stop: j.stop,
         },
+        ControlSpec::Exec(e) => {
+            node_of(&e.node)?;
+            let argv = syntax::parse_command(&e.run)
+                .map_err(|err| pcx.err(span.clone(), &format!("{field}.run"), err))?;
+            let timeout_ms = e.timeout_ms.unwrap_or(10_000);
+            if !(1..=600_000).contains(&timeout_ms) {
+                return pcx.fail(
+                    span,
+                    &format!("{field}.timeout_ms"),
+                    format!("timeout_ms = {timeout_ms} out of range"),
+                    "set timeout_ms between 1 and 600000",
+                );
+            }
+            Action::Exec(ExecPlan {
+                node: e.node,
+                argv,
+                expect_exit: e.expect_exit.unwrap_or(0),
+                timeout_ms,
+                on_failure: e.on_failure,
+            })
+        }
         ControlSpec::Sleep(SleepSpec { ms, .. }) => {
             if ms > 600_000 {
                 return pcx.fail(

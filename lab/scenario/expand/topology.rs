@@ -197,6 +197,7 @@ pub(super) fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, Devi
             };
             neighbours.push(NeighbourPlan { dev, ip, mac });
         }
+        let commands = expand_commands(cx, &spec.commands, &format!("nodes.{node_name}.commands"))?;
         let mut processes = Vec::new();
         for (i, p) in spec.processes.iter().enumerate() {
             let field = format!("nodes.{node_name}.processes[{i}]");
@@ -211,6 +212,7 @@ pub(super) fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, Devi
         node.routes = routes;
         node.ip_rules = ip_rules;
         node.neighbours = neighbours;
+        node.commands = commands;
         node.processes = processes;
     }
     Ok((plan, devices))
@@ -897,6 +899,23 @@ pub(super) fn expand_ip_rules(
         out.push(rule);
     }
     Ok(out)
+}
+
+/// Command lines, split into argvs.
+pub(super) fn expand_commands(
+    cx: &Ctx,
+    lines: &[Spanned<String>],
+    field: &str,
+) -> R<Vec<CommandPlan>> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            syntax::parse_command(l.get_ref())
+                .map(|argv| CommandPlan { argv })
+                .map_err(|e| cx.err(l.span(), &format!("{field}[{i}]"), e))
+        })
+        .collect()
 }
 
 /// A helper process as written, checked: a valid name and a non-empty argv.

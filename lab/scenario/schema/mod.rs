@@ -169,6 +169,14 @@ pub struct CellSpec {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub extra_ip_rules: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// Per node command lines that replace the node's `commands` (`[]` removes them).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
+    pub commands: BTreeMap<SpannedStr, Vec<SpannedStr>>,
+    /// Per node command lines run after the node's own `commands`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
+    pub extra_commands: BTreeMap<SpannedStr, Vec<SpannedStr>>,
     /// Per node helper processes added in this cell.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<ProcessSpec>>")]

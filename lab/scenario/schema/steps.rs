@@ -171,6 +171,27 @@ pub struct CtEntrySpec {
     pub zone: u16,
 }
 
+/// `kind = "exec"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub node: String,
+    /// One command line, split into words as a shell would (no shell runs it).
+    pub run: String,
+    /// The exit status that counts as success (default 0).
+    #[serde(default)]
+    pub expect_exit: Option<i32>,
+    /// Default 10000; scaled by `--slow`.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// `fail` (default), `inconclusive`, or `record` (go on; `exit_code` for the
+    /// expectations to judge).
+    #[serde(default)]
+    pub on_failure: crate::model::steps::OnTimeout,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaitSpec {

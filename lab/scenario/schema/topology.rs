@@ -46,6 +46,13 @@ pub struct NodeSpec {
     #[serde(default)]
     #[schemars(with = "super::stand_ins::Rulesets")]
     pub extra_rulesets: RulesetMap,
+    /// Programs run to completion inside the node after its rulesets, one command
+    /// line each, split into words as a shell would (quotes work; no pipes, use
+    /// `sh -c '...'`): `tc qdisc add dev eth0 root tbf rate 1mbit burst 4k latency 20ms`.
+    /// For what the format has no field for; a non-zero exit fails the build.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub commands: Vec<SpannedStr>,
     #[serde(default)]
     pub processes: Vec<ProcessSpec>,
 }
