@@ -194,6 +194,12 @@ fn builds_a_bridged_lab_and_removes_it() {
                 ..IpRulePlan::lookup(1)
             },
             IpRulePlan {
+                tos: Some(0x10),
+                uidrange: Some((100, 100)),
+                priority: Some(105),
+                ..IpRulePlan::lookup(100)
+            },
+            IpRulePlan {
                 v6: true,
                 fwmark: Some(1),
                 fwmask: Some(0xff),
@@ -326,6 +332,7 @@ fn builds_a_bridged_lab_and_removes_it() {
         "101:\tnot from all fwmark 0xca6c lookup 51820",
         "102:\tfrom all lookup main suppress_prefixlength 0",
         "103:\tfrom all ipproto udp dport 53 prohibit",
+        "105:\tfrom all tos 0x10 uidrange 100-100 lookup 100",
     ] {
         assert!(
             v4.lines().any(|l| l.trim_end() == want),

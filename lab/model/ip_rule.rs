@@ -29,6 +29,12 @@ pub struct IpRulePlan {
     /// The mask of `fwmark N/MASK`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fwmask: Option<u32>,
+    /// `tos 0x10` (`dsfield`): the header's TOS byte must equal it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tos: Option<u8>,
+    /// `uidrange 100-200`: the socket owner's uid (FRA_UID_RANGE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uidrange: Option<(u32, u32)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iif: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +75,8 @@ impl IpRulePlan {
             to: None,
             fwmark: None,
             fwmask: None,
+            tos: None,
+            uidrange: None,
             iif: None,
             oif: None,
             ipproto: None,
@@ -104,6 +112,12 @@ impl IpRulePlan {
                 None => format!("{m:#x}"),
             };
             pair(&mut a, "fwmark", v);
+        }
+        if let Some(t) = self.tos {
+            pair(&mut a, "tos", format!("{t:#x}"));
+        }
+        if let Some((lo, hi)) = self.uidrange {
+            pair(&mut a, "uidrange", format!("{lo}-{hi}"));
         }
         if let Some(d) = &self.iif {
             pair(&mut a, "iif", d.clone());

@@ -5,7 +5,7 @@ use super::netlink::{errno_of, MissingFeature, Netlink};
 use crate::model::{IpRuleAction, IpRulePlan};
 use anyhow::{anyhow, Context, Result};
 use netlink_packet_route::rule::{
-    RuleAction, RuleAttribute, RuleFlags, RuleMessage, RulePortRange,
+    RuleAction, RuleAttribute, RuleFlags, RuleMessage, RulePortRange, RuleUidRange,
 };
 use netlink_packet_route::{AddressFamily, IpProtocol};
 
@@ -51,6 +51,12 @@ pub fn rule_message(r: &IpRulePlan) -> RuleMessage {
     }
     if let Some(mask) = r.fwmask {
         attrs.push(RuleAttribute::FwMask(mask));
+    }
+    if let Some(t) = r.tos {
+        m.header.tos = t;
+    }
+    if let Some((start, end)) = r.uidrange {
+        attrs.push(RuleAttribute::UidRange(RuleUidRange { start, end }));
     }
     if let Some(d) = &r.iif {
         attrs.push(RuleAttribute::Iifname(d.clone()));

@@ -1,7 +1,8 @@
 //! Policy routing rules in `ip rule` syntax (the words after `ip rule add`):
 //! `from 10.0.2.2 lookup 100`, `fwmark 0x1/0xff lookup 100 priority 100`,
 //! `not from all fwmark 0xca6c lookup 51820`, `lookup main suppress_prefixlength 0`,
-//! `-6 to 2001:db8:1::/64 iif eth1 lookup 7`, `ipproto udp dport 53 prohibit`.
+//! `-6 to 2001:db8:1::/64 iif eth1 lookup 7`, `ipproto udp dport 53 prohibit`,
+//! `tos 0x10 table 100`, `uidrange 100-100 table 100`.
 
 use super::syntax::{check_ifname, parse_addr, parse_prefix};
 use crate::model::ip_rule::{TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
@@ -67,6 +68,26 @@ pub fn parse_ip_rule(s: &str) -> Result<IpRulePlan, E> {
                 };
                 rule.fwmark = Some(number(s, "fwmark", mark)?);
                 rule.fwmask = mask.map(|k| number(s, "fwmark mask", k)).transpose()?;
+            }
+            "tos" | "dsfield" => {
+                let v = value()?;
+                rule.tos = Some(
+                    u8::try_from(number(s, w, v)?)
+                        .map_err(|_| (format!("`{s}`: {w} `{v}` is not 0..=255"), rule_fix()))?,
+                );
+            }
+            "uidrange" => {
+                let v = value()?;
+                let bad = || (format!("`{s}`: uidrange `{v}` is not LOW-HIGH"), rule_fix());
+                let (lo, hi) = v.split_once('-').ok_or_else(bad)?;
+                let (lo, hi) = (
+                    lo.parse::<u32>().map_err(|_| bad())?,
+                    hi.parse::<u32>().map_err(|_| bad())?,
+                );
+                if lo > hi {
+                    return Err(bad());
+                }
+                rule.uidrange = Some((lo, hi));
             }
             "iif" | "dev" => rule.iif = Some(device(value()?)?),
             "oif" => rule.oif = Some(device(value()?)?),
@@ -263,6 +284,10 @@ mod tests {
             "fwmark 0x10/0xf0 lookup local"
         );
         assert_eq!(args("from 10.0.0.0/8"), "from 10.0.0.0/8 lookup main");
+        assert_eq!(
+            args("tos 0x10 uidrange 100-100 table 100"),
+            "tos 0x10 uidrange 100-100 lookup 100"
+        );
         let r = parse_ip_rule("from 10.1.2.3/8 lookup 5").unwrap();
         assert_eq!(r.from.unwrap().to_string(), "10.0.0.0/8");
         assert!(!r.v6);
@@ -287,6 +312,8 @@ mod tests {
             ),
             ("lookup main suppress_prefixlength 33", "0..=32"),
             ("from 10.0.0.300 lookup 5", "10.0.0.300"),
+            ("tos 256 lookup 5", "0..=255"),
+            ("uidrange 100 lookup 5", "LOW-HIGH"),
         ] {
             let (msg, fix) = parse_ip_rule(bad).unwrap_err();
             assert!(msg.contains(says), "{bad}: {msg}");
