@@ -268,7 +268,7 @@ fn wait_metrics(t0: Instant, polls: u32, held: bool, gave_up: bool) -> Observati
 
 /// Runs the program in the node; metrics `exit_code` (-1: killed at the timeout), `ms`,
 /// `stdout_lines` (non-empty lines) and `value` when the whole output is one number
-/// (`sh -c "tc -s -j qdisc show dev eth0 | jq '.[0].drops'"`).
+/// (a counter the format does not read, through `sh -c '... | sed ...'`).
 impl StepKind for crate::model::steps::ExecPlan {
     fn run(&self, cx: &StepCx) -> Result<Observations> {
         let argv = crate::setup::process::resolve_argv(&self.argv)?;
