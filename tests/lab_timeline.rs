@@ -634,13 +634,12 @@ expect = ["links.value >= 3"]
         reason("a-failing-command-fails-the-build")
     );
     // The killed group left no sleeper behind.
-    let ps = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 30"])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "left behind: {}",
-        String::from_utf8_lossy(&ps.stdout)
-    );
+    let sleepers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.trim_end() == "sleep 30")
+        .collect();
+    assert!(sleepers.is_empty(), "left behind: {sleepers:?}");
 }
