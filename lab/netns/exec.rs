@@ -67,6 +67,33 @@ pub fn command<S: AsRef<OsStr>>(name: &str, argv: &[S]) -> Command {
     cmd
 }
 
+/// A program that could not be started: not installed, or another spawn failure.
+fn spawn_error(program: &str, netns: &str, e: std::io::Error) -> ExecError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        ExecError::NotInstalled {
+            package: package_of(program),
+            program: program.to_string(),
+        }
+    } else {
+        ExecError::Spawn {
+            program: program.to_string(),
+            netns: netns.to_string(),
+            source: e,
+        }
+    }
+}
+
+/// What a program that failed said: its stderr, else its stdout, trimmed.
+pub fn said(stderr: &str, stdout: &str) -> String {
+    let err = stderr.trim();
+    let text = if err.is_empty() { stdout.trim() } else { err };
+    if text.is_empty() {
+        "(no output)".into()
+    } else {
+        text.to_string()
+    }
+}
+
 /// Runs `argv` in the namespace, feeding `stdin` if given, and returns its output.
 /// A non-zero exit status is an error carrying the program's stderr.
 pub fn output_in<S: AsRef<OsStr>>(
@@ -101,20 +128,7 @@ pub fn output_in<S: AsRef<OsStr>>(
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ExecError::NotInstalled {
-                package: package_of(&program),
-                program: program.clone(),
-            }
-        } else {
-            ExecError::Spawn {
-                program: program.clone(),
-                netns: name.to_string(),
-                source: e,
-            }
-        }
-    })?;
+    let mut child = cmd.spawn().map_err(|e| spawn_error(&program, name, e))?;
     let output = std::thread::scope(|s| {
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // A separate writer: a loader that fills its stdout pipe before reading all
@@ -131,13 +145,10 @@ pub fn output_in<S: AsRef<OsStr>>(
         source: e,
     })?;
     if !output.status.success() {
-        let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if stderr.is_empty() {
-            stderr = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        }
-        if stderr.is_empty() {
-            stderr = "(no output)".into();
-        }
+        let stderr = said(
+            &String::from_utf8_lossy(&output.stderr),
+            &String::from_utf8_lossy(&output.stdout),
+        );
         return Err(ExecError::Failed {
             program,
             command: command_line,
@@ -187,20 +198,7 @@ pub fn run_bounded<S: AsRef<OsStr>>(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let t0 = std::time::Instant::now();
-    let mut child = cmd.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ExecError::NotInstalled {
-                package: package_of(&program),
-                program: program.clone(),
-            }
-        } else {
-            ExecError::Spawn {
-                program: program.clone(),
-                netns: name.to_string(),
-                source: e,
-            }
-        }
-    })?;
+    let mut child = cmd.spawn().map_err(|e| spawn_error(&program, name, e))?;
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut text = Vec::new();
@@ -222,14 +220,12 @@ pub fn run_bounded<S: AsRef<OsStr>>(
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let spawn_error = |e| ExecError::Spawn {
-        program: program.clone(),
-        netns: name.to_string(),
-        source: e,
-    };
     let mut pause = std::time::Duration::from_millis(1);
     let status = loop {
-        if let Some(st) = child.try_wait().map_err(spawn_error)? {
+        if let Some(st) = child
+            .try_wait()
+            .map_err(|e| spawn_error(&program, name, e))?
+        {
             break Some(st);
         }
         let left = timeout.saturating_sub(t0.elapsed());

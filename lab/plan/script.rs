@@ -302,10 +302,7 @@ pub fn step_of(plan: &LabPlan, op: &Op) -> Option<Step> {
             Step::with_stdin(loader_argv(&node.netns, ruleset.kind), ruleset.text.clone())
         }
         Op::Carrier(_) | Op::Process(..) => return None,
-        Op::Command(n, c) => {
-            let words: Vec<&str> = c.argv.iter().map(String::as_str).collect();
-            Step::new(in_ns(&n.netns, &words))
-        }
+        Op::Command(n, c) => command_step(&n.netns, c),
         Op::IpRule(n, r) if r.v6 => {
             let mut c = s(&["-6"]);
             c.extend(ip_command(op)?);
@@ -316,6 +313,12 @@ pub fn step_of(plan: &LabPlan, op: &Op) -> Option<Step> {
             Step::new(ip_n(&n.netns, &ip_command(other)?))
         }
     })
+}
+
+/// One of a node's `commands`, run inside its namespace.
+fn command_step(netns: &str, c: &crate::model::CommandPlan) -> Step {
+    let words: Vec<&str> = c.argv.iter().map(String::as_str).collect();
+    Step::new(in_ns(netns, &words))
 }
 
 /// The lab as one process per step, the kernel-selftest way.
@@ -452,10 +455,7 @@ pub fn batched(plan: &LabPlan) -> Vec<Step> {
                 .collect();
             out.push(Step::with_stdin(loader_argv(&n.netns, k), text));
         }
-        for c in &n.commands {
-            let words: Vec<&str> = c.argv.iter().map(String::as_str).collect();
-            out.push(Step::new(in_ns(&n.netns, &words)));
-        }
+        out.extend(n.commands.iter().map(|c| command_step(&n.netns, c)));
     }
     out
 }

@@ -295,12 +295,7 @@ impl StepKind for crate::model::steps::ExecPlan {
                 timeout.as_millis()
             )),
             Some(_) if code != self.expect_exit => {
-                let said = done.stderr.trim();
-                let said = if said.is_empty() {
-                    done.stdout.trim()
-                } else {
-                    said
-                };
+                let said = crate::netns::exec::said(&done.stderr, &done.stdout);
                 let said = said.lines().take(3).collect::<Vec<_>>().join(" / ");
                 Some(format!("exited {code}, not {}: {said}", self.expect_exit))
             }

@@ -119,18 +119,10 @@ pub fn run_command(netns: &str, cmd: &crate::model::CommandPlan) -> Result<()> {
     let done = crate::netns::exec::run_bounded(netns, &argv, cap)?;
     match done.status {
         Some(st) if st.success() => Ok(()),
-        Some(st) => {
-            let said = done.stderr.trim();
-            let said = if said.is_empty() {
-                done.stdout.trim()
-            } else {
-                said
-            };
-            anyhow::bail!(
-                "`{cmd}` failed ({st}): {}",
-                if said.is_empty() { "(no output)" } else { said }
-            )
-        }
+        Some(st) => anyhow::bail!(
+            "`{cmd}` failed ({st}): {}",
+            crate::netns::exec::said(&done.stderr, &done.stdout)
+        ),
         None => anyhow::bail!("`{cmd}` did not exit within {cap:?} and was killed"),
     }
 }

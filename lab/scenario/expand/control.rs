@@ -320,14 +320,7 @@ fn configure(
             };
             let (ip, mac, dev) =
                 syntax::parse_neighbour(&full).map_err(|e| cx.err(n.span(), &f, e))?;
-            if !devs.contains(&dev) {
-                return cx.fail(
-                    n.span(),
-                    &f,
-                    format!("node `{node}` has no device `{dev}`"),
-                    &format!("use one of: {}", join(&devs)),
-                );
-            }
+            known_device_at(cx, n.span(), &dev, &f, node, &devs)?;
             plan.neighbours.push(Change {
                 op,
                 what: NeighbourPlan { dev, ip, mac },

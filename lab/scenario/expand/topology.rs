@@ -181,14 +181,7 @@ pub(super) fn expand_topology(cx: &Ctx, file: &ScenarioFile) -> R<(LabPlan, Devi
             let field = format!("nodes.{node_name}.neighbours[{i}]");
             let (ip, lladdr, dev) = syntax::parse_neighbour_spec(n.get_ref())
                 .map_err(|e| cx.err(n.span(), &field, e))?;
-            if !devs.contains(&dev) {
-                return cx.fail(
-                    n.span(),
-                    &field,
-                    format!("node `{node_name}` has no device `{dev}`"),
-                    &format!("use one of: {}", join(&devs)),
-                );
-            }
+            known_device_at(cx, n.span(), &dev, &field, &node_name, &devs)?;
             let mac = match lladdr {
                 syntax::Lladdr::Mac(mac) => mac,
                 syntax::Lladdr::Device { node, dev } => {
@@ -225,13 +218,26 @@ pub(super) fn known_device(
     node: &str,
     devs: &BTreeSet<String>,
 ) -> R<()> {
-    if devs.contains(dev.get_ref()) {
+    known_device_at(cx, dev.span(), dev.get_ref(), field, node, devs)
+}
+
+/// [`known_device`] for a device named inside a line (a route's `dev`, a rule's `iif`):
+/// the error points at the line.
+pub(super) fn known_device_at(
+    cx: &Ctx,
+    span: Range<usize>,
+    dev: &str,
+    field: &str,
+    node: &str,
+    devs: &BTreeSet<String>,
+) -> R<()> {
+    if devs.contains(dev) {
         return Ok(());
     }
     cx.fail(
-        dev.span(),
+        span,
         field,
-        format!("node `{node}` has no device `{}`", dev.get_ref()),
+        format!("node `{node}` has no device `{dev}`"),
         &format!("use one of: {}", join(devs)),
     )
 }
@@ -858,14 +864,7 @@ pub(super) fn expand_routes(
             _ => vec![],
         };
         for d in used {
-            if !devs.contains(d) {
-                return cx.fail(
-                    r.span(),
-                    &field,
-                    format!("node `{node}` has no device `{d}`"),
-                    &format!("use one of: {}", join(devs)),
-                );
-            }
+            known_device_at(cx, r.span(), d, &field, node, devs)?;
         }
         out.push(route);
     }
@@ -887,14 +886,7 @@ pub(super) fn expand_ip_rules(
         let rule =
             rule_syntax::parse_ip_rule(r.get_ref()).map_err(|e| cx.err(r.span(), &field, e))?;
         for d in rule.iif.iter().chain(&rule.oif) {
-            if !devs.contains(d) {
-                return cx.fail(
-                    r.span(),
-                    &field,
-                    format!("node `{node}` has no device `{d}`"),
-                    &format!("use one of: {}", join(devs)),
-                );
-            }
+            known_device_at(cx, r.span(), d, &field, node, devs)?;
         }
         out.push(rule);
     }
